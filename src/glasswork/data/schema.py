@@ -1,0 +1,109 @@
+"""Schema checks of a labelled text table, with errors that name the file, row and column.
+
+Rows are numbered as a spreadsheet shows them: the header is line 1, the first row line 2.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from glasswork.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MIN_ROWS_PER_CLASS = 5  # a stratified train/val/test split needs a few of each class
+
+
+@dataclass
+class CleanTable:
+    """A checked table: columns ``text`` and ``label`` (the original label values)."""
+
+    frame: pd.DataFrame
+    classes: list
+    report: dict = field(default_factory=dict)
+
+
+def validate(frame: pd.DataFrame, source: str, text_column: str, label_column: str) -> CleanTable:
+    """Check a raw table and return the cleaned ``text``/``label`` frame.
+
+    Rules: both columns exist; there is at least one row; the text column holds text; no
+    label is missing; rows with empty text are dropped (all empty is an error); exact
+    duplicates are dropped and texts seen with two labels are dropped; at least two classes,
+    each with at least ``MIN_ROWS_PER_CLASS`` rows.
+
+    Raises:
+        DataError: naming ``source`` and the row, column and rule that failed.
+    """
+    _require_columns(frame, source, text_column, label_column)
+    if frame.empty:
+        raise DataError(f"{source} has a header ({', '.join(map(str, frame.columns))}) but no rows")
+    texts, labels = frame[text_column], frame[label_column]
+    _require_text(texts, source, text_column)
+    _require_labels(labels, source, label_column)
+    clean = pd.DataFrame({"text": texts.astype("string").fillna("").str.strip(), "label": labels})
+    report = {"source": source, "rows_read": len(clean)}
+    empty = clean["text"] == ""
+    if empty.all():
+        raise DataError(f"{source}: every value of text column {text_column!r} is empty")
+    report["dropped_empty_text"] = int(empty.sum())
+    clean = clean[~empty]
+    before = len(clean)
+    clean = clean.drop_duplicates(subset=["text", "label"])
+    report["dropped_duplicates"] = before - len(clean)
+    conflicting = clean["text"].duplicated(keep=False)
+    report["dropped_conflicting_labels"] = int(conflicting.sum())
+    clean = clean[~conflicting].reset_index(drop=True)
+    classes = _require_classes(clean["label"], source, label_column)
+    report.update(rows_kept=len(clean), class_counts={str(k): int(v) for k, v in clean["label"].value_counts().items()})
+    dropped = {k: v for k, v in report.items() if k.startswith("dropped_") and v}
+    if dropped:
+        log.warning("%s: dropped rows %s", source, dropped)
+    return CleanTable(frame=clean, classes=classes, report=report)
+
+
+def _require_columns(frame: pd.DataFrame, source: str, text_column: str, label_column: str) -> None:
+    for role, column in (("text", text_column), ("label", label_column)):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns)) or "none"
+            raise DataError(
+                f"{source} has no {role} column {column!r} (columns found: {found}); "
+                f"set data.{role}_column to one of them"
+            )
+
+
+def _require_text(texts: pd.Series, source: str, column: str) -> None:
+    non_missing = texts.dropna()
+    if len(non_missing) and pd.api.types.is_numeric_dtype(non_missing) and not pd.api.types.is_bool_dtype(non_missing):
+        raise DataError(f"{source}: text column {column!r} holds numbers, expected text (is it the right column?)")
+
+
+def _require_labels(labels: pd.Series, source: str, column: str) -> None:
+    missing = labels.isna().to_numpy().nonzero()[0]
+    if len(missing):
+        lines = ", ".join(str(i + 2) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(
+            f"{source}: label column {column!r} is empty on {len(missing)} row(s), at line(s) {lines}{more}; "
+            "every row needs a label (ragged rows show up here too)"
+        )
+
+
+def _require_classes(labels: pd.Series, source: str, column: str) -> list:
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        only = counts.index[0] if len(counts) else "none"
+        raise DataError(f"{source}: label column {column!r} has a single class ({only!r}); a classifier needs at least two")
+    rare = counts[counts < MIN_ROWS_PER_CLASS]
+    if len(rare):
+        detail = ", ".join(f"{k!r}: {v}" for k, v in rare.items())
+        raise DataError(
+            f"{source}: label column {column!r} has classes with fewer than {MIN_ROWS_PER_CLASS} rows ({detail}); "
+            "a stratified train/val/test split needs more of each"
+        )
+    try:
+        return sorted(counts.index.tolist())
+    except TypeError:  # mixed types: order by their text
+        return sorted(counts.index.tolist(), key=str)

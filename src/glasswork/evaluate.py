@@ -1,0 +1,115 @@
+"""The ``evaluate`` step: held-out metrics, plots and per-text predictions of the trained model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score, f1_score, roc_auc_score
+
+from glasswork import tracking
+from glasswork.data.prepare import load_labels, load_split, split_md5
+from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.outputs import atomic_dir, write_json
+from glasswork.serving import predict_proba
+from glasswork.train import model_dir
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, float]:
+    """Accuracy, macro-F1, ROC-AUC (one-vs-rest for more than two classes) and expected calibration error."""
+    preds = probs.argmax(axis=1)
+    metrics = {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "macro_f1": float(f1_score(labels, preds, average="macro")),
+        "ece": expected_calibration_error(labels, probs, n_bins),
+    }
+    if len(np.unique(labels)) > 1:
+        score = probs[:, 1] if probs.shape[1] == 2 else probs
+        metrics["roc_auc"] = float(roc_auc_score(labels, score, multi_class="ovr", labels=list(range(probs.shape[1]))))
+    return metrics
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): the |accuracy - confidence| gap over equal-width confidence bins."""
+    confidence, preds = probs.max(axis=1), probs.argmax(axis=1)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs((preds[in_bin] == labels[in_bin]).mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.ndarray]:
+    """The split and the trained model's class probabilities on it."""
+    frame = load_split(cfg, split)
+    path = model_dir(cfg)
+    probs = predict_proba(load_trained(path), load_tokenizer(path), frame["text"].tolist(), cfg.trainer.eval_batch_size, cfg.model.max_length, progress=True)
+    return frame, probs
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score the test split; write ``artifacts/evaluate/`` (metrics.json, predictions.csv, PNG plots).
+
+    Metrics are logged to the model's MLflow run as ``test/<name>``.
+    """
+    labels = load_labels(cfg)
+    frame, probs = score_split(cfg, "test")
+    truth = frame["label"].to_numpy()
+    metrics = classification_metrics(truth, probs)
+    metrics["n"] = len(frame)
+    names = labels["names"]
+    with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
+        predictions = pd.DataFrame({"text": frame["text"], "actual": [names[i] for i in truth], "predicted": [names[i] for i in probs.argmax(1)]})
+        for i, name in enumerate(names):
+            predictions[f"prob_{name}"] = probs[:, i]
+        predictions.to_csv(out / "predictions.csv", index=False)
+        write_json(out / "metrics.json", {"test": metrics, "test_split_md5": split_md5(cfg, "test")})
+        _plots(truth, probs, names, out)
+        mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        mlflow.set_tag("glasswork.test_split_md5", split_md5(cfg, "test"))
+        mlflow.log_artifacts(str(out), "evaluate")
+    log.info("evaluate: %s", {k: round(v, 4) for k, v in metrics.items()})
+    return metrics
+
+
+def _plots(truth: np.ndarray, probs: np.ndarray, names: list[str], out: Path) -> None:
+    preds = probs.argmax(axis=1)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_predictions(truth, preds, labels=list(range(len(names))), display_labels=names, ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix (test)")
+    _save(fig, out / "confusion_matrix.png")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for i, name in enumerate(names if len(names) > 2 else names[1:]):
+        k = i if len(names) > 2 else 1
+        RocCurveDisplay.from_predictions(truth == k, probs[:, k], name=f"{name} vs rest", ax=ax)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_title("ROC (test)")
+    _save(fig, out / "roc.png")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    prob_true, prob_pred = calibration_curve(preds == truth, probs.max(axis=1), n_bins=10, strategy="quantile")
+    ax.plot(prob_pred, prob_true, "o-", label="model")
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
+    ax.set(xlabel="confidence", ylabel="accuracy", title="Calibration (test)")
+    ax.legend()
+    _save(fig, out / "calibration.png")
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

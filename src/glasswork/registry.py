@@ -1,0 +1,179 @@
+"""The ``register`` step: log the model as a pyfunc, register a version, and decide whether it
+takes the ``champion`` alias.
+
+The decision is made *before* anything is registered, so a failure while scoring the current
+champion registers nothing; a failure after the version exists deletes that version again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from glasswork import serving, tracking
+from glasswork.config import to_yaml
+from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
+from glasswork.evaluate import classification_metrics
+from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.errors import PipelineOrderError
+from glasswork.train import model_dir
+
+log = logging.getLogger(__name__)
+
+TAG_VALUE_MAX = 5000  # MLflow's limit on a model-version tag value
+
+
+@dataclass
+class Decision:
+    """Whether the new version takes the alias, and every reason for the answer."""
+
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    champion_version: str | None = None
+    champion_score: float | None = None
+
+
+def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) -> list[str]:
+    """The threshold rules the metrics fail (empty when all pass)."""
+    failed = []
+    for name, minimum in thresholds.items():
+        value = metrics.get(name)
+        if value is None:
+            failed.append(f"threshold on {name}: the model has no test metric {name!r} (have {sorted(metrics)})")
+        elif value < minimum:
+            failed.append(f"test {name} = {value:.4f} is below the threshold {minimum}")
+    return failed
+
+
+def decide(metrics: dict[str, float], thresholds: dict[str, float], metric: str, tolerance: float, champion: tuple[str, float] | None) -> Decision:
+    """Promote only if every threshold passes and the challenger is not worse than the champion."""
+    reasons = check_thresholds(metrics, thresholds)
+    ok = not reasons
+    if ok and thresholds:
+        reasons.append(f"passes every threshold ({', '.join(f'{k} >= {v}' for k, v in thresholds.items())})")
+    if champion is None:
+        reasons.append("there is no champion yet")
+        return Decision(ok, reasons)
+    version, score = champion
+    mine = metrics[metric]
+    if mine + tolerance < score:
+        ok = False
+        reasons.append(f"test {metric} = {mine:.4f} is worse than champion v{version}'s {score:.4f} on the same test split")
+    else:
+        reasons.append(f"test {metric} = {mine:.4f} is not worse than champion v{version}'s {score:.4f} on the same test split")
+    return Decision(ok, reasons, version, score)
+
+
+def register(cfg: DictConfig) -> dict:
+    """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
+    metrics = _test_metrics(cfg)
+    run_id = tracking.current_run_id(cfg)
+    tracking.configure(cfg)
+    client = MlflowClient()
+    name, alias = cfg.registry.model_name, cfg.registry.alias
+    champion = _champion_score(cfg, client, metrics)
+    decision = decide(metrics, dict(cfg.registry.thresholds), cfg.registry.compare_metric, cfg.registry.tolerance, champion)
+    with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
+        info = _log_pyfunc(cfg)
+        version = _create_version(client, cfg, name, info.model_uri, run_id, metrics)
+        try:
+            if decision.promote:
+                client.set_registered_model_alias(name, alias, version)
+            mlflow.set_tag("glasswork.registered_version", f"{name}/{version}")
+            record = {"model_name": name, "version": version, "alias": alias, "model_uri": f"models:/{name}/{version}", **asdict(decision)}
+            write_json(out / "registration.json", record)
+        except BaseException:
+            client.delete_model_version(name, version)
+            raise
+    verb = f"took '{alias}'" if decision.promote else f"did NOT take '{alias}'"
+    log.info("register: %s version %s %s because %s", name, version, verb, "; ".join(decision.reasons))
+    return record
+
+
+def _test_metrics(cfg: DictConfig) -> dict[str, float]:
+    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json"
+    if not path.is_file():
+        raise PipelineOrderError(f"{path} is missing: run `glasswork evaluate` first")
+    return read_json(path)["test"]
+
+
+def _champion_score(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The champion's ``compare_metric`` on *our* test split (re-scored if its split differs)."""
+    name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
+    if metric not in metrics:
+        raise PipelineOrderError(f"registry.compare_metric={metric!r} is not among the test metrics {sorted(metrics)}")
+    try:
+        champion = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    tags = champion.tags
+    if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
+        return champion.version, float(tags[f"glasswork.test.{metric}"])
+    log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
+    test = load_split(cfg, "test")
+    predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
+    classes = [str(c) for c in load_labels(cfg)["classes"]]
+    probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy()
+    if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
+        return champion.version, classification_metrics(test["label"].to_numpy(), probs)[metric]
+    raise PipelineOrderError(
+        f"champion v{champion.version} of {name!r} predicts other labels than this data's {classes}: "
+        "register this model under its own name (registry.model_name=...)"
+    )
+
+
+def _log_pyfunc(cfg: DictConfig):
+    path = model_dir(cfg)
+    example = load_split(cfg, "test")[["text"]].head(3).reset_index(drop=True)
+    model, tokenizer = load_trained(path), load_tokenizer(path)
+    probs = serving.predict_proba(model, tokenizer, example["text"].tolist(), max_length=cfg.model.max_length)
+    names = load_labels(cfg)["names"]
+    output = pd.DataFrame({"label": [str(load_labels(cfg)["classes"][i]) for i in probs.argmax(1)]})
+    for i, n in enumerate(names):
+        output[f"prob_{n}"] = probs[:, i].astype(np.float64)
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(Path(serving.__file__)), artifacts={"model": str(path)},
+        signature=infer_signature(example, output), input_example=example, pip_requirements=_requirements(),
+    )
+
+
+def _create_version(client: MlflowClient, cfg: DictConfig, name: str, source: str, run_id: str, metrics: dict) -> str:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Glasswork text classifier (pyfunc: DataFrame with a 'text' column in, label and class probabilities out).")
+    config_yaml = to_yaml(cfg)
+    tags = {
+        **tracking.lineage_tags(cfg),
+        "glasswork.data_md5": data_md5(cfg),
+        "glasswork.test_split_md5": split_md5(cfg, "test"),
+        "glasswork.config": config_yaml if len(config_yaml) <= TAG_VALUE_MAX else "see run artifact config/resolved.yaml",
+        **{f"glasswork.test.{k}": f"{v:.6f}" for k, v in metrics.items()},
+    }
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    return str(version.version)
+
+
+def _requirements() -> list[str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"transformers=={transformers.__version__}",
+        f"tokenizers=={tokenizers.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+    ]

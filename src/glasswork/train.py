@@ -1,0 +1,136 @@
+"""The ``train`` step: fine-tune the classifier with Lightning, tracked in a new MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+
+from glasswork import tracking
+from glasswork.config import to_plain, to_yaml
+from glasswork.data.datamodule import TextCollator, TextDataModule
+from glasswork.data.prepare import load_labels, load_split
+from glasswork.errors import ConfigError, PipelineOrderError
+from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
+from glasswork.models.classifier_module import ClassifierModule
+from glasswork.outputs import atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train, keep the best checkpoint on ``val/macro_f1``, save the model for the next steps.
+
+    Writes ``artifacts/train/``: ``model/`` (weights, tokenizer, label mapping),
+    ``checkpoints/``, ``run.json`` (the MLflow run id) and ``metrics.json``.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    labels = load_labels(cfg)
+    train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
+    tokenizer = load_tokenizer(pretrained_dir(cfg.model))
+    num_labels = len(labels["classes"])
+    module = ClassifierModule(
+        build_model(cfg.model, num_labels, cfg.seed), num_labels,
+        lr=cfg.model.lr, weight_decay=cfg.model.weight_decay, warmup_fraction=cfg.model.warmup_fraction,
+    )
+    datamodule = TextDataModule(
+        train_df, val_df, TextCollator(tokenizer, cfg.model.max_length),
+        cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.seed, cfg.trainer.num_workers,
+    )
+    run_id = tracking.new_run(cfg)
+    out_dir = Path(cfg.paths.artifacts_dir) / "train"
+    with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
+        _log_run_inputs(cfg, labels)
+        trainer = _trainer(cfg, staging / "checkpoints", run_id)
+        if cfg.trainer.compile:
+            module.net = torch.compile(module.net)
+        trainer.fit(module, datamodule=datamodule)
+        best = _restore_best(module, trainer)
+        model_dir = staging / "model"
+        _unwrap(module.net).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        write_json(model_dir / "labels.json", {**labels, "max_length": cfg.model.max_length})
+        metrics = _final_metrics(trainer, best)
+        write_json(staging / "metrics.json", metrics)
+        write_json(staging / "run.json", {"run_id": run_id})
+    log.info("train: run %s, best checkpoint %s, %s", run_id, best or "-", metrics)
+    return {"run_id": run_id, **metrics}
+
+
+def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine")
+    logger = MLFlowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False)
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1, save_last=True),
+        LearningRateMonitor(logging_interval="step"),
+        ThroughputMonitor(batch_size_fn=lambda batch: batch["labels"].size(0), length_fn=lambda batch: int(batch["attention_mask"].sum())),
+    ]
+    limit = t.limit_train_batches
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+            limit_train_batches=int(limit) if float(limit).is_integer() and limit > 1 else float(limit),
+            log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
+            deterministic=t.deterministic, fast_dev_run=t.fast_dev_run, logger=logger, callbacks=callbacks,
+            enable_model_summary=False, default_root_dir=str(ckpt_dir.parent),
+        )
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        raise ConfigError(f"trainer settings rejected by Lightning: {err}") from None
+
+
+def _restore_best(module: ClassifierModule, trainer: L.Trainer) -> str | None:
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+        return str(best)
+    return None
+
+
+def _final_metrics(trainer: L.Trainer, best: str | None) -> dict:
+    keep = ("val/acc", "val/macro_f1", "val/loss", "train/loss")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in keep}
+    score = trainer.checkpoint_callback.best_model_score if best else None
+    if score is not None:
+        metrics["val/best_macro_f1"] = float(score)
+    metrics["train/steps"] = int(trainer.global_step)
+    return metrics
+
+
+def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
+    import mlflow
+
+    mlflow.log_params(tracking.flat_params(to_plain(cfg)))
+    mlflow.log_text(to_yaml(cfg), "config/resolved.yaml")
+    report = Path(cfg.paths.processed_dir) / "report.json"
+    if report.is_file():
+        data = read_json(report)
+        mlflow.log_dict(data, "data/prepare_report.json")
+        mlflow.log_params({f"data.split.{k}": v for k, v in data.get("split_sizes", {}).items()})
+    mlflow.log_dict(labels, "data/labels.json")
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return getattr(net, "_orig_mod", net)
+
+
+def copy_model_dir(cfg: DictConfig, target: Path) -> Path:
+    """Copy the trained model folder (used by register to package the pyfunc)."""
+    return Path(shutil.copytree(model_dir(cfg), target))
+
+
+def model_dir(cfg: DictConfig) -> Path:
+    """The trained model folder, or a clear error if training has not run."""
+    path = Path(cfg.paths.artifacts_dir) / "train" / "model"
+    if not (path / "config.json").is_file():
+        raise PipelineOrderError(f"{path} holds no trained model: run `glasswork train` first")
+    return path

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny configs rooted in ``tmp_path``, learnable tiny data, a trained tiny run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+POSITIVE = ["wonderful", "moving", "brilliant", "delightful", "superb", "charming", "gripping", "beautiful"]
+NEGATIVE = ["dreadful", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "dull"]
+FILLER = ["the film", "this movie", "the story", "its cast", "the script", "the ending", "every scene", "the score"]
+
+
+def learnable_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Short reviews whose label is decided by one sentiment word: a tiny model can learn them."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        good = i % 2 == 0
+        word = rng.choice(POSITIVE if good else NEGATIVE)
+        rows.append((f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 999)}", "pos" if good else "neg"))
+    return rows
+
+
+def write_learnable_csv(path: Path, n: int = 240, seed: int = 0, text_col: str = "review", label_col: str = "sentiment") -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame(learnable_rows(n, seed), columns=[text_col, label_col])
+    frame.to_csv(path, index=False)
+    return path
+
+
+def tiny_overrides(root: Path, *extra: str) -> list[str]:
+    """Overrides for a fast run of the tiny model with every output under ``root``."""
+    return ["debug=fast", f"paths.root={root}", *extra]
+
+
+def learnable_overrides(root: Path, *extra: str) -> list[str]:
+    """The tiny model on learnable data (a CSV under root), drift against its own test split."""
+    csv = write_learnable_csv(root / "learnable.csv")
+    return tiny_overrides(
+        root, "data=table", f"data.path={csv}", "data.text_column=review", "data.label_column=sentiment",
+        "data.max_rows=null", "drift.current=test", "trainer.max_epochs=4", "trainer.limit_train_batches=1.0",
+        "model.lr=3e-3", "model.warmup_fraction=0.0", *extra,
+    )
+
+
+@pytest.fixture
+def cfg_factory():
+    from glasswork.config import load_config
+
+    return load_config
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_root(tmp_path_factory) -> Path:
+    """A tiny run taken through ingest → prepare → train once per session (copied per test)."""
+    from glasswork.config import load_config
+    from glasswork.data.prepare import ingest, prepare
+    from glasswork.train import train
+
+    root = tmp_path_factory.mktemp("trained_tiny")
+    cfg = load_config(tiny_overrides(root))
+    ingest(cfg)
+    prepare(cfg)
+    train(cfg)
+    return root
+
+
+@pytest.fixture
+def tiny_run(trained_tiny_root, tmp_path):
+    """A private copy of the trained tiny run and its config (MLflow store included)."""
+    from glasswork.config import load_config
+
+    root = tmp_path / "run"
+    shutil.copytree(trained_tiny_root, root)
+    # The SQLite store records absolute artifact locations: keep pointing at the copy's own.
+    _rewrite_artifact_root(root, trained_tiny_root)
+    return root, load_config(tiny_overrides(root))
+
+
+def _rewrite_artifact_root(root: Path, old_root: Path) -> None:
+    import sqlite3
+
+    db = root / "mlflow.db"
+    if not db.exists():
+        return
+    with sqlite3.connect(db) as con:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            con.execute(f"UPDATE {table} SET {column} = REPLACE({column}, ?, ?)", (str(old_root), str(root)))
