@@ -30,7 +30,9 @@ help: ## list the targets
 # pip installs torch from the machine's local CPU wheel (uv does not look there); uv resolves the
 # rest in seconds where pip's resolver backtracked for minutes. torch==2.13.0 is repeated in the
 # uv call so that uv keeps the installed CPU build instead of swapping in a CUDA one.
-UV := $(BIN)/uv pip install --python $(BIN)/python -q
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, nothing would ever be cached and
+# every process would spend ~20 s compiling lightning, mlflow and sklearn again.
+UV := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode
 
 # The venv is rebuilt when pyproject.toml changes (the stamp is older) or when it is missing.
 # torch goes first, pinned: with torch==2.13.0 in place the rest resolves without touching it

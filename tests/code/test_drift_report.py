@@ -1,0 +1,106 @@
+"""Evidently drift wrapper: verdicts on synthetic frames, HTML/JSON outputs, loud failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glasswork.drift_report import _parse_snapshot, build_drift_report
+
+ADJ = ["great", "boring", "brilliant", "dull", "moving", "clumsy", "charming", "tedious"]
+NOUN = ["film", "movie", "plot", "cast", "script", "ending", "soundtrack", "story"]
+TEMPLATES = ["The {n} was {a}.", "I loved the {a} {n}.", "A {a} {n}, honestly.", "What a {a} {n}!"]
+HANDLES = ["@nasa", "@bbcnews", "@github", "@openai"]
+TAGS = ["#crypto", "#ai", "#breaking", "#python", "#moon"]
+WORDS = ["rocket", "launch", "price", "pump", "server", "deploy", "outage", "thread"]
+# The default text test (percentile vs 1000 random classifiers) takes ~5 s per computation and
+# Evidently runs it three times per report; the absolute-AUC test gives the same verdicts here.
+FAST = {"text_columns": ["text"], "numerical_columns": ["length", "words", "proba"]}
+FAST_TEXT = "abs_text_content_drift"
+
+
+def _frame(texts: list[str], proba: np.ndarray) -> pd.DataFrame:
+    text = pd.Series(texts)
+    return pd.DataFrame(
+        {
+            "text": text,
+            "length": text.str.len(),
+            "words": text.str.split().str.len(),
+            "proba": proba,
+        }
+    )
+
+
+def reviews(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    texts = [
+        str(rng.choice(TEMPLATES)).format(a=rng.choice(ADJ), n=rng.choice(NOUN)) for _ in range(n)
+    ]
+    return _frame(texts, rng.beta(2, 2, n))
+
+
+def tweets(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(n):
+        tokens = [
+            *rng.choice(WORDS, rng.integers(12, 30)),
+            *rng.choice(HANDLES, 2),
+            *rng.choice(TAGS, 3),
+        ]
+        rng.shuffle(tokens)
+        texts.append(" ".join(tokens))
+    return _frame(texts, rng.beta(8, 1.5, n))
+
+
+def _check_outputs(result, tmp_path) -> dict:
+    html = result.save_html(tmp_path / "report" / "drift.html")
+    assert html.stat().st_size > 0
+    # Self-contained: Evidently inlines its scripts rather than loading them from a CDN.
+    assert "<script src=" not in html.read_text(encoding="utf-8")
+    summary = json.loads(json.dumps(result.to_dict()))
+    assert set(summary["columns"]) == {"text", "length", "words", "proba"}
+    return summary
+
+
+def test_same_distribution_is_not_drift(tmp_path):
+    result = build_drift_report(reviews(300, 0), reviews(300, 1), text_method=FAST_TEXT, **FAST)
+
+    assert result.dataset_drift is False
+    assert result.n_drifted == 0 and result.share_drifted == 0.0 and result.n_columns == 4
+    summary = _check_outputs(result, tmp_path)
+    assert summary["columns"]["proba"]["method"] == "K-S p_value"
+    assert summary["columns"]["proba"]["threshold"] == pytest.approx(0.05)
+
+
+def test_different_texts_are_drift(tmp_path):
+    result = build_drift_report(reviews(300, 0), tweets(300, 2), text_method=FAST_TEXT, **FAST)
+
+    assert result.dataset_drift is True
+    assert result.n_drifted == 4 and result.share_drifted == 1.0
+    assert all(column["drifted"] for column in result.columns.values())
+    summary = _check_outputs(result, tmp_path)
+    assert summary["dataset_drift"] is True
+
+
+def test_missing_column_is_rejected():
+    with pytest.raises(ValueError, match="missing"):
+        build_drift_report(reviews(20, 0), reviews(20, 1).drop(columns="proba"), **FAST)
+
+
+class _FakeSnapshot:
+    def __init__(self, data: dict):
+        self._data = data
+
+    def dict(self) -> dict:
+        return self._data
+
+
+def test_unexpected_snapshot_shape_raises():
+    with pytest.raises(RuntimeError, match="DriftedColumnsCount"):
+        _parse_snapshot(_FakeSnapshot({"metrics": [], "tests": []}))
+    with pytest.raises(RuntimeError, match="metrics"):
+        _parse_snapshot(_FakeSnapshot({}))
