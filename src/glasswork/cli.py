@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Known, harmless upstream warnings that would otherwise open every training log.
+    warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # Lightning logs through its own handler too: without this every line shows twice.
+    logging.getLogger("lightning.pytorch").propagate = False
+    # Per-file "Loading weights" and "Downloading artifacts" bars on local copies are noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(os.environ.get("GLASSWORK_ROOT", "."))
     os.environ.setdefault("PREFECT_HOME", str((root / ".prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server is a subprocess that must import Prefect first: on 2 slow cores
+    # that alone can pass Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     args = _parser().parse_args(argv)
     setup_logging()

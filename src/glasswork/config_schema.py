@@ -77,6 +77,7 @@ class DriftConfig:
     current_path: str = ""
     sample_size: int = 800
     drift_share: float = 0.5
+    text_method: str | None = None
 
 
 @dataclass

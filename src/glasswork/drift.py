@@ -70,6 +70,7 @@ def drift(cfg: DictConfig) -> dict:
     result = build_drift_report(
         describe(reference, model, tokenizer, cfg), describe(current, model, tokenizer, cfg),
         text_columns=["text"], numerical_columns=NUMERIC, drift_share=cfg.drift.drift_share,
+        text_method=cfg.drift.text_method,
     )
     summary = {"current": cfg.drift.current, "n_reference": len(reference), "n_current": len(current), **result.to_dict()}
     metrics = {"dataset_drift": int(result.dataset_drift), "share_drifted": result.share_drifted, "n_drifted": result.n_drifted}

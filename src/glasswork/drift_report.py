@@ -101,6 +101,7 @@ def build_drift_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
     from sklearn.exceptions import ConvergenceWarning
+
     definition = DataDefinition(
         text_columns=text_columns,
         numerical_columns=numerical_columns,
@@ -152,10 +153,11 @@ def _parse_snapshot(snapshot: Any) -> DriftResult:
     columns = {}
     for metric in values:
         score, config = metric.get("value"), metric["config"]
-        if metric.get("id") not in verdicts or not isinstance(score, numbers.Real):
-            raise RuntimeError(f"ValueDrift {metric.get('metric_name')!r} lacks a score or test")
+        known = metric.get("id") in verdicts and "column" in config
+        if not known or not isinstance(score, numbers.Real):
+            raise RuntimeError(f"ValueDrift {metric.get('metric_name')!r} lacks column/score/test")
         threshold = config.get("threshold")
-        columns[str(config.get("column"))] = {
+        columns[config["column"]] = {
             "drifted": verdicts[metric["id"]],
             "score": float(score),
             "method": config.get("method"),

@@ -36,7 +36,7 @@ def rotten_tomatoes() -> pd.DataFrame:
     frame = pd.read_csv(path)
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
     return pd.DataFrame(
-        {"text": frame["text"].astype(str).str.strip(), "label": (frame["category"] == "fresh").astype(int)}
+        {"text": _one_line(frame["text"]), "label": (frame["category"] == "fresh").astype(int)}
     ).reset_index(drop=True)
 
 
@@ -51,8 +51,14 @@ def tweets() -> pd.DataFrame:
     text_col, label_col = _tweet_columns(frame, path)
     frame = frame[frame[label_col].isin(["positive", "negative"])]
     return pd.DataFrame(
-        {"text": frame[text_col].astype(str).str.strip(), "label": (frame[label_col] == "positive").astype(int)}
+        {"text": _one_line(frame[text_col]), "label": (frame[label_col] == "positive").astype(int)}
     ).reset_index(drop=True)
+
+
+def _one_line(texts: pd.Series) -> pd.Series:
+    # Carriage returns inside quoted fields trip pandas' C parser ("Buffer overflow caught"),
+    # and line breaks mean nothing to the model: fold all whitespace runs into one space.
+    return texts.astype(str).str.replace(r"\s+", " ", regex=True).str.strip()
 
 
 def _tweet_columns(frame: pd.DataFrame, path: Path) -> tuple[str, str]:
@@ -106,7 +112,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         encoding = "latin-1"
     # on_bad_lines="error" + the C parser names the line of a row with too many fields.
-    return pd.read_csv(path, encoding=encoding, on_bad_lines="error", dtype_backend="numpy_nullable")
+    try:
+        return pd.read_csv(path, encoding=encoding, on_bad_lines="error")
+    except pd.errors.ParserError as err:
+        if "Buffer overflow" not in str(err):
+            raise
+        # Carriage returns inside quoted fields: the slower Python parser reads them.
+        return pd.read_csv(path, encoding=encoding, on_bad_lines="error", engine="python")
 
 
 def _guess_format(path: Path) -> str:
