@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from glasswork.config import from_plain, to_plain
 from glasswork.errors import GlassworkError
+from glasswork.preflight import preflight
 from glasswork.steps import STEPS, Step
 
 log = logging.getLogger("glasswork.flow")
@@ -68,7 +69,8 @@ def training(cfg: dict) -> dict:
 
 
 def run_pipeline(cfg: DictConfig) -> dict:
-    """Run the flow and print where its results are."""
+    """Check the inputs, run the flow, and print where its results are."""
+    preflight(cfg)
     results = training(to_plain(cfg))
     print(where_to_look(cfg, results))
     return results

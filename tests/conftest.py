@@ -63,16 +63,14 @@ def cfg_factory():
 
 @pytest.fixture(scope="session")
 def trained_tiny_root(tmp_path_factory) -> Path:
-    """A tiny run taken through ingest → prepare → train once per session (copied per test)."""
+    """A tiny run taken through every step once per session (copied per test)."""
     from glasswork.config import load_config
-    from glasswork.data.prepare import ingest, prepare
-    from glasswork.train import train
+    from glasswork.steps import STEPS
 
     root = tmp_path_factory.mktemp("trained_tiny")
     cfg = load_config(tiny_overrides(root))
-    ingest(cfg)
-    prepare(cfg)
-    train(cfg)
+    for step in STEPS:
+        step.function()(cfg)
     return root
 
 

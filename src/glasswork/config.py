@@ -7,6 +7,7 @@ to the steps as a resolved ``DictConfig``; Prefect tasks receive it as a plain d
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,16 @@ def _unknown_key_message(full_key: str, schema: DictConfig) -> str:
 
 
 def _explain_hydra_error(err: HydraException, overrides: Sequence[str]) -> str:
-    text = _first_line(err)
-    if "Could not find" in text or "Could not override" in text or "not in struct" in text:
-        return f"{text}\nCheck the override among {list(overrides)}; `glasswork --help` lists the config groups."
-    return text
+    text = str(err).strip()
+    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if unknown and "." in unknown.group(1):
+        return _unknown_key_message(unknown.group(1), OmegaConf.structured(GlassworkConfig))
+    if "Could not find" in text:
+        # Hydra lists the available options of the group on the following lines: keep them.
+        text = text.split("Config search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return f"{lines[0]}; {' '.join(lines[1:])}. `glasswork --help` lists the config groups."
+    return f"{_first_line(err)} (overrides: {list(overrides)})"
 
 
 def _first_line(err: Exception) -> str:

@@ -31,6 +31,9 @@ def train(cfg: DictConfig) -> dict:
     Writes ``artifacts/train/``: ``model/`` (weights, tokenizer, label mapping),
     ``checkpoints/``, ``run.json`` (the MLflow run id) and ``metrics.json``.
     """
+    from glasswork.preflight import check_accelerator  # late: preflight imports the steps
+
+    check_accelerator(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = load_labels(cfg)
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
@@ -66,8 +69,6 @@ def train(cfg: DictConfig) -> dict:
 
 def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
     t = cfg.trainer
-    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine")
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False)
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1, save_last=True),

@@ -99,6 +99,11 @@ def split_md5(cfg: DictConfig, name: str) -> str:
     return hashlib.md5((Path(cfg.paths.processed_dir) / f"{name}.parquet").read_bytes()).hexdigest()
 
 
+def check_table(cfg: DictConfig) -> schema.CleanTable:
+    """Read and check the configured raw table (what ``prepare`` would split)."""
+    return _load_checked(cfg)
+
+
 def _load_checked(cfg: DictConfig) -> schema.CleanTable:
     path = Path(cfg.data.path)
     if cfg.data.source in sources.PACKAGED and not path.exists():

@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 METHODS = ("integrated_gradients",)
 
 
+def check_methods(methods) -> None:
+    """Refuse an empty or unknown method list, naming the valid methods."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"explain.methods={list(methods)}: unknown {unknown}; valid methods: {list(METHODS)}")
+
+
 def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe)."""
-    unknown = [m for m in cfg.explain.methods if m not in METHODS]
-    if unknown or not cfg.explain.methods:
-        raise ConfigError(f"explain.methods={list(cfg.explain.methods)}: unknown {unknown}; valid methods: {list(METHODS)}")
+    check_methods(cfg.explain.methods)
     test = load_split(cfg, "test")
     if not 0 < cfg.explain.n_probe <= len(test):
         raise ConfigError(f"explain.n_probe={cfg.explain.n_probe}: expected 1..{len(test)} (the size of the test split)")

@@ -54,8 +54,11 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
                 raise ConfigError(f"model.random_init.{key}: not a field of {type(config).__name__}")
             setattr(config, key, value)
         config._attn_implementation = attn
-        return AutoModelForSequenceClassification.from_config(config)
-    return AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=num_labels, attn_implementation=attn)
+        return AutoModelForSequenceClassification.from_config(config).train()
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=num_labels, attn_implementation=attn)
+    # from_pretrained returns eval mode; Lightning keeps module modes as they are, so dropout
+    # would stay off for the whole fine-tuning.
+    return model.train()
 
 
 def load_trained(model_dir: Path | str, attn_implementation: str = "sdpa") -> torch.nn.Module:

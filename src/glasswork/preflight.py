@@ -1,0 +1,38 @@
+"""Checks that a whole run can start, made before any step writes anything.
+
+A bad file or setting should fail in seconds with a clear message, not half an hour into a
+flow run (and not inside a Prefect task, whose log would bury the message in a traceback).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from glasswork.data import sources
+from glasswork.data.prepare import check_table
+from glasswork.drift import CURRENT_CHOICES
+from glasswork.errors import ConfigError
+from glasswork.explain.step import check_methods
+from glasswork.models.backbone import pretrained_dir
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Raise a :class:`~glasswork.errors.GlassworkError` for anything that would fail a step later."""
+    if cfg.data.source == "table":
+        check_table(cfg)
+    elif cfg.data.source not in sources.PACKAGED:
+        raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
+    pretrained_dir(cfg.model)
+    check_methods(cfg.explain.methods)
+    if cfg.drift.current not in CURRENT_CHOICES:
+        raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
+    check_accelerator(cfg)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """``trainer=gpu`` needs a visible CUDA device; say so instead of a Lightning traceback."""
+    if cfg.trainer.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine")

@@ -1,0 +1,84 @@
+"""Each step's outputs on the tiny run, and what one MLflow run holds at the end."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from glasswork.outputs import read_json
+
+
+def _png_ok(path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
+    root, cfg = tiny_run
+    out = root / "artifacts" / "evaluate"
+    metrics = read_json(out / "metrics.json")["test"]
+    assert set(metrics) >= {"accuracy", "macro_f1", "roc_auc", "ece", "n"}
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["ece"] <= 1 and metrics["n"] == 30
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 30 and set(predictions["actual"]) <= {"rotten", "fresh"}
+    assert np.allclose(predictions[["prob_rotten", "prob_fresh"]].sum(axis=1), 1, atol=1e-5)
+    for plot in ("confusion_matrix.png", "roc.png", "calibration.png"):
+        assert _png_ok(out / plot), plot
+
+
+def test_explain_writes_a_page_and_attributions(tiny_run):
+    root, cfg = tiny_run
+    out = root / "artifacts" / "explain"
+    items = json.loads((out / "attributions.json").read_text())
+    assert len(items) == cfg.explain.n_probe
+    for item in items:
+        assert item["tokens"][0] == "[CLS]" and len(item["tokens"]) == len(item["scores"])
+        assert abs(item["delta"]) < 1e-2  # integrated gradients' completeness holds
+    page = (out / "attributions.html").read_text()
+    assert page.count('class="item"') == cfg.explain.n_probe
+    assert "<script" not in page and "http" not in page  # self-contained
+
+
+def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
+    root, cfg = tiny_run
+    out = root / "artifacts" / "drift"
+    summary = read_json(out / "drift.json")
+    assert summary["current"] == "tweets" and isinstance(summary["dataset_drift"], bool)
+    assert set(summary["columns"]) == {"text", "length_chars", "length_words", "predicted_probability"}
+    assert summary["columns"]["text"]["drifted"], "movie reviews vs tweets: the text must drift"
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_champion_loads_as_pyfunc_and_predicts(tiny_run):
+    root, cfg = tiny_run
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_registry_uri(cfg.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
+    out = model.predict(pd.DataFrame({"text": ["a wonderful film", "dull and far too long", ""]}))
+    assert list(out.columns) == ["label", "prob_rotten", "prob_fresh"]
+    assert set(out["label"]) <= {"0", "1"}
+    assert np.allclose(out[["prob_rotten", "prob_fresh"]].sum(axis=1), 1, atol=1e-5)
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == ["text"]
+
+
+def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_run):
+    root, cfg = tiny_run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run_id = read_json(root / "artifacts" / "train" / "run.json")["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.params["model.name"] == "tiny_bert" and run.data.params["data.split.train"] == "239"
+    for key in ("test/accuracy", "test/macro_f1", "test/roc_auc", "test/ece", "val/macro_f1", "explain/ig_mean_abs_delta", "drift/share_drifted"):
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run_id, "train/loss")) >= 2  # a curve, not a number
+    for tag in ("glasswork.git_commit", "glasswork.data_md5", "glasswork.registered_version"):
+        assert run.data.tags.get(tag), tag
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"evaluate", "explain", "drift", "config", "data"} <= top
+    version = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
+    assert version.run_id == run_id
+    assert "seed: 42" in version.tags["glasswork.config"] and version.tags["glasswork.data_md5"]

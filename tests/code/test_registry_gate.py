@@ -1,0 +1,50 @@
+"""The registry gate: a worse model is registered but never takes `champion`."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from glasswork.config import load_config
+from glasswork.registry import decide
+from glasswork.steps import STEPS
+from tests.conftest import learnable_overrides
+
+
+def test_decide_needs_every_threshold():
+    d = decide({"accuracy": 0.8, "macro_f1": 0.6}, {"accuracy": 0.75, "macro_f1": 0.7}, "macro_f1", 0.0, None)
+    assert not d.promote and any("macro_f1 = 0.6000 is below the threshold 0.7" in r for r in d.reasons)
+
+
+def test_decide_refuses_a_worse_challenger_and_allows_a_tie():
+    worse = decide({"macro_f1": 0.79}, {}, "macro_f1", 0.0, ("3", 0.80))
+    assert not worse.promote and "worse than champion v3" in worse.reasons[-1]
+    tie = decide({"macro_f1": 0.80}, {}, "macro_f1", 0.0, ("3", 0.80))
+    assert tie.promote
+    tolerated = decide({"macro_f1": 0.79}, {}, "macro_f1", 0.02, ("3", 0.80))
+    assert tolerated.promote
+
+
+def _run_steps(cfg) -> dict:
+    results = {}
+    for step in STEPS:
+        results[step.name] = step.function()(cfg)
+    return results
+
+
+def test_a_worse_model_never_takes_champion(tmp_path):
+    good = load_config(learnable_overrides(tmp_path))
+    first = _run_steps(good)
+    assert first["evaluate"]["accuracy"] >= 0.9, "the tiny model should learn the one-word rule"
+    assert first["register"]["promote"]
+
+    # Same data and test split, but the weights never move: a coin-flip model.
+    bad = load_config(learnable_overrides(tmp_path, "model.lr=0.0"))
+    second = _run_steps(bad)
+    assert second["evaluate"]["macro_f1"] < first["evaluate"]["macro_f1"]
+    assert not second["register"]["promote"]
+    assert "worse than champion v1" in " ".join(second["register"]["reasons"])
+
+    client = MlflowClient(tracking_uri=good.tracking.uri, registry_uri=good.tracking.uri)
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{good.registry.model_name}'"))
+    assert versions == [1, 2]  # the worse model is registered (for the record) ...
+    assert client.get_model_version_by_alias(good.registry.model_name, "champion").version == "1"  # ... not promoted

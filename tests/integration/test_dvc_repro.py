@@ -1,0 +1,54 @@
+"""`dvc repro` in a real git repo: runs every stage, then nothing, then only what a param touches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def _sh(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env.pop("GLASSWORK_ROOT", None)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_dvc_repro_twice_then_only_the_drift_stage(tmp_path):
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _sh(["git", "init", "-q"], repo)
+    _sh(["dvc", "init", "-q"], repo)
+    _sh(["glasswork", "dvc-sync", "debug=fast"], repo)  # the tiny config, frozen into params.yaml
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "pipeline"], repo)
+
+    first = _sh(["dvc", "repro"], repo)
+    for stage in ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register"):
+        assert f"Running stage '{stage}'" in first, stage
+    assert (repo / "dvc.lock").is_file()
+    metrics = _sh(["dvc", "metrics", "show"], repo)
+    assert "test.accuracy" in metrics
+
+    second = _sh(["dvc", "repro"], repo)
+    assert "Running stage" not in second and "up to date" in second
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["drift"]["sample_size"] = 50
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _sh(["dvc", "repro"], repo)
+    ran = [line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage")]
+    assert ran == ["drift"], third
