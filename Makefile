@@ -50,7 +50,7 @@ venv: $(STAMP) ## build .venv/ (only if missing or stale)
 run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped data and model
 	$(BIN)/glasswork run $(ARGS)
 
-test: $(STAMP) ## run every test (slow and integration ones included)
+test: $(STAMP) lint ## lint, then run every test (slow and integration ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow

@@ -43,8 +43,14 @@ def _make_task(step: Step):
 
     run_step.__name__ = step.name
     return task(
-        run_step, name=step.name, description=step.summary, retries=step.retries, retry_delay_seconds=5,
-        retry_condition_fn=_transient_only, cache_policy=NO_CACHE, persist_result=False,
+        run_step,
+        name=step.name,
+        description=step.summary,
+        retries=step.retries,
+        retry_delay_seconds=5,
+        retry_condition_fn=_transient_only,
+        cache_policy=NO_CACHE,
+        persist_result=False,
     )
 
 
@@ -82,18 +88,23 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
     reg = results["register"]
     test = results["evaluate"]
     verdict = "took" if reg["promote"] else "did not take"
-    drift_word = "DRIFT" if results["drift"]["dataset_drift"] else "no drift"
-    return "\n".join([
-        "",
-        "Glasswork run finished.",
-        f"  test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, ROC-AUC {test.get('roc_auc', float('nan')):.3f}, ECE {test['ece']:.3f}",
-        f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': {'; '.join(reg['reasons'])}",
-        f"  drift vs {results['drift']['current']}: {drift_word} ({results['drift']['n_drifted']} of {results['drift']['n_columns']} columns)",
-        "Where to look:",
-        f"  MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri} --port 5000   then open http://127.0.0.1:5000",
-        f"  explanations:  {art / 'explain' / 'attributions.html'}",
-        f"  drift report:  {art / 'drift' / 'report.html'}",
-        f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",
-        f"  the model:     mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')",
-    ])
-
+    drift = results["drift"]
+    drift_word = "DRIFT" if drift["dataset_drift"] else "no drift"
+    auc = test.get("roc_auc", float("nan"))
+    return "\n".join(
+        [
+            "",
+            "Glasswork run finished.",
+            f"  test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
+            f"ROC-AUC {auc:.3f}, ECE {test['ece']:.3f}",
+            f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': "
+            + "; ".join(reg["reasons"]),
+            f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} columns)",
+            "Where to look:",
+            f"  MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri} --port 5000   then open http://127.0.0.1:5000",
+            f"  explanations:  {art / 'explain' / 'attributions.html'}",
+            f"  drift report:  {art / 'drift' / 'report.html'}",
+            f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",
+            f"  the model:     mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')",
+        ]
+    )

@@ -28,11 +28,15 @@ def learnable_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     for i in range(n):
         good = i % 2 == 0
         word = rng.choice(POSITIVE if good else NEGATIVE)
-        rows.append((f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 999)}", "pos" if good else "neg"))
+        rows.append(
+            (f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 999)}", "pos" if good else "neg")
+        )
     return rows
 
 
-def write_learnable_csv(path: Path, n: int = 240, seed: int = 0, text_col: str = "review", label_col: str = "sentiment") -> Path:
+def write_learnable_csv(
+    path: Path, n: int = 240, seed: int = 0, text_col: str = "review", label_col: str = "sentiment"
+) -> Path:
     import pandas as pd
 
     frame = pd.DataFrame(learnable_rows(n, seed), columns=[text_col, label_col])
@@ -49,9 +53,18 @@ def learnable_overrides(root: Path, *extra: str) -> list[str]:
     """The tiny model on learnable data (a CSV under root), drift against its own test split."""
     csv = write_learnable_csv(root / "learnable.csv")
     return tiny_overrides(
-        root, "data=table", f"data.path={csv}", "data.text_column=review", "data.label_column=sentiment",
-        "data.max_rows=null", "drift.current=test", "trainer.max_epochs=4", "trainer.limit_train_batches=1.0",
-        "model.lr=3e-3", "model.warmup_fraction=0.0", *extra,
+        root,
+        "data=table",
+        f"data.path={csv}",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        "data.max_rows=null",
+        "drift.current=test",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=1.0",
+        "model.lr=3e-3",
+        "model.warmup_fraction=0.0",
+        *extra,
     )
 
 

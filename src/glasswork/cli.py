@@ -33,17 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     from glasswork.steps import STEPS
 
     parser = argparse.ArgumentParser(
-        prog="glasswork", description="Train, evaluate, explain, watch and register transformer text classifiers.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="glasswork",
+        description="Train, evaluate, explain, watch and register transformer text classifiers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = {"run": "run every step as one Prefect flow (ingest → prepare → train → evaluate → explain → drift → register)"}
+    commands = {
+        "run": "run every step as one Prefect flow (ingest → prepare → train → evaluate → explain → drift → register)"
+    }
     commands |= {s.name: f"run one step: {s.summary}" for s in STEPS}
-    commands |= {"show-config": "print the composed, resolved config", "dvc-sync": "write params.yaml and dvc.yaml from conf/ and the step list"}
+    commands |= {
+        "show-config": "print the composed, resolved config",
+        "dvc-sync": "write params.yaml and dvc.yaml from conf/ and the step list",
+    }
     for name, text in commands.items():
-        cmd = sub.add_parser(name, help=text, description=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd = sub.add_parser(
+            name, help=text, description=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/config.yaml")
-        cmd.add_argument("--config", type=Path, metavar="FILE", help="use this frozen, resolved config (e.g. params.yaml) instead of composing conf/")
+        cmd.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="use this frozen, resolved config (e.g. params.yaml) instead of composing conf/",
+        )
     return parser
 
 
@@ -89,7 +103,9 @@ def _short(result) -> str:
 
 def setup_logging() -> None:
     """One readable line per event; silence chatty libraries."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Known, harmless upstream warnings that would otherwise open every training log.

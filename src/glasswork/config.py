@@ -53,9 +53,7 @@ def check_config(cfg: DictConfig) -> DictConfig:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
         key = err.full_key
-        raise ConfigError(
-            f"setting {key} is required but not set: pass it as an override, e.g. {key}=..."
-        ) from None
+        raise ConfigError(f"setting {key} is required but not set: pass it as an override, e.g. {key}=...") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"config does not resolve at {getattr(err, 'full_key', '?')}: {err}") from None
     try:

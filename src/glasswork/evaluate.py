@@ -56,7 +56,14 @@ def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.
     """The split and the trained model's class probabilities on it."""
     frame = load_split(cfg, split)
     path = model_dir(cfg)
-    probs = predict_proba(load_trained(path), load_tokenizer(path), frame["text"].tolist(), cfg.trainer.eval_batch_size, cfg.model.max_length, progress=True)
+    probs = predict_proba(
+        load_trained(path),
+        load_tokenizer(path),
+        frame["text"].tolist(),
+        cfg.trainer.eval_batch_size,
+        cfg.model.max_length,
+        progress=True,
+    )
     return frame, probs
 
 
@@ -72,7 +79,13 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics["n"] = len(frame)
     names = labels["names"]
     with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
-        predictions = pd.DataFrame({"text": frame["text"], "actual": [names[i] for i in truth], "predicted": [names[i] for i in probs.argmax(1)]})
+        predictions = pd.DataFrame(
+            {
+                "text": frame["text"],
+                "actual": [names[i] for i in truth],
+                "predicted": [names[i] for i in probs.argmax(1)],
+            }
+        )
         for i, name in enumerate(names):
             predictions[f"prob_{name}"] = probs[:, i]
         predictions.to_csv(out / "predictions.csv", index=False)
@@ -88,7 +101,9 @@ def evaluate(cfg: DictConfig) -> dict:
 def _plots(truth: np.ndarray, probs: np.ndarray, names: list[str], out: Path) -> None:
     preds = probs.argmax(axis=1)
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ConfusionMatrixDisplay.from_predictions(truth, preds, labels=list(range(len(names))), display_labels=names, ax=ax, colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(
+        truth, preds, labels=list(range(len(names))), display_labels=names, ax=ax, colorbar=False
+    )
     ax.set_title("Confusion matrix (test)")
     _save(fig, out / "confusion_matrix.png")
 

@@ -35,4 +35,6 @@ def check_accelerator(cfg: DictConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine")
+            raise ConfigError(
+                "trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine"
+            )

@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 from glasswork import serving, tracking
 from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
+from glasswork.errors import PipelineOrderError
 from glasswork.evaluate import classification_metrics
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
-from glasswork.errors import PipelineOrderError
 from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,13 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
     return failed
 
 
-def decide(metrics: dict[str, float], thresholds: dict[str, float], metric: str, tolerance: float, champion: tuple[str, float] | None) -> Decision:
+def decide(
+    metrics: dict[str, float],
+    thresholds: dict[str, float],
+    metric: str,
+    tolerance: float,
+    champion: tuple[str, float] | None,
+) -> Decision:
     """Promote only if every threshold passes and the challenger is not worse than the champion."""
     reasons = check_thresholds(metrics, thresholds)
     ok = not reasons
@@ -68,9 +74,13 @@ def decide(metrics: dict[str, float], thresholds: dict[str, float], metric: str,
     mine = metrics[metric]
     if mine + tolerance < score:
         ok = False
-        reasons.append(f"test {metric} = {mine:.4f} is worse than champion v{version}'s {score:.4f} on the same test split")
+        reasons.append(
+            f"test {metric} = {mine:.4f} is worse than champion v{version}'s {score:.4f} on the same test split"
+        )
     else:
-        reasons.append(f"test {metric} = {mine:.4f} is not worse than champion v{version}'s {score:.4f} on the same test split")
+        reasons.append(
+            f"test {metric} = {mine:.4f} is not worse than champion v{version}'s {score:.4f} on the same test split"
+        )
     return Decision(ok, reasons, version, score)
 
 
@@ -82,7 +92,9 @@ def register(cfg: DictConfig) -> dict:
     client = MlflowClient()
     name, alias = cfg.registry.model_name, cfg.registry.alias
     champion = _champion_score(cfg, client, metrics)
-    decision = decide(metrics, dict(cfg.registry.thresholds), cfg.registry.compare_metric, cfg.registry.tolerance, champion)
+    decision = decide(
+        metrics, dict(cfg.registry.thresholds), cfg.registry.compare_metric, cfg.registry.tolerance, champion
+    )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)
         version = _create_version(client, cfg, name, info.model_uri, run_id, metrics)
@@ -90,7 +102,13 @@ def register(cfg: DictConfig) -> dict:
             if decision.promote:
                 client.set_registered_model_alias(name, alias, version)
             mlflow.set_tag("glasswork.registered_version", f"{name}/{version}")
-            record = {"model_name": name, "version": version, "alias": alias, "model_uri": f"models:/{name}/{version}", **asdict(decision)}
+            record = {
+                "model_name": name,
+                "version": version,
+                "alias": alias,
+                "model_uri": f"models:/{name}/{version}",
+                **asdict(decision),
+            }
             write_json(out / "registration.json", record)
         except BaseException:
             client.delete_model_version(name, version)
@@ -142,8 +160,12 @@ def _log_pyfunc(cfg: DictConfig):
     for i, n in enumerate(names):
         output[f"prob_{n}"] = probs[:, i].astype(np.float64)
     return mlflow.pyfunc.log_model(
-        name="model", python_model=str(Path(serving.__file__)), artifacts={"model": str(path)},
-        signature=infer_signature(example, output), input_example=example, pip_requirements=_requirements(),
+        name="model",
+        python_model=str(Path(serving.__file__)),
+        artifacts={"model": str(path)},
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=_requirements(),
     )
 
 
@@ -151,13 +173,19 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, source: st
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="Glasswork text classifier (pyfunc: DataFrame with a 'text' column in, label and class probabilities out).")
+        client.create_registered_model(
+            name,
+            description="Glasswork text classifier (pyfunc: a DataFrame with a 'text' column in; "
+            "the label and class probabilities out).",
+        )
     config_yaml = to_yaml(cfg)
     tags = {
         **tracking.lineage_tags(cfg),
         "glasswork.data_md5": data_md5(cfg),
         "glasswork.test_split_md5": split_md5(cfg, "test"),
-        "glasswork.config": config_yaml if len(config_yaml) <= TAG_VALUE_MAX else "see run artifact config/resolved.yaml",
+        "glasswork.config": config_yaml
+        if len(config_yaml) <= TAG_VALUE_MAX
+        else "see run artifact config/resolved.yaml",
         **{f"glasswork.test.{k}": f"{v:.6f}" for k, v in metrics.items()},
     }
     version = client.create_model_version(name, source, run_id=run_id, tags=tags)

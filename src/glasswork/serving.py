@@ -17,7 +17,9 @@ import torch
 
 
 @torch.inference_mode()
-def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 128, max_length: int = 128, progress: bool = False) -> np.ndarray:
+def predict_proba(
+    model, tokenizer, texts: list[str], batch_size: int = 128, max_length: int = 128, progress: bool = False
+) -> np.ndarray:
     """Class probabilities for ``texts``, shape ``(len(texts), num_labels)``.
 
     Texts are scored in order of length so that each batch, padded to its own longest text,
@@ -33,7 +35,9 @@ def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 128, max
         starts = tqdm(starts, desc="scoring", unit="batch", leave=False)
     for start in starts:
         idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], padding="longest", truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        batch = tokenizer(
+            [texts[i] for i in idx], padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out

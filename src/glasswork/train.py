@@ -40,12 +40,20 @@ def train(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(pretrained_dir(cfg.model))
     num_labels = len(labels["classes"])
     module = ClassifierModule(
-        build_model(cfg.model, num_labels, cfg.seed), num_labels,
-        lr=cfg.model.lr, weight_decay=cfg.model.weight_decay, warmup_fraction=cfg.model.warmup_fraction,
+        build_model(cfg.model, num_labels, cfg.seed),
+        num_labels,
+        lr=cfg.model.lr,
+        weight_decay=cfg.model.weight_decay,
+        warmup_fraction=cfg.model.warmup_fraction,
     )
     datamodule = TextDataModule(
-        train_df, val_df, TextCollator(tokenizer, cfg.model.max_length),
-        cfg.trainer.batch_size, cfg.trainer.eval_batch_size, cfg.seed, cfg.trainer.num_workers,
+        train_df,
+        val_df,
+        TextCollator(tokenizer, cfg.model.max_length),
+        cfg.trainer.batch_size,
+        cfg.trainer.eval_batch_size,
+        cfg.seed,
+        cfg.trainer.num_workers,
     )
     run_id = tracking.new_run(cfg)
     out_dir = Path(cfg.paths.artifacts_dir) / "train"
@@ -69,20 +77,35 @@ def train(cfg: DictConfig) -> dict:
 
 def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
     t = cfg.trainer
-    logger = MLFlowLogger(experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False)
+    logger = MLFlowLogger(
+        experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
+    )
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1, save_last=True),
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1, save_last=True
+        ),
         LearningRateMonitor(logging_interval="step"),
-        ThroughputMonitor(batch_size_fn=lambda batch: batch["labels"].size(0), length_fn=lambda batch: int(batch["attention_mask"].sum())),
+        ThroughputMonitor(
+            batch_size_fn=lambda batch: batch["labels"].size(0),
+            length_fn=lambda batch: int(batch["attention_mask"].sum()),
+        ),
     ]
     limit = t.limit_train_batches
     try:
         return L.Trainer(
-            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            precision=t.precision,
+            max_epochs=t.max_epochs,
             limit_train_batches=int(limit) if float(limit).is_integer() and limit > 1 else float(limit),
-            log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val,
-            deterministic=t.deterministic, fast_dev_run=t.fast_dev_run, logger=logger, callbacks=callbacks,
-            enable_model_summary=False, default_root_dir=str(ckpt_dir.parent),
+            log_every_n_steps=t.log_every_n_steps,
+            gradient_clip_val=t.gradient_clip_val,
+            deterministic=t.deterministic,
+            fast_dev_run=t.fast_dev_run,
+            logger=logger,
+            callbacks=callbacks,
+            enable_model_summary=False,
+            default_root_dir=str(ckpt_dir.parent),
         )
     except (ValueError, TypeError, MisconfigurationException) as err:
         raise ConfigError(f"trainer settings rejected by Lightning: {err}") from None

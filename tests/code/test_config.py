@@ -5,13 +5,13 @@ from __future__ import annotations
 import ast
 
 import pytest
+from tests.conftest import REPO
 
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.dvc_files import render_files
 from glasswork.errors import ConfigError
 from glasswork.steps import STEP_NAMES
-from tests.conftest import REPO
 
 
 def test_default_config_composes_the_documented_defaults():
@@ -67,7 +67,10 @@ def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypa
 def test_flow_calls_one_task_per_step_in_the_declared_order():
     tree = ast.parse((REPO / "pipelines" / "training.py").read_text())
     flow = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "training")
-    calls = sorted((c for c in ast.walk(flow) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)), key=lambda c: (c.lineno, c.col_offset))
+    calls = sorted(
+        (c for c in ast.walk(flow) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)),
+        key=lambda c: (c.lineno, c.col_offset),
+    )
     called = [c.func.id for c in calls]
     assert [c for c in called if c in STEP_NAMES] == list(STEP_NAMES)
 

@@ -36,9 +36,7 @@ def _frame(texts: list[str], proba: np.ndarray) -> pd.DataFrame:
 
 def reviews(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    texts = [
-        str(rng.choice(TEMPLATES)).format(a=rng.choice(ADJ), n=rng.choice(NOUN)) for _ in range(n)
-    ]
+    texts = [str(rng.choice(TEMPLATES)).format(a=rng.choice(ADJ), n=rng.choice(NOUN)) for _ in range(n)]
     return _frame(texts, rng.beta(2, 2, n))
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.data.prepare import ingest, prepare
 from glasswork.train import train
-from tests.conftest import REPO, tiny_overrides
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 

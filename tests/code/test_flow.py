@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
+from tests.conftest import tiny_overrides
 
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.outputs import read_json
-from tests.conftest import tiny_overrides
 
 
 def test_glasswork_run_takes_the_tiny_config_through_the_flow(tmp_path, capsys):
@@ -16,7 +16,13 @@ def test_glasswork_run_takes_the_tiny_config_through_the_flow(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Glasswork run finished." in out and "mlflow ui --backend-store-uri" in out
     cfg = load_config(overrides)
-    for path in ("train/model/config.json", "evaluate/metrics.json", "explain/attributions.html", "drift/report.html", "register/registration.json"):
+    for path in (
+        "train/model/config.json",
+        "evaluate/metrics.json",
+        "explain/attributions.html",
+        "drift/report.html",
+        "register/registration.json",
+    ):
         assert (tmp_path / "artifacts" / path).is_file(), path
     run_id = read_json(tmp_path / "artifacts" / "train" / "run.json")["run_id"]
     tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).data.tags

@@ -72,7 +72,15 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
     run_id = read_json(root / "artifacts" / "train" / "run.json")["run_id"]
     run = client.get_run(run_id)
     assert run.data.params["model.name"] == "tiny_bert" and run.data.params["data.split.train"] == "239"
-    for key in ("test/accuracy", "test/macro_f1", "test/roc_auc", "test/ece", "val/macro_f1", "explain/ig_mean_abs_delta", "drift/share_drifted"):
+    for key in (
+        "test/accuracy",
+        "test/macro_f1",
+        "test/roc_auc",
+        "test/ece",
+        "val/macro_f1",
+        "explain/ig_mean_abs_delta",
+        "drift/share_drifted",
+    ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run_id, "train/loss")) >= 2  # a curve, not a number
     for tag in ("glasswork.git_commit", "glasswork.data_md5", "glasswork.registered_version"):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
+from tests.conftest import learnable_overrides
 
 from glasswork.config import load_config
 from glasswork.registry import decide
 from glasswork.steps import STEPS
-from tests.conftest import learnable_overrides
 
 
 def test_decide_needs_every_threshold():
@@ -47,4 +47,6 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     client = MlflowClient(tracking_uri=good.tracking.uri, registry_uri=good.tracking.uri)
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{good.registry.model_name}'"))
     assert versions == [1, 2]  # the worse model is registered (for the record) ...
-    assert str(client.get_model_version_by_alias(good.registry.model_name, "champion").version) == "1"  # ... not promoted
+    assert (
+        str(client.get_model_version_by_alias(good.registry.model_name, "champion").version) == "1"
+    )  # ... not promoted

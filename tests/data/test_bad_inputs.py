@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from glasswork.cli import main
 from tests.conftest import tiny_overrides
 
-GOOD_ROWS = "".join(f"review number {i} is {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+from glasswork.cli import main
+
+GOOD_ROWS = "".join(
+    f"review number {i} is {'great' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(40)
+)
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -26,14 +28,37 @@ BAD_FILES = {
     "directory": (lambda d: (d / "adir.csv").mkdir() or d / "adir.csv", ["adir.csv", "is a directory"]),
     "empty file": (lambda d: _write(d / "empty.csv", ""), ["empty.csv", "is empty"]),
     "header only": (lambda d: _write(d / "header.csv", "text,label\n"), ["header.csv", "no rows"]),
-    "no text column": (lambda d: _write(d / "notext.csv", "body,label\n" + GOOD_ROWS), ["notext.csv", "no text column 'text'", "body"]),
-    "no label column": (lambda d: _write(d / "nolabel.csv", "text,stars\n" + GOOD_ROWS), ["nolabel.csv", "no label column 'label'", "stars"]),
-    "single class": (lambda d: _write(d / "oneclass.csv", "text,label\n" + "".join(f"text {i},pos\n" for i in range(30))), ["oneclass.csv", "single class", "'pos'"]),
-    "ragged, too many fields": (lambda d: _write(d / "wide.csv", "text,label\n" + GOOD_ROWS + "one,pos,extra\n"), ["wide.csv", "Expected 2 fields in line 42, saw 3"]),
-    "ragged, too few fields": (lambda d: _write(d / "short.csv", "text,label\nlonely text\n" + GOOD_ROWS), ["short.csv", "line(s) 2", "every row needs a label"]),
+    "no text column": (
+        lambda d: _write(d / "notext.csv", "body,label\n" + GOOD_ROWS),
+        ["notext.csv", "no text column 'text'", "body"],
+    ),
+    "no label column": (
+        lambda d: _write(d / "nolabel.csv", "text,stars\n" + GOOD_ROWS),
+        ["nolabel.csv", "no label column 'label'", "stars"],
+    ),
+    "single class": (
+        lambda d: _write(d / "oneclass.csv", "text,label\n" + "".join(f"text {i},pos\n" for i in range(30))),
+        ["oneclass.csv", "single class", "'pos'"],
+    ),
+    "ragged, too many fields": (
+        lambda d: _write(d / "wide.csv", "text,label\n" + GOOD_ROWS + "one,pos,extra\n"),
+        ["wide.csv", "Expected 2 fields in line 42, saw 3"],
+    ),
+    "ragged, too few fields": (
+        lambda d: _write(d / "short.csv", "text,label\nlonely text\n" + GOOD_ROWS),
+        ["short.csv", "line(s) 2", "every row needs a label"],
+    ),
     "binary garbage": (lambda d: _write(d / "garbage.csv", bytes(range(256)) * 16), ["garbage.csv", "binary"]),
-    "binary parquet": (lambda d: _write(d / "garbage.parquet", b"not parquet at all" * 10), ["garbage.parquet", "could not be read as PARQUET"]),
-    "all texts empty": (lambda d: _write(d / "blank.csv", "text,label\n" + "".join(f",{'pos' if i % 2 else 'neg'}\n" for i in range(30))), ["blank.csv", "every value of text column 'text' is empty"]),
+    "binary parquet": (
+        lambda d: _write(d / "garbage.parquet", b"not parquet at all" * 10),
+        ["garbage.parquet", "could not be read as PARQUET"],
+    ),
+    "all texts empty": (
+        lambda d: _write(
+            d / "blank.csv", "text,label\n" + "".join(f",{'pos' if i % 2 else 'neg'}\n" for i in range(30))
+        ),
+        ["blank.csv", "every value of text column 'text' is empty"],
+    ),
 }
 
 BAD_SETTINGS = {

@@ -6,22 +6,34 @@ import hashlib
 
 import pandas as pd
 import pytest
+from tests.conftest import tiny_overrides, write_learnable_csv
 
 from glasswork.config import load_config
 from glasswork.data.prepare import SPLITS, ingest, prepare
 from glasswork.outputs import read_json
-from tests.conftest import tiny_overrides, write_learnable_csv
 
 
 @pytest.fixture
 def table_cfg(tmp_path):
     csv = write_learnable_csv(tmp_path / "mine.csv", n=200, text_col="body", label_col="mood")
-    return load_config(tiny_overrides(tmp_path, "data=table", f"data.path={csv}", "data.text_column=body", "data.label_column=mood", "data.max_rows=null"))
+    return load_config(
+        tiny_overrides(
+            tmp_path,
+            "data=table",
+            f"data.path={csv}",
+            "data.text_column=body",
+            "data.label_column=mood",
+            "data.max_rows=null",
+        )
+    )
 
 
 def _digests(cfg) -> dict[str, str]:
     folder = cfg.paths.processed_dir
-    return {p: hashlib.md5(open(f"{folder}/{p}", "rb").read()).hexdigest() for p in ("train.parquet", "val.parquet", "test.parquet", "labels.json")}
+    return {
+        p: hashlib.md5(open(f"{folder}/{p}", "rb").read()).hexdigest()
+        for p in ("train.parquet", "val.parquet", "test.parquet", "labels.json")
+    }
 
 
 def test_split_is_deterministic(table_cfg):
@@ -56,7 +68,16 @@ def test_duplicates_and_conflicting_labels_are_dropped_and_reported(tmp_path):
     rows += [("text 1", "a"), ("text 2", "a")]  # an exact duplicate and a conflicting label
     csv = tmp_path / "dups.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(csv, index=False)
-    cfg = load_config(tiny_overrides(tmp_path, "data=table", f"data.path={csv}", "data.text_column=text", "data.label_column=label", "data.max_rows=null"))
+    cfg = load_config(
+        tiny_overrides(
+            tmp_path,
+            "data=table",
+            f"data.path={csv}",
+            "data.text_column=text",
+            "data.label_column=label",
+            "data.max_rows=null",
+        )
+    )
     report = prepare(cfg)
     assert report["dropped_duplicates"] == 1 and report["dropped_conflicting_labels"] == 2
     assert report["rows_kept"] == 39
@@ -68,7 +89,16 @@ def test_parquet_and_jsonl_tables_are_read(tmp_path, fmt):
     frame = pd.read_csv(csv)
     path = tmp_path / f"x.{fmt}"
     frame.to_parquet(path) if fmt == "parquet" else frame.to_json(path, orient="records", lines=True)
-    cfg = load_config(tiny_overrides(tmp_path, "data=table", f"data.path={path}", "data.text_column=review", "data.label_column=sentiment", "data.max_rows=null"))
+    cfg = load_config(
+        tiny_overrides(
+            tmp_path,
+            "data=table",
+            f"data.path={path}",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.max_rows=null",
+        )
+    )
     assert prepare(cfg)["rows_kept"] == 60
 
 

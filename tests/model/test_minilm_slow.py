@@ -21,14 +21,21 @@ def test_pretrained_minilm_loads_offline_with_a_two_class_head():
 
 @pytest.mark.slow
 def test_short_fine_tune_of_minilm_beats_the_majority_class(tmp_path):
-    # 40 steps of 16 reviews: a few minutes on 2 cores, far from the default run's accuracy,
+    # 70 steps of 16 reviews: a few minutes on 2 cores, far from the default run's accuracy,
     # but a pretrained encoder moves well above the majority class (0.58) in that time.
-    cfg = load_config([
-        f"paths.root={tmp_path}", "data.max_rows=1200", "trainer.limit_train_batches=40", "trainer.batch_size=16",
-        "model.lr=1e-4", "trainer.log_every_n_steps=5",
-    ])
+    cfg = load_config(
+        [
+            f"paths.root={tmp_path}",
+            "data.max_rows=1200",
+            "trainer.limit_train_batches=70",
+            "trainer.batch_size=16",
+            "model.lr=1e-4",
+            "trainer.log_every_n_steps=5",
+        ]
+    )
     ingest(cfg)
     prepare(cfg)
     train(cfg)
     metrics = evaluate(cfg)
-    assert metrics["accuracy"] > 0.65, metrics
+    # Ranking improves first, the thresholded decision after: check both, modestly.
+    assert metrics["roc_auc"] > 0.75 and metrics["accuracy"] > 0.62, metrics

@@ -39,26 +39,49 @@ def rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
     return list(zip(frame["text"].astype(str).tolist(), labels, strict=True))
 
 
-def loader(frame: pd.DataFrame, collate: TextCollator, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+def loader(
+    frame: pd.DataFrame,
+    collate: TextCollator,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
     """A DataLoader over a frame with ``text`` (and ``label``) columns."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
-        rows(frame), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
+        rows(frame),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )
 
 
 class TextDataModule(L.LightningDataModule):
     """Train/val loaders over the processed splits."""
 
-    def __init__(self, train: pd.DataFrame, val: pd.DataFrame, collate: TextCollator, batch_size: int, eval_batch_size: int, seed: int, num_workers: int = 0):
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        collate: TextCollator,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.train, self.val, self.collate = train, val, collate
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers = seed, num_workers
 
     def train_dataloader(self) -> DataLoader:
-        return loader(self.train, self.collate, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers)
+        return loader(
+            self.train, self.collate, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         return loader(self.val, self.collate, self.eval_batch_size, num_workers=self.num_workers)

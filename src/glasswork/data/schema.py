@@ -95,7 +95,9 @@ def _require_classes(labels: pd.Series, source: str, column: str) -> list:
     counts = labels.value_counts()
     if len(counts) < 2:
         only = counts.index[0] if len(counts) else "none"
-        raise DataError(f"{source}: label column {column!r} has a single class ({only!r}); a classifier needs at least two")
+        raise DataError(
+            f"{source}: label column {column!r} has a single class ({only!r}); a classifier needs at least two"
+        )
     rare = counts[counts < MIN_ROWS_PER_CLASS]
     if len(rare):
         detail = ", ".join(f"{k!r}: {v}" for k, v in rare.items())

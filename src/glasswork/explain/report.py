@@ -41,11 +41,16 @@ def _block(item: TokenAttribution, names: Sequence[str]) -> str:
         colour = "26,127,55" if score >= 0 else "207,34,46"
         text = token[2:] if token.startswith("##") else " " + token
         spans.append(
-            f'<span class="tok" title="{score:+.4f}" style="background:rgba({colour},{alpha:.3f})">{html.escape(text)}</span>'
+            f'<span class="tok" title="{score:+.4f}" style="background:rgba({colour},{alpha:.3f})">'
+            f"{html.escape(text)}</span>"
         )
     correct = item.predicted == item.label
     verdict = f'<span class="{"ok" if correct else "bad"}">{"correct" if correct else "wrong"}</span>'
-    note = '<div class="note">Text longer than the model\'s maximum: truncated, only the shown tokens were used.</div>' if item.truncated else ""
+    note = (
+        '<div class="note">Text longer than the model\'s maximum: truncated, only the shown tokens were used.</div>'
+        if item.truncated
+        else ""
+    )
     meta = (
         f"predicted <b>{html.escape(names[item.predicted])}</b> (p={item.probability:.3f}) · "
         f"true <b>{html.escape(names[item.label])}</b> · {verdict} · IG delta {item.delta:+.1e}"

@@ -35,14 +35,21 @@ def explain(cfg: DictConfig) -> dict:
     check_methods(cfg.explain.methods)
     test = load_split(cfg, "test")
     if not 0 < cfg.explain.n_probe <= len(test):
-        raise ConfigError(f"explain.n_probe={cfg.explain.n_probe}: expected 1..{len(test)} (the size of the test split)")
+        raise ConfigError(
+            f"explain.n_probe={cfg.explain.n_probe}: expected 1..{len(test)} (the size of the test split)"
+        )
     # A fixed, seeded probe sample: the same texts for every model trained on this split.
     probe = test.sample(n=cfg.explain.n_probe, random_state=cfg.seed).sort_index()
     path = model_dir(cfg)
     names = load_labels(cfg)["names"]
     items = integrated_gradients(
-        load_trained(path, attn_implementation="eager"), load_tokenizer(path), probe["text"].tolist(), probe["label"].tolist(),
-        max_length=cfg.model.max_length, n_steps=cfg.explain.n_steps, internal_batch_size=cfg.explain.internal_batch_size,
+        load_trained(path, attn_implementation="eager"),
+        load_tokenizer(path),
+        probe["text"].tolist(),
+        probe["label"].tolist(),
+        max_length=cfg.model.max_length,
+        n_steps=cfg.explain.n_steps,
+        internal_batch_size=cfg.explain.internal_batch_size,
     )
     deltas = np.abs([i.delta for i in items])
     metrics = {

@@ -47,7 +47,11 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
     torch.manual_seed(seed)
     attn = model_cfg.attn_implementation
     if model_cfg.random_init:
-        overrides = OmegaConf.to_container(model_cfg.random_init) if isinstance(model_cfg.random_init, DictConfig) else dict(model_cfg.random_init)
+        overrides = (
+            OmegaConf.to_container(model_cfg.random_init)
+            if isinstance(model_cfg.random_init, DictConfig)
+            else dict(model_cfg.random_init)
+        )
         config = AutoConfig.from_pretrained(str(source), num_labels=num_labels)
         for key, value in overrides.items():
             if not hasattr(config, key):
@@ -55,7 +59,9 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
             setattr(config, key, value)
         config._attn_implementation = attn
         return AutoModelForSequenceClassification.from_config(config).train()
-    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=num_labels, attn_implementation=attn)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=num_labels, attn_implementation=attn
+    )
     # from_pretrained returns eval mode; Lightning keeps module modes as they are, so dropout
     # would stay off for the whole fine-tuning.
     return model.train()

@@ -51,7 +51,7 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for name, param in self.net.named_parameters():
+        for param in self.net.parameters():
             # Biases and LayerNorm weights are not decayed (as in BERT's original recipe).
             (no_decay if param.ndim < 2 else decay).append(param)
         groups = [
