@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from glasswork import serving, tracking
 from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
-from glasswork.errors import PipelineOrderError
+from glasswork.errors import ConfigError, PipelineOrderError
 from glasswork.evaluate import classification_metrics
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
@@ -129,22 +129,22 @@ def _champion_score(cfg: DictConfig, client: MlflowClient, metrics: dict[str, fl
     """The champion's ``compare_metric`` on *our* test split (re-scored if its split differs)."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
     if metric not in metrics:
-        raise PipelineOrderError(f"registry.compare_metric={metric!r} is not among the test metrics {sorted(metrics)}")
+        raise ConfigError(f"registry.compare_metric={metric!r} is not among the test metrics {sorted(metrics)}")
     try:
         champion = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
     tags = champion.tags
     if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
-        return champion.version, float(tags[f"glasswork.test.{metric}"])
+        return str(champion.version), float(tags[f"glasswork.test.{metric}"])
     log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
     test = load_split(cfg, "test")
     predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
     probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy()
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
-        return champion.version, classification_metrics(test["label"].to_numpy(), probs)[metric]
-    raise PipelineOrderError(
+        return str(champion.version), classification_metrics(test["label"].to_numpy(), probs)[metric]
+    raise ConfigError(
         f"champion v{champion.version} of {name!r} predicts other labels than this data's {classes}: "
         "register this model under its own name (registry.model_name=...)"
     )

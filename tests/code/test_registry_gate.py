@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import learnable_overrides
 
@@ -50,3 +51,29 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     assert (
         str(client.get_model_version_by_alias(good.registry.model_name, "champion").version) == "1"
     )  # ... not promoted
+
+
+def test_champion_from_another_split_is_rescored_on_this_one(tiny_run):
+    import mlflow
+    from tests.conftest import tiny_overrides
+
+    from glasswork.data.prepare import load_split, prepare
+    from glasswork.evaluate import classification_metrics, evaluate
+    from glasswork.registry import register
+    from glasswork.train import train
+
+    root, _ = tiny_run
+    cfg = load_config(tiny_overrides(root, "seed=7"))  # another seed: another test split
+    prepare(cfg)
+    train(cfg)
+    evaluate(cfg)
+    record = register(cfg)
+    assert record["champion_version"] == "1"
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_registry_uri(cfg.tracking.uri)
+    test = load_split(cfg, "test")
+    # The registry's own figure for v1 must be v1 scored on *this* split, not its tagged one.
+    out = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/1").predict(test[["text"]])
+    expected = classification_metrics(test["label"].to_numpy(), out[["prob_rotten", "prob_fresh"]].to_numpy())
+    assert record["champion_score"] == pytest.approx(expected["macro_f1"])

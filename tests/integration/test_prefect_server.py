@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import tiny_overrides
 
 BIN = Path(sys.executable).parent
