@@ -69,6 +69,8 @@ class ExplainConfig:
     n_probe: int = 12
     n_steps: int = 50
     internal_batch_size: int = 32
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
+    n_random: int = 5
 
 
 @dataclass

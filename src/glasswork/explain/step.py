@@ -14,6 +14,7 @@ from glasswork.data.prepare import load_labels, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attributions import integrated_gradients
+from glasswork.explain.faithfulness import faithfulness
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.train import model_dir
@@ -42,9 +43,10 @@ def explain(cfg: DictConfig) -> dict:
     probe = test.sample(n=cfg.explain.n_probe, random_state=cfg.seed).sort_index()
     path = model_dir(cfg)
     names = load_labels(cfg)["names"]
+    model, tokenizer = load_trained(path, attn_implementation="eager"), load_tokenizer(path)
     items = integrated_gradients(
-        load_trained(path, attn_implementation="eager"),
-        load_tokenizer(path),
+        model,
+        tokenizer,
         probe["text"].tolist(),
         probe["label"].tolist(),
         max_length=cfg.model.max_length,
@@ -59,11 +61,19 @@ def explain(cfg: DictConfig) -> dict:
         "n_probe": len(items),
         "n_truncated": int(sum(i.truncated for i in items)),
     }
+    quality = faithfulness(
+        model, tokenizer, items, list(cfg.explain.fractions), n_random=cfg.explain.n_random, seed=cfg.seed
+    )
+    metrics |= {f"integrated_gradients/{k}": v for k, v in quality.items()}
     summary = {
         "method": f"integrated gradients (Captum), {cfg.explain.n_steps} steps, [PAD] baseline",
         "model": f"{cfg.model.name} (MLflow run {tracking.current_run_id(cfg)})",
         "probe": f"{len(items)} test texts drawn with seed {cfg.seed}",
         "mean |convergence delta|": f"{metrics['ig_mean_abs_delta']:.2e}",
+        "comprehensiveness AOPC (random ranking)": f"{quality['comprehensiveness_aopc']:.3f} "
+        f"({quality['random_comprehensiveness_aopc']:.3f})",
+        "sufficiency AOPC (random ranking)": f"{quality['sufficiency_aopc']:.3f} "
+        f"({quality['random_sufficiency_aopc']:.3f})",
     }
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         page = report.render(items, names, "Glasswork — token attributions", summary)
