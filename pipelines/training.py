@@ -91,6 +91,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
     drift = results["drift"]
     drift_word = "DRIFT" if drift["dataset_drift"] else "no drift"
     auc = test.get("roc_auc", float("nan"))
+    model_uri = f"models:/{reg['model_name']}@{reg['alias']}" if reg["promote"] else reg["model_uri"]
     return "\n".join(
         [
             "",
@@ -105,6 +106,6 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             f"  explanations:  {art / 'explain' / 'attributions.html'}",
             f"  drift report:  {art / 'drift' / 'report.html'}",
             f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",
-            f"  the model:     mlflow.pyfunc.load_model('models:/{reg['model_name']}@{reg['alias']}')",
+            f"  the model:     mlflow.pyfunc.load_model('{model_uri}')",
         ]
     )
