@@ -65,7 +65,7 @@ class TrainerConfig:
 
 @dataclass
 class ExplainConfig:
-    methods: list[str] = field(default_factory=lambda: ["integrated_gradients"])
+    methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout"])
     n_probe: int = 12
     n_steps: int = 50
     internal_batch_size: int = 32

@@ -33,11 +33,19 @@ def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
 def test_explain_writes_a_page_and_attributions(tiny_run):
     root, cfg = tiny_run
     out = root / "artifacts" / "explain"
-    items = json.loads((out / "attributions.json").read_text())
-    assert len(items) == cfg.explain.n_probe
-    for item in items:
+    explained = json.loads((out / "attributions.json").read_text())
+    assert list(explained) == list(cfg.explain.methods) == ["integrated_gradients", "attention_rollout"]
+    for items in explained.values():
+        assert len(items) == cfg.explain.n_probe
+    for item in explained["integrated_gradients"]:
         assert item["tokens"][0] == "[CLS]" and len(item["tokens"]) == len(item["scores"])
         assert abs(item["delta"]) < 1e-2  # integrated gradients' completeness holds
+    for item in explained["attention_rollout"]:
+        assert all(s >= 0 for s in item["scores"])  # rollout is a product of stochastic matrices
+    metrics = read_json(out / "metrics.json")["explain"]
+    for method in explained:
+        assert f"{method}/comprehensiveness_aopc" in metrics and f"{method}/random_sufficiency_aopc" in metrics
+    assert -1 <= metrics["agreement/integrated_gradients_vs_attention_rollout"] <= 1
     page = (out / "attributions.html").read_text()
     assert page.count('class="item"') == cfg.explain.n_probe
     assert "<script" not in page and "http" not in page  # self-contained

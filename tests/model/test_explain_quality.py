@@ -34,3 +34,20 @@ def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_
     assert ig["comprehensiveness_aopc"] > 1.3 * ig["random_comprehensiveness_aopc"], ig
     assert ig["sufficiency_aopc"] < ig["random_sufficiency_aopc"], ig
     assert np.isfinite(metrics["integrated_gradients/random_comprehensiveness_aopc"])
+
+
+def test_a_model_whose_attention_cannot_be_read_gets_a_clear_error(trained_tiny_root):
+    import pytest
+
+    from glasswork.errors import ConfigError
+    from glasswork.explain.attention import attention_rollout
+    from glasswork.models.backbone import load_tokenizer, load_trained
+
+    path = trained_tiny_root / "artifacts" / "train" / "model"
+    fused = load_trained(path, attn_implementation="sdpa")
+    with pytest.raises(ConfigError, match="no attention weights.*eager"):
+        attention_rollout(fused, load_tokenizer(path), ["a fine film"], [1], max_length=32)
+    eager = attention_rollout(
+        load_trained(path, attn_implementation="eager"), load_tokenizer(path), ["a fine film"], [1], max_length=32
+    )
+    assert eager[0].tokens[0] == "[CLS]" and sum(eager[0].scores) == pytest.approx(1.0, abs=1e-4)

@@ -1,27 +1,52 @@
-"""The ``explain`` step: explain a fixed probe sample of test texts and publish the page."""
+"""The ``explain`` step: explain a fixed probe sample of test texts with every configured
+method, measure how faithful each explanation is, and publish one page."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import numpy as np
 from omegaconf import DictConfig
+from scipy.stats import spearmanr
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain import report
-from glasswork.explain.attributions import integrated_gradients
-from glasswork.explain.faithfulness import faithfulness
+from glasswork.explain.attention import attention_rollout
+from glasswork.explain.attributions import TokenAttribution, integrated_gradients
+from glasswork.explain.faithfulness import SPECIAL, faithfulness
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 
-METHODS = ("integrated_gradients",)
+
+def _integrated_gradients(model, tokenizer, texts, labels, cfg: DictConfig) -> list[TokenAttribution]:
+    e = cfg.explain
+    return integrated_gradients(
+        model,
+        tokenizer,
+        texts,
+        labels,
+        max_length=cfg.model.max_length,
+        n_steps=e.n_steps,
+        internal_batch_size=e.internal_batch_size,
+    )
+
+
+def _attention_rollout(model, tokenizer, texts, labels, cfg: DictConfig) -> list[TokenAttribution]:
+    return attention_rollout(model, tokenizer, texts, labels, max_length=cfg.model.max_length)
+
+
+METHODS: dict[str, Callable[..., list[TokenAttribution]]] = {
+    "integrated_gradients": _integrated_gradients,
+    "attention_rollout": _attention_rollout,
+}
 
 
 def check_methods(methods) -> None:
@@ -32,7 +57,7 @@ def check_methods(methods) -> None:
 
 
 def explain(cfg: DictConfig) -> dict:
-    """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe)."""
+    """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     check_methods(cfg.explain.methods)
     test = load_split(cfg, "test")
     if not 0 < cfg.explain.n_probe <= len(test):
@@ -43,45 +68,73 @@ def explain(cfg: DictConfig) -> dict:
     probe = test.sample(n=cfg.explain.n_probe, random_state=cfg.seed).sort_index()
     path = model_dir(cfg)
     names = load_labels(cfg)["names"]
+    # Eager attention: fused kernels return no attention weights (attention rollout needs them).
     model, tokenizer = load_trained(path, attn_implementation="eager"), load_tokenizer(path)
-    items = integrated_gradients(
-        model,
-        tokenizer,
-        probe["text"].tolist(),
-        probe["label"].tolist(),
-        max_length=cfg.model.max_length,
-        n_steps=cfg.explain.n_steps,
-        internal_batch_size=cfg.explain.internal_batch_size,
-    )
-    deltas = np.abs([i.delta for i in items])
-    metrics = {
-        "ig_mean_abs_delta": float(deltas.mean()),
-        "ig_max_abs_delta": float(deltas.max()),
-        "probe_accuracy": float(np.mean([i.predicted == i.label for i in items])),
-        "n_probe": len(items),
-        "n_truncated": int(sum(i.truncated for i in items)),
-    }
-    quality = faithfulness(
-        model, tokenizer, items, list(cfg.explain.fractions), n_random=cfg.explain.n_random, seed=cfg.seed
-    )
-    metrics |= {f"integrated_gradients/{k}": v for k, v in quality.items()}
-    summary = {
-        "method": f"integrated gradients (Captum), {cfg.explain.n_steps} steps, [PAD] baseline",
-        "model": f"{cfg.model.name} (MLflow run {tracking.current_run_id(cfg)})",
-        "probe": f"{len(items)} test texts drawn with seed {cfg.seed}",
-        "mean |convergence delta|": f"{metrics['ig_mean_abs_delta']:.2e}",
-        "comprehensiveness AOPC (random ranking)": f"{quality['comprehensiveness_aopc']:.3f} "
-        f"({quality['random_comprehensiveness_aopc']:.3f})",
-        "sufficiency AOPC (random ranking)": f"{quality['sufficiency_aopc']:.3f} "
-        f"({quality['random_sufficiency_aopc']:.3f})",
-    }
+    texts, labels = probe["text"].tolist(), probe["label"].tolist()
+    explained = {m: METHODS[m](model, tokenizer, texts, labels, cfg) for m in cfg.explain.methods}
+    metrics = _metrics(model, tokenizer, explained, cfg)
+    summary = _summary(cfg, explained, metrics)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
-        page = report.render(items, names, "Glasswork — token attributions", summary)
+        page = report.render(explained, names, "Glasswork — token attributions", summary)
         (out / "attributions.html").write_text(page, encoding="utf-8")
-        write_json(out / "attributions.json", [i.to_dict() for i in items])
+        write_json(out / "attributions.json", {m: [i.to_dict() for i in items] for m, items in explained.items()})
         write_json(out / "metrics.json", {"explain": metrics})
         probe.to_csv(out / "probe.csv", index=False)
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
-    log.info("explain: %s", metrics)
+    log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg: DictConfig) -> dict[str, float]:
+    first = next(iter(explained.values()))
+    metrics: dict[str, float] = {
+        "probe_accuracy": float(np.mean([i.predicted == i.label for i in first])),
+        "n_probe": len(first),
+        "n_truncated": int(sum(i.truncated for i in first)),
+    }
+    if "integrated_gradients" in explained:
+        deltas = np.abs([i.delta for i in explained["integrated_gradients"]])
+        metrics |= {"ig_mean_abs_delta": float(deltas.mean()), "ig_max_abs_delta": float(deltas.max())}
+    e = cfg.explain
+    for method, items in explained.items():
+        quality = faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+        metrics |= {f"{method}/{k}": v for k, v in quality.items()}
+    methods = list(explained)
+    for i, a in enumerate(methods):
+        for b in methods[i + 1 :]:
+            metrics[f"agreement/{a}_vs_{b}"] = rank_agreement(explained[a], explained[b])
+    return metrics
+
+
+def rank_agreement(first: list[TokenAttribution], second: list[TokenAttribution]) -> float:
+    """Mean Spearman rank correlation of two methods' token scores over the same texts."""
+    values = []
+    for a, b in zip(first, second, strict=True):
+        keep = [k for k, t in enumerate(a.tokens) if t not in SPECIAL]
+        if len(keep) > 2:
+            rho = spearmanr([a.scores[k] for k in keep], [b.scores[k] for k in keep]).statistic
+            values.append(0.0 if np.isnan(rho) else float(rho))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _summary(cfg: DictConfig, explained: dict, metrics: dict[str, float]) -> dict[str, str]:
+    summary = {
+        "model": f"{cfg.model.name} (MLflow run {tracking.current_run_id(cfg)})",
+        "probe": f"{int(metrics['n_probe'])} test texts drawn with seed {cfg.seed}",
+        "methods": ", ".join(explained),
+    }
+    if "ig_mean_abs_delta" in metrics:
+        summary["integrated gradients"] = (
+            f"{cfg.explain.n_steps} steps, [PAD] baseline, mean |convergence delta| {metrics['ig_mean_abs_delta']:.1e}"
+        )
+    for method in explained:
+        c, rc = metrics[f"{method}/comprehensiveness_aopc"], metrics[f"{method}/random_comprehensiveness_aopc"]
+        s, rs = metrics[f"{method}/sufficiency_aopc"], metrics[f"{method}/random_sufficiency_aopc"]
+        summary[f"{method}: comprehensiveness / sufficiency AOPC"] = (
+            f"{c:.3f} / {s:.3f}   (random ranking: {rc:.3f} / {rs:.3f}; higher / lower is better)"
+        )
+    for key, value in metrics.items():
+        if key.startswith("agreement/"):
+            summary[f"rank agreement {key.split('/', 1)[1]}"] = f"{value:.3f} (Spearman, mean over texts)"
+    return summary
