@@ -92,7 +92,10 @@ def _explain_hydra_error(err: HydraException, overrides: Sequence[str]) -> str:
     text = str(err).strip()
     unknown = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if unknown and "." in unknown.group(1):
-        return _unknown_key_message(unknown.group(1), OmegaConf.structured(GlassworkConfig))
+        key, schema = unknown.group(1), OmegaConf.structured(GlassworkConfig)
+        if OmegaConf.select(schema, key, default="<absent>") == "<absent>":
+            return _unknown_key_message(key, schema)
+        return f"could not set {key}: {_first_line(err)} To add a key to a mapping, prefix it with +: +{key}.NAME=VALUE"
     if "Could not find" in text:
         # Hydra lists the available options of the group on the following lines: keep them.
         text = text.split("Config search path")[0]

@@ -71,6 +71,7 @@ class ExplainConfig:
     internal_batch_size: int = 32
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
     n_random: int = 5
+    sanity_max_spearman: float = 0.5
 
 
 @dataclass
@@ -89,6 +90,9 @@ class RegistryConfig:
     thresholds: dict[str, float] = field(default_factory=dict)
     compare_metric: str = "macro_f1"
     tolerance: float = 0.0
+    explain_thresholds: dict[str, float] | None = None
+    forbidden_tokens: list[str] = field(default_factory=list)
+    forbidden_top_k: int = 3
 
 
 @dataclass

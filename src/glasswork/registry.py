@@ -24,6 +24,7 @@ from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError
 from glasswork.evaluate import classification_metrics
+from glasswork.explain.gate import explanation_failures
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.train import model_dir
@@ -61,9 +62,11 @@ def decide(
     metric: str,
     tolerance: float,
     champion: tuple[str, float] | None,
+    explanation_failures: list[str] | None = None,
 ) -> Decision:
-    """Promote only if every threshold passes and the challenger is not worse than the champion."""
-    reasons = check_thresholds(metrics, thresholds)
+    """Promote only if every threshold and explanation rule passes and the challenger is not
+    worse than the champion."""
+    reasons = check_thresholds(metrics, thresholds) + list(explanation_failures or [])
     ok = not reasons
     if ok and thresholds:
         reasons.append(f"passes every threshold ({', '.join(f'{k} >= {v}' for k, v in thresholds.items())})")
@@ -93,7 +96,12 @@ def register(cfg: DictConfig) -> dict:
     name, alias = cfg.registry.model_name, cfg.registry.alias
     champion = _champion_score(cfg, client, metrics)
     decision = decide(
-        metrics, dict(cfg.registry.thresholds), cfg.registry.compare_metric, cfg.registry.tolerance, champion
+        metrics,
+        dict(cfg.registry.thresholds),
+        cfg.registry.compare_metric,
+        cfg.registry.tolerance,
+        champion,
+        explanation_failures(cfg),
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)

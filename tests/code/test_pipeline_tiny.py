@@ -46,6 +46,9 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
     for method in explained:
         assert f"{method}/comprehensiveness_aopc" in metrics and f"{method}/random_sufficiency_aopc" in metrics
     assert -1 <= metrics["agreement/integrated_gradients_vs_attention_rollout"] <= 1
+    for method in explained:
+        assert -1 <= metrics[f"{method}/randomisation_spearman"] <= 1
+        assert metrics[f"{method}/randomisation_passed"] in (0.0, 1.0)
     page = (out / "attributions.html").read_text()
     assert page.count('class="item"') == cfg.explain.n_probe
     assert "<script" not in page and "http" not in page  # self-contained

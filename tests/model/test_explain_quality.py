@@ -33,6 +33,8 @@ def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_
     # compare with the random ranking, not with a fixed number.
     assert ig["comprehensiveness_aopc"] > 1.3 * ig["random_comprehensiveness_aopc"], ig
     assert ig["sufficiency_aopc"] < ig["random_sufficiency_aopc"], ig
+    # Adebayo et al.'s check: a randomly re-initialised model must not get the same ranking.
+    assert ig["randomisation_passed"] == 1.0, ig["randomisation_spearman"]
     assert np.isfinite(metrics["integrated_gradients/random_comprehensiveness_aopc"])
 
 

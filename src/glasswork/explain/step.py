@@ -19,6 +19,7 @@ from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
+from glasswork.explain.sanity import randomisation_check
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.train import model_dir
@@ -71,8 +72,15 @@ def explain(cfg: DictConfig) -> dict:
     # Eager attention: fused kernels return no attention weights (attention rollout needs them).
     model, tokenizer = load_trained(path, attn_implementation="eager"), load_tokenizer(path)
     texts, labels = probe["text"].tolist(), probe["label"].tolist()
-    explained = {m: METHODS[m](model, tokenizer, texts, labels, cfg) for m in cfg.explain.methods}
+
+    def explain_with(net) -> dict[str, list[TokenAttribution]]:
+        return {m: METHODS[m](net, tokenizer, texts, labels, cfg) for m in cfg.explain.methods}
+
+    explained = explain_with(model)
     metrics = _metrics(model, tokenizer, explained, cfg)
+    metrics |= randomisation_check(
+        model, explain_with, explained, rank_agreement, seed=cfg.seed, max_spearman=cfg.explain.sanity_max_spearman
+    )
     summary = _summary(cfg, explained, metrics)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         page = report.render(explained, names, "Glasswork — token attributions", summary)
@@ -107,13 +115,14 @@ def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg
     return metrics
 
 
-def rank_agreement(first: list[TokenAttribution], second: list[TokenAttribution]) -> float:
-    """Mean Spearman rank correlation of two methods' token scores over the same texts."""
+def rank_agreement(first: list[TokenAttribution], second: list[TokenAttribution], absolute: bool = False) -> float:
+    """Mean Spearman rank correlation of two explanations' token scores over the same texts."""
     values = []
     for a, b in zip(first, second, strict=True):
         keep = [k for k, t in enumerate(a.tokens) if t not in SPECIAL]
         if len(keep) > 2:
-            rho = spearmanr([a.scores[k] for k in keep], [b.scores[k] for k in keep]).statistic
+            x, y = np.array([a.scores[k] for k in keep]), np.array([b.scores[k] for k in keep])
+            rho = spearmanr(np.abs(x) if absolute else x, np.abs(y) if absolute else y).statistic
             values.append(0.0 if np.isnan(rho) else float(rho))
     return float(np.mean(values)) if values else float("nan")
 
@@ -133,6 +142,13 @@ def _summary(cfg: DictConfig, explained: dict, metrics: dict[str, float]) -> dic
         s, rs = metrics[f"{method}/sufficiency_aopc"], metrics[f"{method}/random_sufficiency_aopc"]
         summary[f"{method}: comprehensiveness / sufficiency AOPC"] = (
             f"{c:.3f} / {s:.3f}   (random ranking: {rc:.3f} / {rs:.3f}; higher / lower is better)"
+        )
+    for method in explained:
+        rho = metrics[f"{method}/randomisation_spearman"]
+        verdict = "passed" if metrics[f"{method}/randomisation_passed"] else "FAILED"
+        summary[f"{method}: model-randomisation check"] = (
+            f"{verdict}: Spearman |scores| trained vs random weights = {rho:.3f} "
+            f"(must stay below {cfg.explain.sanity_max_spearman})"
         )
     for key, value in metrics.items():
         if key.startswith("agreement/"):

@@ -1,0 +1,70 @@
+"""The explanation gate: rules on the explain step's output that a model must pass to take
+``champion`` (it is still registered when it fails, for the record).
+
+- ``registry.explain_thresholds``: minimum values of ``explain/*`` metrics, e.g.
+  ``{integrated_gradients/comprehensiveness_gain: 0.05}``;
+- ``registry.forbidden_tokens``: tokens the model must not rely on (names of people or places,
+  say): none of them may be among a probe text's ``registry.forbidden_top_k`` most supportive
+  tokens under any method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from glasswork.errors import PipelineOrderError
+from glasswork.explain.faithfulness import SPECIAL
+from glasswork.outputs import read_json
+
+
+def explanation_failures(cfg: DictConfig) -> list[str]:
+    """Every rule of the gate that the explained model fails, in words (empty when it passes)."""
+    rules = cfg.registry
+    if not rules.explain_thresholds and not rules.forbidden_tokens:
+        return []
+    folder = Path(cfg.paths.artifacts_dir) / "explain"
+    if not (folder / "metrics.json").is_file():
+        raise PipelineOrderError(
+            f"{folder / 'metrics.json'} is missing: the explanation gate needs `glasswork explain` first"
+        )
+    metrics = read_json(folder / "metrics.json")["explain"]
+    failures = []
+    for name, minimum in (rules.explain_thresholds or {}).items():
+        value = metrics.get(name)
+        if value is None:
+            failures.append(f"explanation rule on {name}: no such explain metric (have e.g. {sorted(metrics)[:4]})")
+        elif value < minimum:
+            failures.append(f"explain/{name} = {value:.4f} is below the required {minimum}")
+    if rules.forbidden_tokens:
+        failures += _forbidden(
+            read_json(folder / "attributions.json"), set(rules.forbidden_tokens), rules.forbidden_top_k
+        )
+    return failures
+
+
+def _forbidden(explained: dict, forbidden: set[str], top_k: int) -> list[str]:
+    failures = []
+    for method, items in explained.items():
+        for item in items:
+            words = _words(item["tokens"], item["scores"])
+            top = [w for w, _ in sorted(words, key=lambda ws: -ws[1])[:top_k]]
+            hits = sorted(forbidden & {w.lower() for w in top})
+            if hits:
+                failures.append(f"{method} relies on forbidden token(s) {hits} in {item['text'][:80]!r}")
+    return failures
+
+
+def _words(tokens: list[str], scores: list[float]) -> list[tuple[str, float]]:
+    """Whole words and their summed scores (word pieces '##x' join the word before them)."""
+    words: list[tuple[str, float]] = []
+    for token, score in zip(tokens, scores, strict=True):
+        if token in SPECIAL:
+            continue
+        if token.startswith("##") and words:
+            word, total = words[-1]
+            words[-1] = (word + token[2:], total + score)
+        else:
+            words.append((token, score))
+    return words

@@ -1,0 +1,58 @@
+"""The explanation gate: a model whose explanations break a rule is registered, not promoted."""
+
+from __future__ import annotations
+
+from tests.conftest import NEGATIVE, POSITIVE, learnable_overrides
+
+from glasswork.config import load_config
+from glasswork.explain.gate import _forbidden, _words
+from glasswork.steps import STEPS
+
+CONFIDENT = ("trainer.max_epochs=15", "explain.n_probe=12", "explain.n_steps=16")
+
+
+def test_word_pieces_are_joined_before_the_forbidden_check():
+    words = _words(["[CLS]", "paris", "##ian", "charm", "[SEP]"], [0.0, 0.5, 0.2, 0.1, 0.0])
+    assert words == [("parisian", 0.7), ("charm", 0.1)]
+    explained = {
+        "ig": [
+            {
+                "tokens": ["[CLS]", "paris", "is", "lovely", "[SEP]"],
+                "scores": [0, 0.9, 0.0, 0.2, 0],
+                "text": "paris is lovely",
+            }
+        ]
+    }
+    assert _forbidden(explained, {"paris"}, top_k=1) == [
+        "ig relies on forbidden token(s) ['paris'] in 'paris is lovely'"
+    ]
+    assert _forbidden(explained, {"is"}, top_k=2) == []
+
+
+def _register_after_all_steps(cfg) -> dict:
+    out = {}
+    for step in STEPS:
+        out[step.name] = step.function()(cfg)
+    return out["register"]
+
+
+def test_a_model_relying_on_forbidden_tokens_does_not_take_champion(tmp_path):
+    words = ",".join(POSITIVE + NEGATIVE)
+    cfg = load_config(learnable_overrides(tmp_path, *CONFIDENT, f"registry.forbidden_tokens=[{words}]"))
+    record = _register_after_all_steps(cfg)
+    assert not record["promote"] and record["version"] == "1"
+    assert any("relies on forbidden token(s)" in r for r in record["reasons"]), record["reasons"]
+
+
+def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
+    # Only the explanation rule can block here: no metric thresholds, any score accepted.
+    gate = ("registry.explain_thresholds={integrated_gradients/comprehensiveness_gain: 0.01}", "registry.tolerance=1.0")
+    good = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate)))
+    assert good["promote"], good["reasons"]
+    # The damaged challenger: its weights never leave their random start (learning rate 0).
+    damaged = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate, "model.lr=0.0")))
+    assert not damaged["promote"]
+    assert any(
+        "explain/integrated_gradients/comprehensiveness_gain" in r and "below the required" in r
+        for r in damaged["reasons"]
+    )
