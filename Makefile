@@ -21,7 +21,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint format repro dvc-sync ui clean
+.PHONY: help venv browser run test test-fast lint format repro dvc-sync ui clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,10 +47,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## build .venv/ (only if missing or stale)
 
+# Debian's chromium renders the HTML reports in the tests (a browser download of its own is
+# not possible here). Needs root, as on CI; elsewhere install the package by hand once.
+browser: ## install Debian's chromium (for the report-rendering tests) if it is missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped data and model
 	$(BIN)/glasswork run $(ARGS)
 
-test: $(STAMP) lint ## lint, then run every test (slow and integration ones included)
+test: $(STAMP) browser lint ## lint, then run every test (slow and integration ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow
