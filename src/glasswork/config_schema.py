@@ -68,7 +68,8 @@ class ExplainConfig:
     methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout"])
     n_probe: int = 12
     n_steps: int = 50
-    internal_batch_size: int = 32
+    internal_batch_size: int | None = None
+    token_budget: int = 2048
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
     n_random: int = 5
     sanity_max_spearman: float = 0.5

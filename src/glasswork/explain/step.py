@@ -37,6 +37,7 @@ def _integrated_gradients(model, tokenizer, texts, labels, cfg: DictConfig) -> l
         max_length=cfg.model.max_length,
         n_steps=e.n_steps,
         internal_batch_size=e.internal_batch_size,
+        token_budget=e.token_budget,
     )
 
 

@@ -1,0 +1,45 @@
+"""Bad inputs of the explain step: clear errors, clearly marked results, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests.conftest import tiny_overrides
+
+from glasswork.cli import main
+from glasswork.config import load_config
+from glasswork.explain.step import explain
+
+
+def _listing(root):
+    return sorted(str(p.relative_to(root)) for p in (root / "artifacts").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("explain.methods=[integrated_gradients,lime_typo]", ["lime_typo", "valid methods", "attention_rollout"]),
+        ("explain.methods=[]", ["explain.methods=[]", "valid methods"]),
+        ("explain.n_probe=31", ["explain.n_probe=31", "expected 1..30"]),
+    ],
+)
+def test_bad_explain_settings_fail_clearly_and_write_nothing(override, words, tiny_run, capsys):
+    root, _ = tiny_run
+    before = _listing(root)
+    assert main(["explain", *tiny_overrides(root, override)]) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, err
+    assert _listing(root) == before
+
+
+def test_texts_longer_than_the_model_maximum_are_truncated_and_marked(tiny_run):
+    root, _ = tiny_run
+    cfg = load_config(tiny_overrides(root, "model.max_length=8", "explain.n_probe=5"))
+    metrics = explain(cfg)
+    assert metrics["n_truncated"] > 0
+    items = json.loads((root / "artifacts" / "explain" / "attributions.json").read_text())["integrated_gradients"]
+    assert all(len(i["tokens"]) <= 8 for i in items) and any(i["truncated"] for i in items)
+    page = (root / "artifacts" / "explain" / "attributions.html").read_text()
+    assert page.count("truncated, only the shown tokens were used") == sum(i["truncated"] for i in items)
