@@ -62,10 +62,10 @@ test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check src pipelines tests && $(BIN)/ruff format --check src pipelines tests
+	$(BIN)/ruff check src pipelines tests benchmarks && $(BIN)/ruff format --check src pipelines tests benchmarks
 
 format: $(STAMP) ## ruff format + import sort
-	$(BIN)/ruff check --fix src pipelines tests && $(BIN)/ruff format src pipelines tests
+	$(BIN)/ruff check --fix src pipelines tests benchmarks && $(BIN)/ruff format src pipelines tests benchmarks
 
 dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list
 	$(BIN)/glasswork dvc-sync

