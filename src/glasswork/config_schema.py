@@ -73,6 +73,7 @@ class ExplainConfig:
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
     n_random: int = 5
     sanity_max_spearman: float = 0.5
+    projection_max: int = 1000
 
 
 @dataclass

@@ -78,7 +78,12 @@ STEPS: tuple[Step, ...] = (
         "glasswork.explain.step:explain",
         "attribute predictions to tokens (integrated gradients)",
         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
-        outs=(f"{A}/explain/attributions.html", f"{A}/explain/attributions.json", f"{A}/explain/probe.csv"),
+        outs=(
+            f"{A}/explain/attributions.html",
+            f"{A}/explain/attributions.json",
+            f"{A}/explain/probe.csv",
+            f"{A}/explain/embeddings.png",
+        ),
         metrics=(f"{A}/explain/metrics.json",),
         params=("explain", "seed"),
         retries=1,

@@ -13,7 +13,7 @@ from glasswork.explain.attributions import TokenAttribution
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:72rem;color:#222}
-h1{font-size:1.4rem} .meta{color:#555;font-size:.9rem;margin:.2rem 0 .4rem}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:1.4rem} .meta{color:#555;font-size:.9rem;margin:.2rem 0 .4rem}
 .item{border:1px solid #ddd;border-radius:6px;padding:.8rem 1rem;margin:.8rem 0}
 .ok{color:#1a7f37} .bad{color:#cf222e} .tok{padding:1px 2px;border-radius:3px;line-height:1.9}
 .method{color:#555;font-size:.8rem;display:inline-block;width:11rem}
@@ -24,14 +24,23 @@ SKIP = {"[CLS]", "[SEP]", "[PAD]"}
 
 
 def render(
-    explained: Mapping[str, Sequence[TokenAttribution]], names: Sequence[str], title: str, summary: dict[str, str]
+    explained: Mapping[str, Sequence[TokenAttribution]],
+    names: Sequence[str],
+    title: str,
+    summary: dict[str, str],
+    figures: Mapping[str, str] | None = None,
 ) -> str:
-    """The page: a summary table, a legend, then one block per text with every method's tokens."""
+    """The page: a summary table, inlined figures, a legend, then one block per text with every
+    method's tokens."""
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items())
     legend = (
         '<p class="legend"><span style="background:rgba(26,127,55,.55)">supports the prediction</span>'
         '<span style="background:rgba(207,34,46,.55)">speaks against it</span> '
         "(attention rollout is unsigned: it shows what the model looked at)</p>"
+    )
+    shown = "".join(
+        f'<h2>{html.escape(caption)}</h2><img alt="{html.escape(caption)}" src="{uri}" style="max-width:100%">'
+        for caption, uri in (figures or {}).items()
     )
     methods = list(explained)
     blocks = "".join(
@@ -40,7 +49,7 @@ def render(
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>"
-        f"{legend}{blocks}</body></html>"
+        f"{shown}<h2>Probe texts</h2>{legend}{blocks}</body></html>"
     )
 
 

@@ -18,6 +18,7 @@ from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
+from glasswork.explain.embeddings import data_uri, embed, png_bytes, projection_figure
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
 from glasswork.explain.sanity import randomisation_check
 from glasswork.models.backbone import load_tokenizer, load_trained
@@ -83,8 +84,11 @@ def explain(cfg: DictConfig) -> dict:
         model, explain_with, explained, rank_agreement, seed=cfg.seed, max_spearman=cfg.explain.sanity_max_spearman
     )
     summary = _summary(cfg, explained, metrics)
+    projection = _projection(model, tokenizer, test, names, cfg)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
-        page = report.render(explained, names, "Glasswork — token attributions", summary)
+        (out / "embeddings.png").write_bytes(projection)
+        figures = {"Where the model puts the test texts": data_uri(projection)}
+        page = report.render(explained, names, "Glasswork — token attributions", summary, figures)
         (out / "attributions.html").write_text(page, encoding="utf-8")
         write_json(out / "attributions.json", {m: [i.to_dict() for i in items] for m, items in explained.items()})
         write_json(out / "metrics.json", {"explain": metrics})
@@ -93,6 +97,19 @@ def explain(cfg: DictConfig) -> dict:
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> bytes:
+    """PNG of the PCA plane of sentence embeddings of (a seeded sample of) the test split."""
+    sample = test.sample(n=min(len(test), cfg.explain.projection_max), random_state=cfg.seed)
+    vectors, predicted = embed(
+        model,
+        tokenizer,
+        sample["text"].tolist(),
+        batch_size=cfg.trainer.eval_batch_size,
+        max_length=cfg.model.max_length,
+    )
+    return png_bytes(projection_figure(vectors, sample["label"].to_numpy(), predicted, names, cfg.seed))
 
 
 def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg: DictConfig) -> dict[str, float]:
