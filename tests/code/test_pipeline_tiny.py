@@ -52,6 +52,7 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
     page = (out / "attributions.html").read_text()
     assert page.count('class="item"') == cfg.explain.n_probe
     assert "<script" not in page and "http" not in page  # self-contained
+    assert _png_ok(out / "embeddings.png") and 'src="data:image/png;base64,' in page
 
 
 def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
