@@ -83,6 +83,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/attributions.json",
             f"{A}/explain/probe.csv",
             f"{A}/explain/embeddings.png",
+            f"{A}/explain/contrast.json",
         ),
         metrics=(f"{A}/explain/metrics.json",),
         params=("explain", "seed"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import NEGATIVE, POSITIVE, learnable_overrides
 
 from glasswork.config import load_config
@@ -52,6 +54,10 @@ def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     # The damaged challenger: its weights never leave their random start (learning rate 0).
     damaged = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate, "model.lr=0.0")))
     assert not damaged["promote"]
+    # The explain step compared the challenger with the champion on the same probe texts.
+    versus = json.loads((tmp_path / "artifacts" / "explain" / "contrast.json").read_text())
+    assert versus["status"] == "compared with champion v1" and versus["n_compared"] == 12
+    assert -1 <= versus["rank_correlation"] < 0.9 and versus["moved_most"][0]["count"] >= 1
     assert any(
         "explain/integrated_gradients/comprehensiveness_gain" in r and "below the required" in r
         for r in damaged["reasons"]

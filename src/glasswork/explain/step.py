@@ -18,6 +18,7 @@ from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
+from glasswork.explain.contrast import contrast
 from glasswork.explain.embeddings import data_uri, embed, png_bytes, projection_figure
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
 from glasswork.explain.sanity import randomisation_check
@@ -83,7 +84,18 @@ def explain(cfg: DictConfig) -> dict:
     metrics |= randomisation_check(
         model, explain_with, explained, rank_agreement, seed=cfg.seed, max_spearman=cfg.explain.sanity_max_spearman
     )
-    summary = _summary(cfg, explained, metrics)
+    method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
+    tracking.configure(cfg)
+    versus = contrast(
+        cfg,
+        lambda net, tok: METHODS[method](net, tok, texts, labels, cfg),
+        explained[method],
+        load_labels(cfg),
+        tracking.current_run_id(cfg),
+    )
+    if "rank_correlation" in versus:
+        metrics["contrast/rank_correlation"] = versus["rank_correlation"]
+    summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus)
     projection = _projection(model, tokenizer, test, names, cfg)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
@@ -93,10 +105,22 @@ def explain(cfg: DictConfig) -> dict:
         write_json(out / "attributions.json", {m: [i.to_dict() for i in items] for m, items in explained.items()})
         write_json(out / "metrics.json", {"explain": metrics})
         probe.to_csv(out / "probe.csv", index=False)
+        write_json(out / "contrast.json", {"method": method, **versus})
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def _contrast_summary(method: str, versus: dict) -> dict[str, str]:
+    if "rank_correlation" not in versus:
+        return {"champion vs this model": versus["status"]}
+    moved = ", ".join(f"{m['word']} {m['mean_change']:+.3f} (x{m['count']})" for m in versus["moved_most"][:8])
+    return {
+        "champion vs this model": f"{versus['status']}: mean Spearman of {method} over "
+        f"{versus['n_compared']} texts = {versus['rank_correlation']:.3f}",
+        "words whose attribution moved most (this model minus champion)": moved,
+    }
 
 
 def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> bytes:

@@ -1,0 +1,73 @@
+"""Champion vs challenger on the same probe texts: do the two models rely on the same tokens?
+
+The current ``champion`` (if any) is loaded from the registry and explained with the same
+method on the same probe; per text, the Spearman correlation of the two attributions, and
+over all texts, the words whose attribution moved most (with how often they occur, so that a
+rare word cannot top the list by accident).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+from scipy.stats import spearmanr
+
+from glasswork.explain.attributions import TokenAttribution
+from glasswork.explain.gate import _words
+from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.outputs import read_json
+
+log = logging.getLogger(__name__)
+
+
+def champion_model_dir(cfg: DictConfig, this_run_id: str) -> tuple[str, Path] | None:
+    """The champion's version and local model folder, or None when there is nothing to compare."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
+    except MlflowException:
+        return None
+    if version.run_id == this_run_id:
+        return None
+    local = mlflow.artifacts.download_artifacts(f"models:/{cfg.registry.model_name}/{version.version}")
+    folder = Path(local) / "artifacts" / "model"
+    return (str(version.version), folder) if (folder / "config.json").is_file() else None
+
+
+def contrast(
+    cfg: DictConfig, explain_fn, challenger: list[TokenAttribution], labels: dict, this_run_id: str, top: int = 10
+) -> dict:
+    """Compare the challenger's attributions with the champion's on the same probe texts."""
+    found = champion_model_dir(cfg, this_run_id)
+    if found is None:
+        return {"status": "no champion to compare with"}
+    version, folder = found
+    if read_json(folder / "labels.json")["classes"] != labels["classes"]:
+        return {"status": f"champion v{version} predicts other classes: not compared"}
+    champion = explain_fn(load_trained(folder, attn_implementation="eager"), load_tokenizer(folder))
+    rhos, moved, counts = [], defaultdict(float), defaultdict(int)
+    for new, old in zip(challenger, champion, strict=True):
+        if new.tokens != old.tokens:
+            continue  # another tokenizer: positions do not line up
+        new_words, old_words = _words(new.tokens, new.scores), _words(old.tokens, old.scores)
+        if len(new_words) > 2:
+            rho = spearmanr([s for _, s in new_words], [s for _, s in old_words]).statistic
+            rhos.append(0.0 if np.isnan(rho) else float(rho))
+        for (word, a), (_, b) in zip(new_words, old_words, strict=True):
+            moved[word] += a - b
+            counts[word] += 1
+    ranked = sorted(moved, key=lambda w: -abs(moved[w] / counts[w]))[:top]
+    return {
+        "status": f"compared with champion v{version}",
+        "champion_version": version,
+        "n_compared": len(rhos),
+        "rank_correlation": float(np.mean(rhos)) if rhos else float("nan"),
+        "moved_most": [{"word": w, "mean_change": moved[w] / counts[w], "count": counts[w]} for w in ranked],
+    }
