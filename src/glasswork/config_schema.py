@@ -65,7 +65,7 @@ class TrainerConfig:
 
 @dataclass
 class ExplainConfig:
-    methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout"])
+    methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout", "kernel_shap"])
     n_probe: int = 12
     n_steps: int = 50
     internal_batch_size: int | None = None
@@ -74,6 +74,7 @@ class ExplainConfig:
     n_random: int = 5
     sanity_max_spearman: float = 0.5
     projection_max: int = 1000
+    shap_samples: int = 64
 
 
 @dataclass

@@ -21,6 +21,7 @@ from glasswork.explain.attributions import TokenAttribution, integrated_gradient
 from glasswork.explain.contrast import contrast
 from glasswork.explain.embeddings import data_uri, embed, png_bytes, projection_figure
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
+from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import randomisation_check
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
@@ -47,9 +48,17 @@ def _attention_rollout(model, tokenizer, texts, labels, cfg: DictConfig) -> list
     return attention_rollout(model, tokenizer, texts, labels, max_length=cfg.model.max_length)
 
 
+def _kernel_shap(model, tokenizer, texts, labels, cfg: DictConfig) -> list[TokenAttribution]:
+    e = cfg.explain
+    return kernel_shap(
+        model, tokenizer, texts, labels, max_length=cfg.model.max_length, n_samples=e.shap_samples, seed=cfg.seed
+    )
+
+
 METHODS: dict[str, Callable[..., list[TokenAttribution]]] = {
     "integrated_gradients": _integrated_gradients,
     "attention_rollout": _attention_rollout,
+    "kernel_shap": _kernel_shap,
 }
 
 
