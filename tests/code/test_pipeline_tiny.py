@@ -34,7 +34,7 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
     root, cfg = tiny_run
     out = root / "artifacts" / "explain"
     explained = json.loads((out / "attributions.json").read_text())
-    assert set(explained) == set(cfg.explain.methods) == {"integrated_gradients", "attention_rollout"}
+    assert set(explained) == set(cfg.explain.methods) == {"integrated_gradients", "attention_rollout", "kernel_shap"}
     for items in explained.values():
         assert len(items) == cfg.explain.n_probe
     for item in explained["integrated_gradients"]:

@@ -35,6 +35,9 @@ def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_
     assert ig["sufficiency_aopc"] < ig["random_sufficiency_aopc"], ig
     # Adebayo et al.'s check: a randomly re-initialised model must not get the same ranking.
     assert ig["randomisation_passed"] == 1.0, ig["randomisation_spearman"]
+    # The model-agnostic method, which never looks inside the model, must find the rule too.
+    shap = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("kernel_shap/")}
+    assert shap["comprehensiveness_aopc"] > 1.3 * shap["random_comprehensiveness_aopc"], shap
     assert np.isfinite(metrics["integrated_gradients/random_comprehensiveness_aopc"])
 
 
