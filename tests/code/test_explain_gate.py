@@ -7,14 +7,14 @@ import json
 from tests.conftest import NEGATIVE, POSITIVE, learnable_overrides
 
 from glasswork.config import load_config
-from glasswork.explain.gate import _forbidden, _words
+from glasswork.explain.gate import _forbidden, whole_words
 from glasswork.steps import STEPS
 
 CONFIDENT = ("trainer.max_epochs=15", "explain.n_probe=12", "explain.n_steps=16")
 
 
 def test_word_pieces_are_joined_before_the_forbidden_check():
-    words = _words(["[CLS]", "paris", "##ian", "charm", "[SEP]"], [0.0, 0.5, 0.2, 0.1, 0.0])
+    words = whole_words(["[CLS]", "paris", "##ian", "charm", "[SEP]"], [0.0, 0.5, 0.2, 0.1, 0.0])
     assert words == [("parisian", 0.7), ("charm", 0.1)]
     explained = {
         "ig": [

@@ -32,6 +32,12 @@ class TokenAttribution:
         return asdict(self)
 
 
+def pad_baseline(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """The same sequences with every ordinary token replaced by [PAD] ([CLS]/[SEP] kept)."""
+    special = torch.tensor([[tok in tokenizer.all_special_ids for tok in row] for row in input_ids.tolist()])
+    return torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
+
+
 def internal_batch(token_budget: int, sequence_length: int) -> int:
     """Interpolated examples per forward pass so that one pass holds about ``token_budget`` tokens.
 
@@ -62,8 +68,7 @@ def integrated_gradients(
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
     predicted = probs.argmax(-1)
-    special = torch.tensor([[tok in tokenizer.all_special_ids for tok in row] for row in input_ids.tolist()])
-    baseline = torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
+    baseline = pad_baseline(input_ids, tokenizer)
 
     def forward(ids, attention_mask):
         return torch.softmax(model(input_ids=ids, attention_mask=attention_mask).logits.float(), dim=-1)

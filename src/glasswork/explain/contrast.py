@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork.explain.attributions import TokenAttribution
-from glasswork.explain.gate import _words
+from glasswork.explain.gate import whole_words
 from glasswork.models.backbone import load_tokenizer, load_trained
 from glasswork.outputs import read_json
 
@@ -56,7 +56,7 @@ def contrast(
     for new, old in zip(challenger, champion, strict=True):
         if new.tokens != old.tokens:
             continue  # another tokenizer: positions do not line up
-        new_words, old_words = _words(new.tokens, new.scores), _words(old.tokens, old.scores)
+        new_words, old_words = whole_words(new.tokens, new.scores), whole_words(old.tokens, old.scores)
         if len(new_words) > 2:
             rho = spearmanr([s for _, s in new_words], [s for _, s in old_words]).statistic
             rhos.append(0.0 if np.isnan(rho) else float(rho))

@@ -48,7 +48,7 @@ def _forbidden(explained: dict, forbidden: set[str], top_k: int) -> list[str]:
     failures = []
     for method, items in explained.items():
         for item in items:
-            words = _words(item["tokens"], item["scores"])
+            words = whole_words(item["tokens"], item["scores"])
             top = [w for w, _ in sorted(words, key=lambda ws: -ws[1])[:top_k]]
             hits = sorted(forbidden & {w.lower() for w in top})
             if hits:
@@ -56,7 +56,7 @@ def _forbidden(explained: dict, forbidden: set[str], top_k: int) -> list[str]:
     return failures
 
 
-def _words(tokens: list[str], scores: list[float]) -> list[tuple[str, float]]:
+def whole_words(tokens: list[str], scores: list[float]) -> list[tuple[str, float]]:
     """Whole words and their summed scores (word pieces '##x' join the word before them)."""
     words: list[tuple[str, float]] = []
     for token, score in zip(tokens, scores, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap
 
-from glasswork.explain.attributions import TokenAttribution
+from glasswork.explain.attributions import TokenAttribution, pad_baseline
 
 
 def kernel_shap(
@@ -32,8 +32,7 @@ def kernel_shap(
         ids, mask = enc["input_ids"], enc["attention_mask"]
         probs = forward(ids, mask)[0]
         predicted = int(probs.argmax())
-        special = torch.tensor([[t in tokenizer.all_special_ids for t in ids[0].tolist()]])
-        baseline = torch.where(special, ids, torch.full_like(ids, tokenizer.pad_token_id))
+        baseline = pad_baseline(ids, tokenizer)
         torch.manual_seed(seed)  # Kernel SHAP samples coalitions at random: same seed, same answer
         scores = explainer.attribute(
             ids,
