@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -145,11 +144,6 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return getattr(net, "_orig_mod", net)
-
-
-def copy_model_dir(cfg: DictConfig, target: Path) -> Path:
-    """Copy the trained model folder (used by register to package the pyfunc)."""
-    return Path(shutil.copytree(model_dir(cfg), target))
 
 
 def model_dir(cfg: DictConfig) -> Path:
