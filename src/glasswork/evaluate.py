@@ -18,7 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, accuracy_sc
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_split, split_md5
-from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.serving import predict_proba
 from glasswork.train import model_dir
@@ -57,7 +57,7 @@ def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.
     frame = load_split(cfg, split)
     path = model_dir(cfg)
     probs = predict_proba(
-        load_trained(path),
+        load_trained(path, device=inference_device(cfg.trainer)),
         load_tokenizer(path),
         frame["text"].tolist(),
         cfg.trainer.eval_batch_size,

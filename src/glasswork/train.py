@@ -34,6 +34,8 @@ def train(cfg: DictConfig) -> dict:
 
     check_accelerator(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # "high" lets fp32 matmuls use TF32 tensor cores on GPUs (ignored on CPU).
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     labels = load_labels(cfg)
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
     tokenizer = load_tokenizer(pretrained_dir(cfg.model))
@@ -48,11 +50,13 @@ def train(cfg: DictConfig) -> dict:
     datamodule = TextDataModule(
         train_df,
         val_df,
-        TextCollator(tokenizer, cfg.model.max_length),
+        TextCollator(tokenizer, cfg.model.max_length, cfg.trainer.pad_to_multiple_of),
         cfg.trainer.batch_size,
         cfg.trainer.eval_batch_size,
         cfg.seed,
         cfg.trainer.num_workers,
+        bucket_by_length=cfg.trainer.bucket_by_length,
+        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )
     run_id = tracking.new_run(cfg)
     out_dir = Path(cfg.paths.artifacts_dir) / "train"

@@ -9,6 +9,7 @@ from tests.conftest import tiny_overrides
 
 from glasswork.cli import main
 from glasswork.config import load_config
+from glasswork.data.prepare import prepare
 from glasswork.explain.step import explain
 
 
@@ -22,6 +23,7 @@ def _listing(root):
         ("explain.methods=[integrated_gradients,lime_typo]", ["lime_typo", "valid methods", "attention_rollout"]),
         ("explain.methods=[]", ["explain.methods=[]", "valid methods"]),
         ("explain.n_probe=31", ["explain.n_probe=31", "expected 1..30"]),
+        ("explain.n_probe=5", ["explain.n_probe=5", "holds 3 probe texts", "glasswork prepare"]),
     ],
 )
 def test_bad_explain_settings_fail_clearly_and_write_nothing(override, words, tiny_run, capsys):
@@ -37,6 +39,7 @@ def test_bad_explain_settings_fail_clearly_and_write_nothing(override, words, ti
 def test_texts_longer_than_the_model_maximum_are_truncated_and_marked(tiny_run):
     root, _ = tiny_run
     cfg = load_config(tiny_overrides(root, "model.max_length=8", "explain.n_probe=5"))
+    prepare(cfg)  # draws the 5 probe texts (the shared run drew 3)
     metrics = explain(cfg)
     assert metrics["n_truncated"] > 0
     items = json.loads((root / "artifacts" / "explain" / "attributions.json").read_text())["integrated_gradients"]

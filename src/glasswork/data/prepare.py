@@ -18,6 +18,7 @@ from glasswork.outputs import atomic_dir, read_json, write_json
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+PROBE_FILE = "probe.csv"
 LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}}
 
 
@@ -58,10 +59,12 @@ def prepare(cfg: DictConfig) -> dict:
         "label_column": cfg.data.label_column,
         "text_column": cfg.data.text_column,
     }
+    probe = draw_probe(splits["test"], cfg.explain.n_probe, cfg.seed)
     report = {**table.report, "split_sizes": {k: len(v) for k, v in splits.items()}, "seed": cfg.seed}
     with atomic_dir(Path(cfg.paths.processed_dir)) as out:
         for name, split in splits.items():
             split.to_parquet(out / f"{name}.parquet", index=False)
+        probe.to_csv(out / PROBE_FILE, index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
     log.info("prepare: %s rows -> %s", report["rows_kept"], report["split_sizes"])
@@ -74,6 +77,34 @@ def load_split(cfg: DictConfig, name: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} is missing: run `glasswork prepare` (or `glasswork run`) first")
     return pd.read_parquet(path)
+
+
+def draw_probe(test: pd.DataFrame, n_probe: int, seed: int) -> pd.DataFrame:
+    """The explain step's probe texts: a seeded sample of the test split, kept in test order.
+
+    Drawn here, with the data, so that DVC versions it and every model trained on this data
+    version is explained on the very same texts.
+    """
+    if not 0 < n_probe <= len(test):
+        raise ConfigError(f"explain.n_probe={n_probe}: expected 1..{len(test)} (the size of the test split)")
+    return test.sample(n=n_probe, random_state=seed).sort_index()
+
+
+def load_probe(cfg: DictConfig) -> pd.DataFrame:
+    """The probe texts written by :func:`prepare` (``explain.n_probe`` of them), or say what to run."""
+    test = load_split(cfg, "test")
+    path = Path(cfg.paths.processed_dir) / PROBE_FILE
+    if not 0 < cfg.explain.n_probe <= len(test):
+        draw_probe(test, cfg.explain.n_probe, cfg.seed)  # raises the error that names the limit
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `glasswork prepare` first (it draws the probe texts)")
+    probe = pd.read_csv(path, keep_default_na=False)
+    if len(probe) != cfg.explain.n_probe:
+        raise ConfigError(
+            f"explain.n_probe={cfg.explain.n_probe}, but {path} holds {len(probe)} probe texts: run "
+            "`glasswork prepare` with the same setting (`dvc repro` does so by itself)"
+        )
+    return probe
 
 
 def load_labels(cfg: DictConfig) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from glasswork.errors import ConfigError
-from glasswork.explain.attributions import TokenAttribution
+from glasswork.explain.attributions import TokenAttribution, model_device
 
 
 @torch.inference_mode()
@@ -24,6 +24,7 @@ def attention_rollout(
 ) -> list[TokenAttribution]:
     """Rollout scores of every token for each text (towards [CLS], the classifier's input)."""
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    enc = enc.to(model_device(model))
     full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
     if not out.attentions or any(a is None for a in out.attentions):
@@ -33,7 +34,8 @@ def attention_rollout(
         )
     probs = torch.softmax(out.logits.float(), dim=-1)
     predicted = probs.argmax(-1)
-    rollout = _rollout(out.attentions, enc["attention_mask"])
+    rollout = _rollout(out.attentions, enc["attention_mask"]).float().cpu()
+    probs, predicted, enc = probs.cpu(), predicted.cpu(), enc.to("cpu")
     results = []
     for i, text in enumerate(texts):
         n = int(enc["attention_mask"][i].sum())
@@ -56,7 +58,7 @@ def attention_rollout(
 def _rollout(attentions: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
     """Product over layers of (mean-head attention + identity), rows renormalised."""
     size = attentions[0].shape[-1]
-    eye = torch.eye(size).expand(mask.shape[0], size, size)
+    eye = torch.eye(size, device=mask.device).expand(mask.shape[0], size, size)
     keep = mask[:, None, :].float()  # no mass flows to padding
     result = eye.clone()
     for layer in attentions:

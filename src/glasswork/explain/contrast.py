@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from glasswork.explain.attributions import TokenAttribution
 from glasswork.explain.gate import whole_words
-from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import read_json
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def contrast(
     version, folder = found
     if read_json(folder / "labels.json")["classes"] != labels["classes"]:
         return {"status": f"champion v{version} predicts other classes: not compared"}
-    champion = explain_fn(load_trained(folder, attn_implementation="eager"), load_tokenizer(folder))
+    device = inference_device(cfg.trainer)
+    champion = explain_fn(load_trained(folder, attn_implementation="eager", device=device), load_tokenizer(folder))
     rhos, moved, counts = [], defaultdict(float), defaultdict(int)
     for new, old in zip(challenger, champion, strict=True):
         if new.tokens != old.tokens:

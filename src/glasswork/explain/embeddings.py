@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
+from glasswork.explain.attributions import model_device
+
 
 @torch.inference_mode()
 def embed(model, tokenizer, texts: list[str], *, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,11 +27,11 @@ def embed(model, tokenizer, texts: list[str], *, batch_size: int, max_length: in
         idx = order[start : start + batch_size]
         enc = tokenizer(
             [texts[i] for i in idx], padding="longest", truncation=True, max_length=max_length, return_tensors="pt"
-        )
+        ).to(model_device(model))
         out = model(**enc, output_hidden_states=True)
         mask = enc["attention_mask"].unsqueeze(-1).float()
-        vectors[idx] = ((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).float().numpy()
-        predicted[idx] = out.logits.argmax(-1).numpy()
+        vectors[idx] = ((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).float().cpu().numpy()
+        predicted[idx] = out.logits.argmax(-1).cpu().numpy()
     return vectors, predicted
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from glasswork.explain.attributions import TokenAttribution
+from glasswork.explain.attributions import TokenAttribution, model_device
 
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
 
@@ -83,7 +83,8 @@ def _probabilities(model, tokenizer, ids: list[list[int]], targets: list[int]) -
     """The probability of each text's target class, for token-id sequences of any lengths."""
     width = max(len(s) for s in ids)
     pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
-    probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+    device = model_device(model)
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids], device=device)
+    probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1).cpu()
     return probs[torch.arange(len(ids)), torch.tensor(targets)].numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap
 
-from glasswork.explain.attributions import TokenAttribution, pad_baseline
+from glasswork.explain.attributions import TokenAttribution, model_device, pad_baseline
 
 
 def kernel_shap(
@@ -28,7 +28,7 @@ def kernel_shap(
     explainer = KernelShap(forward)
     results = []
     for text, label in zip(texts, labels, strict=True):
-        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt").to(model_device(model))
         ids, mask = enc["input_ids"], enc["attention_mask"]
         probs = forward(ids, mask)[0]
         predicted = int(probs.argmax())
@@ -39,7 +39,7 @@ def kernel_shap(
             baselines=baseline,
             target=predicted,
             additional_forward_args=(mask,),
-            feature_mask=torch.arange(ids.shape[1]).unsqueeze(0),
+            feature_mask=torch.arange(ids.shape[1], device=ids.device).unsqueeze(0),
             n_samples=n_samples,
             perturbations_per_eval=n_samples,
         )[0]
@@ -47,7 +47,7 @@ def kernel_shap(
             TokenAttribution(
                 text=text,
                 tokens=tokenizer.convert_ids_to_tokens(ids[0].tolist()),
-                scores=[float(s) for s in scores],
+                scores=scores.float().cpu().tolist(),
                 predicted=predicted,
                 probability=float(probs[predicted]),
                 label=int(label),

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork import tracking
-from glasswork.data.prepare import load_labels, load_split
+from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
@@ -21,9 +21,18 @@ from glasswork.explain.attributions import TokenAttribution, integrated_gradient
 from glasswork.explain.contrast import contrast
 from glasswork.explain.embeddings import data_uri, embed, png_bytes, projection_figure
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
+from glasswork.explain.global_importance import (
+    attribute_many,
+    attribution_mass,
+    class_evidence,
+    descriptor_columns,
+    mean_abs_delta,
+    top_words,
+    top_words_figure,
+)
 from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import randomisation_check
-from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.train import model_dir
 
@@ -73,25 +82,27 @@ def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     check_methods(cfg.explain.methods)
     test = load_split(cfg, "test")
-    if not 0 < cfg.explain.n_probe <= len(test):
-        raise ConfigError(
-            f"explain.n_probe={cfg.explain.n_probe}: expected 1..{len(test)} (the size of the test split)"
-        )
-    # A fixed, seeded probe sample: the same texts for every model trained on this split.
-    probe = test.sample(n=cfg.explain.n_probe, random_state=cfg.seed).sort_index()
+    probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
     names = load_labels(cfg)["names"]
     # Eager attention: fused kernels return no attention weights (attention rollout needs them).
-    model, tokenizer = load_trained(path, attn_implementation="eager"), load_tokenizer(path)
+    device = inference_device(cfg.trainer)
+    model, tokenizer = load_trained(path, attn_implementation="eager", device=device), load_tokenizer(path)
     texts, labels = probe["text"].tolist(), probe["label"].tolist()
 
-    def explain_with(net) -> dict[str, list[TokenAttribution]]:
-        return {m: METHODS[m](net, tokenizer, texts, labels, cfg) for m in cfg.explain.methods}
+    def explain_with(net, n: int | None = None) -> dict[str, list[TokenAttribution]]:
+        return {m: METHODS[m](net, tokenizer, texts[:n], labels[:n], cfg) for m in cfg.explain.methods}
 
     explained = explain_with(model)
     metrics = _metrics(model, tokenizer, explained, cfg)
     metrics |= randomisation_check(
-        model, explain_with, explained, rank_agreement, seed=cfg.seed, max_spearman=cfg.explain.sanity_max_spearman
+        model,
+        explain_with,
+        explained,
+        rank_agreement,
+        seed=cfg.seed,
+        max_spearman=cfg.explain.sanity_max_spearman,
+        n_texts=cfg.explain.sanity_n_probe,
     )
     method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
     tracking.configure(cfg)
@@ -104,21 +115,67 @@ def explain(cfg: DictConfig) -> dict:
     )
     if "rank_correlation" in versus:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
-    summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus)
+    global_view = global_explanation(model, tokenizer, test, names, cfg)
+    metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
+    summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus) | _global_summary(global_view)
+    top_png = png_bytes(
+        top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
+    )
     projection = _projection(model, tokenizer, test, names, cfg)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
-        figures = {"Where the model puts the test texts": data_uri(projection)}
+        (out / "global_importance.png").write_bytes(top_png)
+        write_json(out / "global_importance.json", global_view)
+        figures = {
+            "Words that push the model towards each class (test split)": data_uri(top_png),
+            "Where the model puts the test texts": data_uri(projection),
+        }
         page = report.render(explained, names, "Glasswork — token attributions", summary, figures)
         (out / "attributions.html").write_text(page, encoding="utf-8")
         write_json(out / "attributions.json", {m: [i.to_dict() for i in items] for m, items in explained.items()})
         write_json(out / "metrics.json", {"explain": metrics})
-        probe.to_csv(out / "probe.csv", index=False)
         write_json(out / "contrast.json", {"method": method, **versus})
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def global_explanation(model, tokenizer, test, names: list[str], cfg: DictConfig) -> dict:
+    """Integrated gradients over (a seeded sample of) the test split: the words with most
+    evidence per class, and the attribution mass over words (the drift step's reference)."""
+    e = cfg.explain
+    n = len(test) if e.global_max_texts is None else min(len(test), e.global_max_texts)
+    sample = test.sample(n=n, random_state=cfg.seed)
+    items = attribute_many(
+        model,
+        tokenizer,
+        sample["text"].tolist(),
+        sample["label"].tolist(),
+        max_length=cfg.model.max_length,
+        n_steps=e.global_n_steps,
+        token_budget=e.token_budget,
+    )
+    table = class_evidence(items, len(names))
+    return {
+        "n_texts": n,
+        "n_steps": e.global_n_steps,
+        "mean_abs_delta": mean_abs_delta(items),
+        "min_count": e.global_min_count,
+        "top_words": top_words(table, names, min_count=e.global_min_count, top_k=e.global_top_k),
+        "attribution_mass": attribution_mass(items),
+        "descriptors": descriptor_columns(items),  # per text: the explanation-drift reference
+    }
+
+
+def _global_summary(view: dict) -> dict[str, str]:
+    summary = {
+        "global view": f"integrated gradients ({view['n_steps']} steps, mean |delta| {view['mean_abs_delta']:.1e}) "
+        f"over {view['n_texts']} test texts; words seen in at least {view['min_count']} texts"
+    }
+    for name, rows in view["top_words"].items():
+        summary[f"words pushing towards '{name}'"] = ", ".join(f"{r['word']} (x{r['count']})" for r in rows[:10])
+    return summary
 
 
 def _contrast_summary(method: str, versus: dict) -> dict[str, str]:

@@ -67,7 +67,16 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
     return model.train()
 
 
-def load_trained(model_dir: Path | str, attn_implementation: str = "sdpa") -> torch.nn.Module:
-    """A trained classifier saved by the train step (``save_pretrained``), in eval mode."""
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
-    return model.eval()
+def load_trained(model_dir: Path | str, attn_implementation: str = "sdpa", device: str = "cpu") -> torch.nn.Module:
+    """A trained classifier saved by the train step (``save_pretrained``), in eval mode, on ``device``."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), attn_implementation=attn_implementation, dtype=torch.float32
+    )
+    return model.to(device).eval()
+
+
+def inference_device(trainer_cfg: DictConfig) -> str:
+    """Where the steps after training run the model: the GPU when training was set to use one
+    and one is present, else the CPU."""
+    wants_gpu = trainer_cfg.accelerator in ("gpu", "cuda", "auto")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"

