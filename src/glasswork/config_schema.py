@@ -59,6 +59,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     gradient_clip_val: float | None = 1.0
     compile: bool = False
+    checkpoint_every_n_steps: int = 50
     bucket_by_length: bool = True
     pad_to_multiple_of: int | None = 8
     matmul_precision: str = "high"

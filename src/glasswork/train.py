@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -58,14 +61,22 @@ def train(cfg: DictConfig) -> dict:
         bucket_by_length=cfg.trainer.bucket_by_length,
         pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )
-    run_id = tracking.new_run(cfg)
     out_dir = Path(cfg.paths.artifacts_dir) / "train"
+    partial = Path(cfg.paths.artifacts_dir) / PARTIAL
+    run_id, resume_from = _start_or_resume(cfg, partial)
     with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
-        _log_run_inputs(cfg, labels)
-        trainer = _trainer(cfg, staging / "checkpoints", run_id)
+        if resume_from is None:
+            _log_run_inputs(cfg, labels)
+        else:
+            step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
+            log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
+            import mlflow
+
+            mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
+        trainer = _trainer(cfg, partial / "checkpoints", run_id)
         if cfg.trainer.compile:
             module.net = torch.compile(module.net)
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         best = _restore_best(module, trainer)
         model_dir = staging / "model"
         _unwrap(module.net).save_pretrained(model_dir)
@@ -74,8 +85,39 @@ def train(cfg: DictConfig) -> dict:
         metrics = _final_metrics(trainer, best)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "run.json", {"run_id": run_id})
+        shutil.move(str(partial / "checkpoints"), str(staging / "checkpoints"))
+        best = best and str(staging / "checkpoints" / Path(best).name)
+    shutil.rmtree(partial, ignore_errors=True)
     log.info("train: run %s, best checkpoint %s, %s", run_id, best or "-", metrics)
     return {"run_id": run_id, **metrics}
+
+
+PARTIAL = ".train.partial"  # checkpoints and run id of a training run that has not finished yet
+
+
+def _fingerprint(cfg: DictConfig) -> str:
+    """What must not change for a checkpoint to be resumed: data, model, trainer, seed."""
+    from glasswork.data.prepare import data_md5
+
+    picked = {k: to_plain(cfg)[k] for k in ("data", "model", "trainer", "seed")}
+    return hashlib.md5((json.dumps(picked, sort_keys=True) + data_md5(cfg)).encode()).hexdigest()
+
+
+def _start_or_resume(cfg: DictConfig, partial: Path) -> tuple[str, str | None]:
+    """The MLflow run id and checkpoint to resume, when a run of this same config was stopped
+    mid-way (killed, or failed); else a new run and a clean ``.train.partial`` folder."""
+    fingerprint = _fingerprint(cfg)
+    marker, last = partial / "resume.json", partial / "checkpoints" / "last.ckpt"
+    if marker.is_file() and last.is_file():
+        state = read_json(marker)
+        if state.get("fingerprint") == fingerprint:
+            return state["run_id"], str(last)
+        log.warning("train: %s holds an unfinished run of another config: starting afresh", partial)
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "checkpoints").mkdir(parents=True)
+    run_id = tracking.new_run(cfg)
+    write_json(marker, {"run_id": run_id, "fingerprint": fingerprint})
+    return run_id, None
 
 
 def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
@@ -84,8 +126,10 @@ def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
         experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
     )
     callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1),
+        # Mid-epoch checkpoints for resuming a killed run; last.ckpt is always the newest.
         ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1, save_last=True
+            dirpath=ckpt_dir, filename="step-{step}", every_n_train_steps=t.checkpoint_every_n_steps, save_last=True
         ),
         LearningRateMonitor(logging_interval="step"),
         ThroughputMonitor(

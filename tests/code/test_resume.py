@@ -1,0 +1,85 @@
+"""A training run killed mid-epoch resumes from its newest checkpoint, in the same MLflow run,
+and the pipeline then registers one version, not two."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from mlflow.tracking import MlflowClient
+from tests.conftest import REPO, tiny_overrides
+
+from glasswork.config import load_config
+from glasswork.outputs import read_json
+from glasswork.steps import get
+
+# ~15 batches per epoch on the tiny data: 40 epochs is long enough to be killed part-way.
+LONG = ("trainer.max_epochs=40", "trainer.limit_train_batches=1.0", "trainer.checkpoint_every_n_steps=5")
+
+
+def _kill_once_checkpointed(root, overrides, timeout=300) -> int:
+    """Start `glasswork train` in its own process, SIGKILL it once it has a mid-run checkpoint,
+    and return the step of that checkpoint."""
+    last = root / "artifacts" / ".train.partial" / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "GLASSWORK_ROOT": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glasswork", "train", *overrides], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while not last.is_file():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within the timeout"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the checkpoint file be complete
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+
+
+def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
+    overrides = tiny_overrides(tmp_path, *LONG)
+    cfg = load_config(overrides)
+    for step in ("ingest", "prepare"):
+        get(step).function()(cfg)
+    killed_at = _kill_once_checkpointed(tmp_path, overrides)
+    assert killed_at > 0
+    partial = tmp_path / "artifacts" / ".train.partial"
+    run_id = read_json(partial / "resume.json")["run_id"]
+    assert not (tmp_path / "artifacts" / "train").exists()  # nothing half-written where outputs go
+
+    result = get("train").function()(cfg)
+    assert result["run_id"] == run_id
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run = client.get_run(run_id)
+    assert int(run.data.tags["glasswork.train.resumed_from_step"]) >= killed_at
+    assert result["train/steps"] == 40 * 15  # the whole schedule, not restarted on top
+    assert not partial.exists() and (tmp_path / "artifacts" / "train" / "checkpoints").is_dir()
+    for step in ("evaluate", "explain", "drift", "register"):
+        get(step).function()(cfg)
+    versions = client.search_model_versions(f"name='{cfg.registry.model_name}'")
+    assert [v.run_id for v in versions] == [run_id]
+    experiment = run.info.experiment_id
+    assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]
+
+
+def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
+    overrides = tiny_overrides(tmp_path, *LONG)
+    cfg = load_config(overrides)
+    for step in ("ingest", "prepare"):
+        get(step).function()(cfg)
+    _kill_once_checkpointed(tmp_path, overrides)
+    stale = read_json(tmp_path / "artifacts" / ".train.partial" / "resume.json")["run_id"]
+    changed = load_config(tiny_overrides(tmp_path, "trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=5"))
+    result = get("train").function()(changed)
+    assert result["run_id"] != stale
+    assert (
+        "glasswork.train.resumed_from_step"
+        not in MlflowClient(changed.tracking.uri).get_run(result["run_id"]).data.tags
+    )
