@@ -50,6 +50,8 @@ class ModelConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     precision: str = "32-true"
     max_epochs: int = 1
     limit_train_batches: float = 1.0

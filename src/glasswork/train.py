@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +22,7 @@ from glasswork import tracking
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule
 from glasswork.data.prepare import load_labels, load_split
-from glasswork.errors import ConfigError, PipelineOrderError
+from glasswork.errors import ConfigError, GlassworkError, PipelineOrderError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.outputs import atomic_dir, read_json, write_json
@@ -36,6 +39,8 @@ def train(cfg: DictConfig) -> dict:
     from glasswork.preflight import check_accelerator  # late: preflight imports the steps
 
     check_accelerator(cfg)
+    if world_size(cfg) > 1 and not os.environ.get(LAUNCHED):
+        return _launch_own_process(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # "high" lets fp32 matmuls use TF32 tensor cores on GPUs (ignored on CPU).
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -63,20 +68,23 @@ def train(cfg: DictConfig) -> dict:
     )
     out_dir = Path(cfg.paths.artifacts_dir) / "train"
     partial = Path(cfg.paths.artifacts_dir) / PARTIAL
+    if global_rank(cfg) != 0:
+        return _fit_as_worker(cfg, module, datamodule, partial)
     run_id, resume_from = _start_or_resume(cfg, partial)
+    import mlflow
+
     with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
         if resume_from is None:
             _log_run_inputs(cfg, labels)
         else:
             step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
-            import mlflow
-
             mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
         trainer = _trainer(cfg, partial / "checkpoints", run_id)
         if cfg.trainer.compile:
             module.net = torch.compile(module.net)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        mlflow.set_tag("glasswork.train.world_size", str(trainer.world_size))
         best = _restore_best(module, trainer)
         model_dir = staging / "model"
         _unwrap(module.net).save_pretrained(model_dir)
@@ -93,6 +101,51 @@ def train(cfg: DictConfig) -> dict:
 
 
 PARTIAL = ".train.partial"  # checkpoints and run id of a training run that has not finished yet
+LAUNCHED = "GLASSWORK_TRAIN_PROCESS"  # set in the process that _launch_own_process starts
+
+
+def world_size(cfg: DictConfig) -> int:
+    devices = cfg.trainer.devices
+    return (devices if isinstance(devices, int) and devices > 0 else 1) * cfg.trainer.num_nodes
+
+
+def global_rank(cfg: DictConfig) -> int:
+    """This process's rank (0 outside distributed training). Lightning's launcher sets
+    LOCAL_RANK in the processes it starts; NODE_RANK comes from the cluster."""
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    return int(os.environ.get("NODE_RANK", 0)) * devices + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _launch_own_process(cfg: DictConfig) -> dict:
+    """Run the train step in a fresh ``glasswork train --config FILE`` process.
+
+    Lightning's DDP launcher starts the other ranks by re-running the current command line:
+    inside a Prefect flow (or any long-lived process) that would re-run the whole flow. A
+    fresh process whose command line is just this step, on the resolved config frozen to a
+    file, is safe to re-run.
+    """
+    folder = Path(cfg.paths.artifacts_dir) / ".train.launch"
+    folder.mkdir(parents=True, exist_ok=True)
+    frozen = folder / "config.yaml"
+    frozen.write_text(to_yaml(cfg), encoding="utf-8")
+    env = {**os.environ, LAUNCHED: "1"}
+    env.pop("GLASSWORK_ROOT", None)  # the frozen config holds resolved paths
+    log.info("train: %d processes: launching `glasswork train --config %s`", world_size(cfg), frozen)
+    done = subprocess.run([sys.executable, "-m", "glasswork", "train", "--config", str(frozen)], env=env)
+    if done.returncode:
+        raise GlassworkError(f"distributed training failed (exit {done.returncode}); see its log above")
+    out = Path(cfg.paths.artifacts_dir) / "train"
+    return {**read_json(out / "run.json"), **read_json(out / "metrics.json")}
+
+
+def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
+    """Ranks other than 0 train alongside it: no MLflow run, no outputs (rank 0 writes them)."""
+    state = read_json(partial / "resume.json")
+    last = partial / "checkpoints" / "last.ckpt"
+    # Lightning's loggers write from rank 0 only, so this one's MLFlowLogger stays silent.
+    trainer = _trainer(cfg, partial / "checkpoints", state["run_id"])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    return {"run_id": state["run_id"], "rank": global_rank(cfg)}
 
 
 def _fingerprint(cfg: DictConfig) -> str:
@@ -142,6 +195,11 @@ def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
         return L.Trainer(
             accelerator=t.accelerator,
             devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            # Our length-bucket batch sampler shards itself across ranks (Lightning cannot inject
+            # a DistributedSampler into a custom batch sampler).
+            use_distributed_sampler=not t.bucket_by_length,
             precision=t.precision,
             max_epochs=t.max_epochs,
             limit_train_batches=int(limit) if float(limit).is_integer() and limit > 1 else float(limit),

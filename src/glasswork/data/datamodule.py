@@ -63,11 +63,23 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.batch_size, self.seed, self.pool = batch_size, seed, pool_batches * batch_size
         self.epoch = 0
 
+    @staticmethod
+    def _shard() -> tuple[int, int]:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        _, world = self._shard()
+        return -(-len(self.lengths) // self.batch_size) // world
 
     def __iter__(self) -> Iterator[list[int]]:
+        # Every rank draws the same permutation (same seed and epoch) and takes every
+        # world-th batch, the same number each, so no rank waits for a batch that never comes.
         rng = np.random.default_rng(self.seed + self.epoch)
+        rank, world = self._shard()
         self.epoch += 1
         order = rng.permutation(len(self.lengths))
         batches = []
@@ -75,7 +87,9 @@ class LengthBucketSampler(Sampler[list[int]]):
             pool = order[start : start + self.pool]
             pool = pool[np.argsort(self.lengths[pool], kind="stable")]
             batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
-        for k in rng.permutation(len(batches)):
+        order = rng.permutation(len(batches))
+        order = order[: len(order) // world * world]
+        for k in order[rank::world]:
             yield batches[k]
 
 

@@ -45,7 +45,7 @@ class ClassifierModule(L.LightningModule):
         self.val_acc(preds, batch["labels"])
         self.val_f1(preds, batch["labels"])
         size = batch["labels"].numel()
-        self.log("val/loss", loss, prog_bar=True, batch_size=size)
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)  # averaged over DDP ranks
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=size)
         self.log("val/macro_f1", self.val_f1, prog_bar=True, batch_size=size)
 
