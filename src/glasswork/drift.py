@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -16,6 +17,7 @@ from glasswork.data.prepare import load_split
 from glasswork.data.sources import read_table
 from glasswork.drift_report import build_drift_report
 from glasswork.errors import ConfigError, DataError
+from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -51,13 +53,14 @@ def current_batch(cfg: DictConfig) -> pd.DataFrame:
     raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
 
 
-def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> pd.DataFrame:
-    """The columns the report compares: the text, its length, the predicted probability."""
+def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """The columns the report compares (the text, its length, the predicted probability), and
+    the class probabilities."""
     texts = frame["text"].fillna("").astype(str).tolist()
     probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length, progress=True)
     # Binary: the probability of the positive (second) class; more classes: the top probability.
     score = probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)
-    return pd.DataFrame(
+    described = pd.DataFrame(
         {
             "text": texts,
             "length_chars": [len(t) for t in texts],
@@ -65,6 +68,28 @@ def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> pd.DataF
             "predicted_probability": score.astype(float),
         }
     )
+    return described, probs
+
+
+def performance_estimate(cfg: DictConfig, current: pd.DataFrame, probs: np.ndarray) -> dict:
+    """Accuracy of the current batch estimated from confidence alone (calibrated on the test
+    split's predictions from the evaluate step), and the true accuracy when the batch has labels."""
+    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "predictions.csv"
+    if not path.is_file():
+        return {"status": f"not computed: {path} is missing (run `glasswork evaluate` first)"}
+    scored = pd.read_csv(path, keep_default_na=False)
+    reference_conf = scored.filter(like="prob_").to_numpy().max(axis=1)
+    calibration = fit_calibration(reference_conf, (scored["actual"] == scored["predicted"]).to_numpy())
+    result = {
+        "status": "computed",
+        "estimated_accuracy": estimated_accuracy(calibration, probs.max(axis=1)),
+        "mean_confidence": float(probs.max(axis=1).mean()),
+        "reference_accuracy": float((scored["actual"] == scored["predicted"]).mean()),
+    }
+    labels = current.get("label")
+    if labels is not None and pd.api.types.is_integer_dtype(labels) and labels.between(0, probs.shape[1] - 1).all():
+        result["actual_accuracy"] = float((probs.argmax(axis=1) == labels.to_numpy()).mean())
+    return result
 
 
 def explanation_drift(cfg: DictConfig, model, tokenizer, texts: list[str]) -> dict:
@@ -107,9 +132,12 @@ def drift(cfg: DictConfig) -> dict:
     reference = reference.sample(n=min(n, len(reference)), random_state=cfg.seed)
     path = model_dir(cfg)
     model, tokenizer = load_trained(path, device=inference_device(cfg.trainer)), load_tokenizer(path)
+    reference_view, _ = describe(reference, model, tokenizer, cfg)
+    current_view, current_probs = describe(current, model, tokenizer, cfg)
+    performance = performance_estimate(cfg, current, current_probs)
     result = build_drift_report(
-        describe(reference, model, tokenizer, cfg),
-        describe(current, model, tokenizer, cfg),
+        reference_view,
+        current_view,
         text_columns=["text"],
         numerical_columns=NUMERIC,
         drift_share=cfg.drift.drift_share,
@@ -122,12 +150,14 @@ def drift(cfg: DictConfig) -> dict:
         "n_current": len(current),
         **result.to_dict(),
         "explanation_drift": explained,
+        "performance": performance,
     }
     metrics = {
         "dataset_drift": int(result.dataset_drift),
         "share_drifted": result.share_drifted,
         "n_drifted": result.n_drifted,
     }
+    metrics |= {k: v for k, v in performance.items() if k.endswith("accuracy")}
     if explained["status"] == "computed":
         metrics |= {
             "explanation_drift": int(explained["drifted"]),
@@ -144,14 +174,27 @@ def drift(cfg: DictConfig) -> dict:
         mlflow.log_artifacts(str(out), "drift")
     verdict = "DRIFT" if result.dataset_drift else "no drift"
     log.info(
-        "drift: %s vs training reference -> %s (%d of %d columns drifted); explanation drift: %s",
+        "drift: %s vs training reference -> %s (%d of %d columns drifted); %s; explanation drift: %s",
         cfg.drift.current,
         verdict,
         result.n_drifted,
         result.n_columns,
+        _performance_words(performance),
         _explanation_words(explained),
     )
     return summary
+
+
+def _performance_words(performance: dict) -> str:
+    if performance["status"] != "computed":
+        return performance["status"]
+    words = (
+        f"estimated accuracy {performance['estimated_accuracy']:.3f} "
+        f"(test split: {performance['reference_accuracy']:.3f})"
+    )
+    if "actual_accuracy" in performance:
+        words += f", actual {performance['actual_accuracy']:.3f}"
+    return words
 
 
 def _explanation_words(explained: dict) -> str:

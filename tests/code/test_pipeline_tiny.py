@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from tests.conftest import tiny_overrides
 
 from glasswork.outputs import read_json
 
@@ -63,6 +64,29 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     assert set(summary["columns"]) == {"text", "length_chars", "length_words", "predicted_probability"}
     assert summary["columns"]["text"]["drifted"], "movie reviews vs tweets: the text must drift"
     assert (out / "report.html").stat().st_size > 10_000
+    # The tweets carry sentiment labels (positive -> 1 like fresh, negative -> 0 like rotten):
+    # the label-free estimate and the truth sit side by side.
+    performance = summary["performance"]
+    assert performance["status"] == "computed"
+    assert 0 <= performance["estimated_accuracy"] <= 1 and 0 <= performance["actual_accuracy"] <= 1
+    explained = summary["explanation_drift"]
+    assert explained["status"] == "computed" and set(explained["tests"]) == {
+        "mass_non_letters",
+        "mass_split_words",
+        "mass_top_word",
+    }
+
+
+def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):
+    from glasswork.config import load_config
+    from glasswork.drift import drift
+
+    root, _ = tiny_run
+    summary = drift(load_config(tiny_overrides(root, "drift.current=test")))
+    performance = summary["performance"]
+    assert {"estimated_accuracy", "actual_accuracy", "reference_accuracy"} <= set(performance)
+    # The batch is drawn from the test split the calibration was fitted on: they must agree.
+    assert abs(performance["estimated_accuracy"] - performance["actual_accuracy"]) < 0.1
 
 
 def test_champion_loads_as_pyfunc_and_predicts(tiny_run):
