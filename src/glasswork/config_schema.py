@@ -62,7 +62,7 @@ class TrainerConfig:
     gradient_clip_val: float | None = 1.0
     compile: bool = False
     checkpoint_every_n_steps: int = 50
-    bucket_by_length: bool = True
+    bucket_by_length: bool = False
     pad_to_multiple_of: int | None = 8
     matmul_precision: str = "high"
     deterministic: bool = False
@@ -77,12 +77,12 @@ class ExplainConfig:
     internal_batch_size: int | None = None
     token_budget: int | None = None
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
-    n_random: int = 3
+    n_random: int = 2
     sanity_max_spearman: float = 0.5
-    sanity_n_probe: int | None = 6
-    projection_max: int = 600
+    sanity_n_probe: int | None = 4
+    projection_max: int = 400
     shap_samples: int = 64
-    global_max_texts: int | None = 160
+    global_max_texts: int | None = 128
     global_n_steps: int = 4
     global_min_count: int = 4
     global_top_k: int = 12
