@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 REPRODUCE_EPILOG = """The version's tags give the git commit, the data version (md5 of the prepared splits) and the
 resolved config. The rebuild runs ingest, prepare, train and evaluate under
-artifacts/reproduce/NAME-vVERSION/ with that commit's code, logs a new MLflow run tagged
+artifacts/reproduce/NAME-ALIAS/ (or NAME-vVERSION/) with that commit's code, logs a new MLflow run tagged
 glasswork.reproduces, and exits 0 when every recorded test metric is within the tolerance,
 1 when one is not, 2 when something it needs is missing (a commit, the data version).
 
