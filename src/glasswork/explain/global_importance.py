@@ -125,9 +125,6 @@ def attribution_mass(items: Sequence[TokenAttribution]) -> dict[str, float]:
     return {word: value / total for word, value in mass.items()}
 
 
-OTHER = "<other words>"
-
-
 def mass_shift(reference: dict[str, float], current: dict[str, float], top_k: int = 15, vocabulary: int = 100) -> dict:
     """How attribution mass over words moved from ``reference`` to ``current``.
 
