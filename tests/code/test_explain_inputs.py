@@ -46,3 +46,18 @@ def test_texts_longer_than_the_model_maximum_are_truncated_and_marked(tiny_run):
     assert all(len(i["tokens"]) <= 8 for i in items) and any(i["truncated"] for i in items)
     page = (root / "artifacts" / "explain" / "attributions.html").read_text()
     assert page.count("truncated, only the shown tokens were used") == sum(i["truncated"] for i in items)
+
+
+def test_an_empty_text_gets_an_explanation_with_nothing_to_attribute(tiny_run):
+    from glasswork.explain.faithfulness import faithfulness
+    from glasswork.explain.step import METHODS
+    from glasswork.models.backbone import load_tokenizer, load_trained
+
+    root, cfg = tiny_run
+    path = root / "artifacts" / "train" / "model"
+    model, tokenizer = load_trained(path, attn_implementation="eager"), load_tokenizer(path)
+    for name, method in METHODS.items():
+        [item] = method(model, tokenizer, ["", "a fine film"], [0, 1], cfg)[:1]
+        assert item.tokens == ["[CLS]", "[SEP]"], name
+        quality = faithfulness(model, tokenizer, [item], [0.5], n_random=1)
+        assert quality["comprehensiveness_aopc"] == 0.0, name  # nothing to delete, nothing changes
