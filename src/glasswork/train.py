@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import mlflow
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
@@ -71,8 +72,6 @@ def train(cfg: DictConfig) -> dict:
     if global_rank(cfg) != 0:
         return _fit_as_worker(cfg, module, datamodule, partial)
     run_id, resume_from = _start_or_resume(cfg, partial)
-    import mlflow
-
     with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
         if resume_from is None:
             _log_run_inputs(cfg, labels)
@@ -152,7 +151,8 @@ def _fingerprint(cfg: DictConfig) -> str:
     """What must not change for a checkpoint to be resumed: data, model, trainer, seed."""
     from glasswork.data.prepare import data_md5
 
-    picked = {k: to_plain(cfg)[k] for k in ("data", "model", "trainer", "seed")}
+    plain = to_plain(cfg)
+    picked = {k: plain[k] for k in ("data", "model", "trainer", "seed")}
     return hashlib.md5((json.dumps(picked, sort_keys=True) + data_md5(cfg)).encode()).hexdigest()
 
 
@@ -236,8 +236,6 @@ def _final_metrics(trainer: L.Trainer, best: str | None) -> dict:
 
 
 def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
-    import mlflow
-
     mlflow.log_params(tracking.flat_params(to_plain(cfg)))
     mlflow.log_text(to_yaml(cfg), "config/resolved.yaml")
     report = Path(cfg.paths.processed_dir) / "report.json"
