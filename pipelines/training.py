@@ -82,6 +82,15 @@ def run_pipeline(cfg: DictConfig) -> dict:
     return results
 
 
+@flow(name="glasswork-scheduled-training", log_prints=True, persist_result=False)
+def scheduled_training(overrides: list[str] | None = None) -> dict:
+    """The training flow with its config composed from ``overrides`` (what a deployment's
+    parameters can carry: a resolved config cannot be written by hand)."""
+    from glasswork.config import load_config
+
+    return run_pipeline(load_config(overrides or []))
+
+
 def where_to_look(cfg: DictConfig, results: dict) -> str:
     """The closing message: metrics, the champion decision, and the files and UI to open."""
     art = Path(cfg.paths.artifacts_dir)
@@ -100,7 +109,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             f"ROC-AUC {auc:.3f}, ECE {test['ece']:.3f}",
             f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': "
             + "; ".join(reg["reasons"]),
-            f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} columns)",
+            f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",
             "Where to look:",
             f"  MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri} --port 5000   then open http://127.0.0.1:5000",
             f"  explanations:  {art / 'explain' / 'attributions.html'}",

@@ -1,10 +1,15 @@
 """The ``drift`` step: has the data moved? An Evidently report of a current batch against the
-training reference, over the text itself, its length, and the model's predicted probability.
+training reference, over the text itself, what describes it (length, words, words the model's
+vocabulary does not know, non-letters), the model's sentence embeddings and predicted
+probability, and the label when both sides have one. ``glasswork monitor`` runs the same
+comparison (:func:`describe`, :func:`compare`) on each new batch against the champion's own
+reference data.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -13,11 +18,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from glasswork import tracking
-from glasswork.data.prepare import load_split
+from glasswork.data.prepare import load_labels, load_split
 from glasswork.data.sources import read_table
-from glasswork.drift_report import build_drift_report
+from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
+from glasswork.explain.embeddings import embed
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -27,19 +33,26 @@ from glasswork.explain.global_importance import (
 )
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
-from glasswork.serving import predict_proba
+from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
 from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 
 CURRENT_CHOICES = ("tweets", "test")
-NUMERIC = ["length_chars", "length_words", "predicted_probability"]
+NUMERIC = [*DESCRIPTORS, "predicted_probability"]
+# Sentence embeddings enter the report reduced by a PCA fitted on the reference: the domain
+# classifier's verdicts were the same as on all 384 dimensions, and Evidently's t-SNE plot of
+# them takes seconds instead of tens of seconds.
+EMBEDDING_COMPONENTS = 16
 
 
 def current_batch(cfg: DictConfig) -> pd.DataFrame:
-    """The batch to compare with the reference: the shipped tweets, or the held-out test split."""
+    """The batch to compare with the reference: the shipped tweets, or the held-out test split.
+    Labels, where present, are the raw class values (as in the training data)."""
     if cfg.drift.current == "test":
-        return load_split(cfg, "test")
+        test = load_split(cfg, "test")
+        classes = load_labels(cfg)["classes"]
+        return test.assign(label=[classes[i] for i in test["label"]])
     if cfg.drift.current == "tweets":
         path = Path(cfg.drift.current_path)
         if not path.is_file():
@@ -53,60 +66,116 @@ def current_batch(cfg: DictConfig) -> pd.DataFrame:
     raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
 
 
-def describe(frame: pd.DataFrame, model, tokenizer, cfg: DictConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """The columns the report compares (the text, its length, the predicted probability), and
-    the class probabilities."""
-    texts = frame["text"].fillna("").astype(str).tolist()
-    probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length, progress=True)
-    # Binary: the probability of the positive (second) class; more classes: the top probability.
-    score = probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)
-    described = pd.DataFrame(
-        {
-            "text": texts,
-            "length_chars": [len(t) for t in texts],
-            "length_words": [len(t.split()) for t in texts],
-            "predicted_probability": score.astype(float),
-        }
+@dataclass
+class View:
+    """One side of a comparison: the columns the report tests, the sentence embeddings, and the
+    model's class probabilities (rows in the same order)."""
+
+    frame: pd.DataFrame
+    embeddings: np.ndarray
+    probs: np.ndarray
+
+    @property
+    def has_labels(self) -> bool:
+        return "label" in self.frame.columns
+
+    def take(self, rows: np.ndarray) -> View:
+        """The rows at these positions (e.g. one random split of a described pool)."""
+        return View(self.frame.iloc[rows].reset_index(drop=True), self.embeddings[rows], self.probs[rows])
+
+
+def describe(texts: list[str], model, tokenizer, cfg: DictConfig, labels: list[str] | None = None) -> View:
+    """Score and embed ``texts`` in one pass and describe them; ``labels`` are class names."""
+    vectors, probs = embed(
+        model, tokenizer, texts, batch_size=cfg.trainer.eval_batch_size, max_length=cfg.model.max_length
     )
-    return described, probs
+    frame = text_descriptors(texts, tokenizer)
+    frame.insert(0, "text", texts)
+    # Binary: the probability of the positive (second) class; more classes: the top probability.
+    frame["predicted_probability"] = (probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)).astype(float)
+    if labels is not None:
+        frame["label"] = [str(v) for v in labels]
+    return View(frame, vectors, probs)
 
 
-def performance_estimate(cfg: DictConfig, current: pd.DataFrame, probs: np.ndarray) -> dict:
+def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
+    """The Evidently report of ``current`` against ``reference`` (see ``drift_report`` for the verdict)."""
+    from sklearn.decomposition import PCA
+
+    k = min(EMBEDDING_COMPONENTS, len(reference.frame) - 1, reference.embeddings.shape[1])
+    pca = PCA(n_components=k, random_state=cfg.seed).fit(reference.embeddings)
+    columns = [f"embedding_{i}" for i in range(k)]
+
+    def with_embeddings(view: View) -> pd.DataFrame:
+        reduced = pd.DataFrame(pca.transform(view.embeddings), columns=columns)
+        return pd.concat([view.frame.reset_index(drop=True), reduced], axis=1)
+
+    labelled = reference.has_labels and current.has_labels
+    return build_drift_report(
+        with_embeddings(reference),
+        with_embeddings(current),
+        text_columns=["text"],
+        numerical_columns=NUMERIC,
+        categorical_columns=["label"] if labelled else None,
+        embeddings={"sentence": columns},
+        drift_share=cfg.drift.drift_share,
+        text_method=cfg.drift.text_method,
+    )
+
+
+def label_indices(values: pd.Series, classes: list) -> tuple[np.ndarray, list[str]]:
+    """Class index per row (-1 where the value is not a class the model knows) and the unknown values."""
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    as_text = values.astype(str)
+    index = as_text.map(lookup).fillna(-1).astype(int).to_numpy()
+    return index, sorted(set(as_text[index < 0]))
+
+
+def label_names(index, names: list) -> list[str] | None:
+    """Class names for class indices (``unknown`` for -1); ``None`` stays ``None``."""
+    return None if index is None else [str(names[i]) if i >= 0 else "unknown" for i in index]
+
+
+def performance_estimate(
+    reference_predictions: pd.DataFrame | None, probs: np.ndarray, labels: np.ndarray | None
+) -> dict:
     """Accuracy of the current batch estimated from confidence alone (calibrated on the test
-    split's predictions from the evaluate step), and the true accuracy when the batch has labels."""
-    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "predictions.csv"
-    if not path.is_file():
-        return {"status": f"not computed: {path} is missing (run `glasswork evaluate` first)"}
-    scored = pd.read_csv(path, keep_default_na=False)
-    reference_conf = scored.filter(like="prob_").to_numpy().max(axis=1)
-    calibration = fit_calibration(reference_conf, (scored["actual"] == scored["predicted"]).to_numpy())
+    split's predictions from the evaluate step), and the true accuracy where labels are known
+    (``labels``: class indices, -1 for rows without a known label)."""
+    if reference_predictions is None:
+        return {"status": "not computed: the evaluate step's predictions.csv is missing (run `glasswork evaluate`)"}
+    scored = reference_predictions
+    right = (scored["actual"] == scored["predicted"]).to_numpy()
+    calibration = fit_calibration(scored.filter(like="prob_").to_numpy().max(axis=1), right)
     result = {
         "status": "computed",
         "estimated_accuracy": estimated_accuracy(calibration, probs.max(axis=1)),
         "mean_confidence": float(probs.max(axis=1).mean()),
-        "reference_accuracy": float((scored["actual"] == scored["predicted"]).mean()),
+        "reference_accuracy": float(right.mean()),
     }
-    labels = current.get("label")
-    if labels is not None and pd.api.types.is_integer_dtype(labels) and labels.between(0, probs.shape[1] - 1).all():
-        result["actual_accuracy"] = float((probs.argmax(axis=1) == labels.to_numpy()).mean())
+    if labels is not None and (labels >= 0).any():
+        known = labels >= 0
+        result["actual_accuracy"] = float((probs[known].argmax(axis=1) == labels[known]).mean())
+        result["n_labelled"] = int(known.sum())
     return result
 
 
-def explanation_drift(cfg: DictConfig, model, tokenizer, texts: list[str]) -> dict:
-    """How the model's attributions moved from the test split (explained by the explain step
-    with the same model) to the current batch.
+def explanation_drift(reference: dict | None, model, tokenizer, texts: list[str], cfg: DictConfig) -> dict:
+    """How the model's attributions moved from the test split (``reference``: the explain step's
+    ``global_importance.json`` for the same model) to the current batch.
 
     The verdict tests, per text, where the attribution falls (on tokens without letters, on
     words split into pieces, on the top word: see ``explanation_descriptors``) with a K-S test
     each; the shares of attribution mass per word and the words that moved most describe the
     shift (with samples of this size, word-level shares differ by chance alone).
     """
-    reference_file = Path(cfg.paths.artifacts_dir) / "explain" / "global_importance.json"
     n = min(cfg.drift.explain_sample, len(texts))
     if n == 0:
-        return {"status": "not computed: drift.explain_sample=0"}
-    if not reference_file.is_file():
-        return {"status": f"not computed: {reference_file} is missing (run `glasswork explain` first)"}
+        return {"status": "not computed: drift.explain_sample=0 or no texts"}
+    if reference is None:
+        return {
+            "status": "not computed: the explain step's global_importance.json is missing (run `glasswork explain`)"
+        }
     items = attribute_many(
         model,
         tokenizer,
@@ -115,10 +184,36 @@ def explanation_drift(cfg: DictConfig, model, tokenizer, texts: list[str]) -> di
         n_steps=cfg.explain.global_n_steps,
         token_budget=cfg.explain.token_budget,
     )
-    reference = read_json(reference_file)
     shift = mass_shift(reference["attribution_mass"], attribution_mass(items))
     tests = descriptor_shift(reference["descriptors"], descriptor_columns(items), cfg.drift.explanation_alpha)
     return {"status": "computed", "n_current": n, "n_reference": reference["n_texts"], **tests, **shift}
+
+
+def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> dict[str, float]:
+    """The numbers logged as ``drift/*``: the verdict, each signal's score and verdict, the
+    accuracy estimate, and the explanation drift."""
+    metrics = {
+        "dataset_drift": int(result.dataset_drift),
+        "share_drifted": result.share_drifted,
+        "n_drifted": result.n_drifted,
+    }
+    for name, info in result.columns.items():
+        key = name.replace(":", "_")
+        metrics[f"{key}_score"] = info["score"]
+        metrics[f"{key}_drifted"] = int(info["drifted"])
+    metrics |= {k: v for k, v in performance.items() if k.endswith("accuracy")}
+    if explained["status"] == "computed":
+        metrics |= {
+            "explanation_drift": int(explained["drifted"]),
+            "explanation_js_distance": explained["js_distance"],
+            "explanation_unseen_mass": explained["unseen_mass"],
+        }
+        metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
+    return metrics
+
+
+def _optional(path: Path, read) -> object | None:
+    return read(path) if path.is_file() else None
 
 
 def drift(cfg: DictConfig) -> dict:
@@ -132,18 +227,19 @@ def drift(cfg: DictConfig) -> dict:
     reference = reference.sample(n=min(n, len(reference)), random_state=cfg.seed)
     path = model_dir(cfg)
     model, tokenizer = load_trained(path, device=inference_device(cfg.trainer)), load_tokenizer(path)
-    reference_view, _ = describe(reference, model, tokenizer, cfg)
-    current_view, current_probs = describe(current, model, tokenizer, cfg)
-    performance = performance_estimate(cfg, current, current_probs)
-    result = build_drift_report(
-        reference_view,
-        current_view,
-        text_columns=["text"],
-        numerical_columns=NUMERIC,
-        drift_share=cfg.drift.drift_share,
-        text_method=cfg.drift.text_method,
+    labels = load_labels(cfg)
+    current_labels = label_indices(current["label"], labels["classes"])[0] if "label" in current else None
+    texts = current["text"].fillna("").astype(str).tolist()
+    reference_view = describe(
+        reference["text"].tolist(), model, tokenizer, cfg, label_names(reference["label"], labels["names"])
     )
-    explained = explanation_drift(cfg, model, tokenizer, current["text"].fillna("").astype(str).tolist())
+    current_view = describe(texts, model, tokenizer, cfg, label_names(current_labels, labels["names"]))
+    art = Path(cfg.paths.artifacts_dir)
+    scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
+    performance = performance_estimate(scored, current_view.probs, current_labels)
+    result = compare(reference_view, current_view, cfg)
+    global_view = _optional(art / "explain" / "global_importance.json", read_json)
+    explained = explanation_drift(global_view, model, tokenizer, texts, cfg)
     summary = {
         "current": cfg.drift.current,
         "n_reference": len(reference),
@@ -152,37 +248,26 @@ def drift(cfg: DictConfig) -> dict:
         "explanation_drift": explained,
         "performance": performance,
     }
-    metrics = {
-        "dataset_drift": int(result.dataset_drift),
-        "share_drifted": result.share_drifted,
-        "n_drifted": result.n_drifted,
-    }
-    metrics |= {k: v for k, v in performance.items() if k.endswith("accuracy")}
-    if explained["status"] == "computed":
-        metrics |= {
-            "explanation_drift": int(explained["drifted"]),
-            "explanation_js_distance": explained["js_distance"],
-            "explanation_unseen_mass": explained["unseen_mass"],
-        }
-        metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
-    with tracking.step_run(cfg, "drift"), atomic_dir(Path(cfg.paths.artifacts_dir) / "drift") as out:
+    metrics = drift_metrics(result, performance, explained)
+    with tracking.step_run(cfg, "drift"), atomic_dir(art / "drift") as out:
         result.save_html(out / "report.html")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": metrics})
         mlflow.log_metrics({f"drift/{k}": float(v) for k, v in metrics.items()})
         mlflow.set_tag("glasswork.drift_verdict", "drift" if result.dataset_drift else "no drift")
         mlflow.log_artifacts(str(out), "drift")
-    verdict = "DRIFT" if result.dataset_drift else "no drift"
-    log.info(
-        "drift: %s vs training reference -> %s (%d of %d columns drifted); %s; explanation drift: %s",
-        cfg.drift.current,
-        verdict,
-        result.n_drifted,
-        result.n_columns,
-        _performance_words(performance),
-        _explanation_words(explained),
-    )
+    log.info("drift: %s vs training reference -> %s", cfg.drift.current, verdict_words(result, performance, explained))
     return summary
+
+
+def verdict_words(result: DriftResult, performance: dict, explained: dict) -> str:
+    """The verdict in one line: which signals drifted, the accuracy estimate, explanation drift."""
+    verdict = "DRIFT" if result.dataset_drift else "no drift"
+    drifted = ", ".join(result.drifted_signals) or "none"
+    return (
+        f"{verdict} ({result.n_drifted} of {result.n_columns} signals drifted: {drifted}); "
+        f"{_performance_words(performance)}; explanation drift: {_explanation_words(explained)}"
+    )
 
 
 def _performance_words(performance: dict) -> str:

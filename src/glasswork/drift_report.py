@@ -1,8 +1,11 @@
 """Data-drift reports built on Evidently 0.7's ``Report``/``Dataset`` API.
 
-Every verdict here is Evidently's own: the dataset-level one is the result of the
-``DriftedColumnsCount`` share test, the per-column ones are the ``ValueDrift`` tests. This
-module only reads them out of ``Snapshot.dict()`` and fails loudly if that shape changes.
+Every per-signal verdict here is Evidently's own: the ``ValueDrift`` test of each column and
+the test on ``EmbeddingsDrift`` (a domain classifier's ROC AUC on the sentence embeddings).
+**The dataset-level verdict** counts them together: the data drifted when at least
+``drift_share`` of the signals (the columns and the embeddings) drifted. Data-quality tests
+(rows, duplicates, missing texts) are reported beside it and do not vote. This module only reads
+the results out of ``Snapshot.dict()`` and fails loudly if that shape changes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 _COUNT_TYPE = "evidently:metric_v2:DriftedColumnsCount"
 _VALUE_TYPE = "evidently:metric_v2:ValueDrift"
+_EMBEDDINGS_TYPE = "evidently:metric_v2:EmbeddingsDrift"
+# A domain classifier told apart reference and current embeddings at least this well (ROC AUC):
+# drift. Evidently's own threshold; fixed (no bootstrap) so the test can carry it.
+EMBEDDINGS_AUC_THRESHOLD = 0.55
 # Test statuses that carry a verdict; ERROR/SKIPPED/WARNING mean Evidently could not decide.
 _VERDICTS = {"FAIL": True, "SUCCESS": False}
 
@@ -30,13 +37,16 @@ class DriftResult:
 
     Attributes:
         snapshot: The ``evidently.core.report.Snapshot`` the values were read from.
-        dataset_drift: Evidently's dataset-level verdict (share of drifted columns test failed).
-        share_drifted: Share of analysed columns that drifted.
-        n_drifted: Number of analysed columns that drifted.
-        n_columns: Number of analysed columns.
-        columns: Per column ``{"drifted", "score", "method", "threshold"}``. ``score`` is
-            on the method's own scale (a p-value for K-S, a ROC AUC for text drift), so
-            ``drifted`` comes from Evidently's test, never from comparing it to ``threshold``.
+        dataset_drift: The dataset-level verdict: ``share_drifted >= drift_share``.
+        share_drifted: Share of the signals (columns and embeddings) that drifted.
+        n_drifted: Number of signals that drifted.
+        n_columns: Number of signals analysed.
+        columns: Per signal ``{"drifted", "score", "method", "threshold"}``; embeddings appear
+            as ``embeddings:NAME``. ``score`` is on the method's own scale (a p-value for K-S,
+            a ROC AUC for text and embeddings), so ``drifted`` comes from Evidently's test,
+            never from comparing it to ``threshold``.
+        data_quality: Per data-quality metric its value and test status (they do not vote).
+        drift_share: The share of drifted signals that makes the dataset drift.
     """
 
     snapshot: Any
@@ -45,6 +55,12 @@ class DriftResult:
     n_drifted: int
     n_columns: int
     columns: dict[str, dict[str, Any]]
+    data_quality: dict[str, Any] = field(default_factory=dict)
+    drift_share: float = 0.5
+
+    @property
+    def drifted_signals(self) -> list[str]:
+        return [name for name, info in self.columns.items() if info["drifted"]]
 
     def save_html(self, path: str | Path) -> Path:
         """Write the self-contained Evidently HTML report (scripts inlined) and return its path."""
@@ -68,6 +84,7 @@ def build_drift_report(
     text_columns: list[str],
     numerical_columns: list[str],
     categorical_columns: list[str] | None = None,
+    embeddings: dict[str, list[str]] | None = None,
     drift_share: float = 0.5,
     text_method: str | None = None,
 ) -> DriftResult:
@@ -78,7 +95,9 @@ def build_drift_report(
         current: Data to check against ``reference``.
         text_columns: Free-text columns (domain-classifier drift test).
         numerical_columns: Numerical columns.
-        categorical_columns: Categorical columns, if any.
+        categorical_columns: Categorical columns, if any (e.g. the label).
+        embeddings: Named groups of numerical columns holding embedding vectors, each tested
+            as one signal (a PCA-reduced vector keeps Evidently's t-SNE plot quick).
         drift_share: Share of drifted columns at or above which the dataset counts as drifted.
         text_method: Evidently stat test for text columns; ``None`` keeps Evidently's choice
             (``perc_text_content_drift`` up to 1000 reference rows, which fits 1000 random
@@ -93,23 +112,40 @@ def build_drift_report(
         RuntimeError: If Evidently's output lacks the metrics or tests this module reads.
     """
     columns = [*text_columns, *numerical_columns, *(categorical_columns or [])]
+    embeddings = embeddings or {}
+    needed = columns + [c for group in embeddings.values() for c in group]
     # Checked here because Evidently's errors for these surface deep inside its legacy layer.
-    missing = sorted({c for c in columns for f in (reference, current) if c not in f.columns})
+    missing = sorted({c for c in needed for f in (reference, current) if c not in f.columns})
     if not columns or missing or not 0.0 < drift_share <= 1.0:
         raise ValueError(f"bad input: columns={columns}, missing={missing}, {drift_share=}")
     # Imported here: evidently takes 8-15 s to import, too much for `import glasswork`.
     from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import model as domain_classifier
+    from evidently.metrics import DuplicatedRowCount, EmbeddingsDrift, MissingValueCount, RowCount
     from evidently.presets import DataDriftPreset
+    from evidently.tests import lte
     from sklearn.exceptions import ConvergenceWarning
 
     definition = DataDefinition(
         text_columns=text_columns,
-        numerical_columns=numerical_columns,
+        numerical_columns=numerical_columns + [c for group in embeddings.values() for c in group],
         categorical_columns=categorical_columns or [],
+        embeddings=embeddings or None,
     )
     # `columns=` pins the analysis to the declared columns whatever Evidently would infer.
     preset = DataDriftPreset(columns=columns, drift_share=drift_share, text_method=text_method)
-    report = Report([preset], include_tests=True)
+    method = domain_classifier(threshold=EMBEDDINGS_AUC_THRESHOLD, bootstrap=False)
+    metrics = [
+        preset,
+        *(
+            EmbeddingsDrift(embeddings_name=name, drift_method=method, tests=[lte(EMBEDDINGS_AUC_THRESHOLD)])
+            for name in embeddings
+        ),
+        RowCount(),
+        DuplicatedRowCount(),
+        *(MissingValueCount(column=c) for c in text_columns),
+    ]
+    report = Report(metrics, include_tests=True)
     with warnings.catch_warnings():
         # Evidently's text-drift SGDClassifier has a fixed max_iter=50 and warns on near-identical
         # texts; callers cannot act on it and it swamps logs.
@@ -119,61 +155,87 @@ def build_drift_report(
             Dataset.from_pandas(current, data_definition=definition),
             Dataset.from_pandas(reference, data_definition=definition),
         )
-    return _parse_snapshot(snapshot)
+    return _parse_snapshot(snapshot, drift_share)
 
 
-def _status_by_metric(tests: list[dict]) -> dict[str, bool]:
-    """Map metric id to verdict (True = drift) from the tests in ``snapshot.dict()``."""
-    verdicts: dict[str, bool] = {}
+def _status_by_metric(tests: list[dict]) -> dict[str, str]:
+    """Map metric id to its test status (``FAIL``, ``SUCCESS``, ``WARNING``...) in ``snapshot.dict()``."""
+    statuses: dict[str, str] = {}
     for test in tests:
         metric_id = (test.get("metric_config") or {}).get("metric_id")
         # TestStatus is a str Enum; .value gives the bare "FAIL"/"SUCCESS".
         status = getattr(test.get("status"), "value", test.get("status"))
-        if metric_id is None or status not in _VERDICTS:
-            raise RuntimeError(f"Evidently test {test.get('name')!r} has no verdict: {status!r}")
-        verdicts[metric_id] = _VERDICTS[status]
-    return verdicts
+        if metric_id is None or not isinstance(status, str):
+            raise RuntimeError(f"Evidently test {test.get('name')!r} has no status: {status!r}")
+        # A metric with several tests (data quality): the worst status stands.
+        if statuses.get(metric_id) != "FAIL":
+            statuses[metric_id] = status
+    return statuses
 
 
-def _parse_snapshot(snapshot: Any) -> DriftResult:
-    """Read the dataset- and column-level results out of ``snapshot.dict()``."""
+def _verdict(statuses: dict[str, str], metric: dict) -> bool:
+    """Evidently's drift verdict for one metric (its test failed = drift)."""
+    status = statuses.get(metric.get("id"))
+    if status not in _VERDICTS:
+        raise RuntimeError(f"Evidently test of {metric.get('metric_name')!r} has no verdict: {status!r}")
+    return _VERDICTS[status]
+
+
+def _parse_snapshot(snapshot: Any, drift_share: float = 0.5) -> DriftResult:
+    """Read the per-signal verdicts and data-quality results out of ``snapshot.dict()``."""
     data = snapshot.dict()
     if not isinstance(data.get("metrics"), list) or not isinstance(data.get("tests"), list):
         raise RuntimeError("snapshot.dict() lacks 'metrics'/'tests' lists")
-    verdicts = _status_by_metric(data["tests"])
-    by_type: dict[str, list[dict]] = {_COUNT_TYPE: [], _VALUE_TYPE: []}
+    statuses = _status_by_metric(data["tests"])
+    by_type: dict[str, list[dict]] = {_COUNT_TYPE: [], _VALUE_TYPE: [], _EMBEDDINGS_TYPE: []}
+    quality = {}
     for metric in data["metrics"]:
-        by_type.get((metric.get("config") or {}).get("type"), []).append(metric)
-    counts, values = by_type[_COUNT_TYPE], by_type[_VALUE_TYPE]
+        kind = (metric.get("config") or {}).get("type")
+        if kind in by_type:
+            by_type[kind].append(metric)
+        else:
+            value = metric.get("value")
+            quality[metric.get("metric_name", kind)] = {
+                "value": {k: float(v) for k, v in value.items()} if isinstance(value, dict) else value,
+                "status": statuses.get(metric.get("id"), "not tested"),
+            }
+    counts = by_type[_COUNT_TYPE]
     value = counts[0].get("value") if len(counts) == 1 else None
     if not isinstance(value, dict) or {"count", "share"} - value.keys():
         raise RuntimeError(f"snapshot lacks one DriftedColumnsCount with count/share: {counts}")
-    if counts[0].get("id") not in verdicts:
-        raise RuntimeError("snapshot lacks the DriftedColumnsCount share test")
     columns = {}
-    for metric in values:
+    for metric in by_type[_VALUE_TYPE]:
         score, config = metric.get("value"), metric["config"]
-        known = metric.get("id") in verdicts and "column" in config
-        if not known or not isinstance(score, numbers.Real):
-            raise RuntimeError(f"ValueDrift {metric.get('metric_name')!r} lacks column/score/test")
+        if "column" not in config or not isinstance(score, numbers.Real):
+            raise RuntimeError(f"ValueDrift {metric.get('metric_name')!r} lacks column/score")
         threshold = config.get("threshold")
         columns[config["column"]] = {
-            "drifted": verdicts[metric["id"]],
+            "drifted": _verdict(statuses, metric),
             "score": float(score),
             "method": config.get("method"),
             "threshold": None if threshold is None else float(threshold),
         }
     if not columns:
         raise RuntimeError("snapshot lacks per-column ValueDrift metrics")
-    n_drifted = int(value["count"])
     # Both numbers come from Evidently (legacy and v2 paths); a mismatch is worth a look.
-    if n_drifted != sum(c["drifted"] for c in columns.values()):
-        logger.warning("Evidently drifted count %d disagrees with per-column tests", n_drifted)
+    if int(value["count"]) != sum(c["drifted"] for c in columns.values()):
+        logger.warning("Evidently drifted count %d disagrees with per-column tests", int(value["count"]))
+    for metric in by_type[_EMBEDDINGS_TYPE]:
+        columns[f"embeddings:{metric['config']['embeddings_name']}"] = {
+            "drifted": _verdict(statuses, metric),
+            "score": float(metric["value"]),
+            "method": "domain classifier ROC AUC",
+            "threshold": EMBEDDINGS_AUC_THRESHOLD,
+        }
+    n_drifted = sum(c["drifted"] for c in columns.values())
+    share = n_drifted / len(columns)
     return DriftResult(
         snapshot=snapshot,
-        dataset_drift=verdicts[counts[0]["id"]],
-        share_drifted=float(value["share"]),
+        dataset_drift=share >= drift_share,
+        share_drifted=share,
         n_drifted=n_drifted,
         n_columns=len(columns),
         columns=columns,
+        data_quality=quality,
+        drift_share=drift_share,
     )

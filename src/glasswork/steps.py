@@ -104,6 +104,8 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/drift.py",
             "src/glasswork/estimate.py",
             "src/glasswork/drift_report.py",
+            "src/glasswork/text_descriptors.py",
+            "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/global_importance.py",
         ),
         outs=(f"{A}/drift/report.html", f"{A}/drift/drift.json"),

@@ -61,8 +61,12 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     out = root / "artifacts" / "drift"
     summary = read_json(out / "drift.json")
     assert summary["current"] == "tweets" and isinstance(summary["dataset_drift"], bool)
-    assert set(summary["columns"]) == {"text", "length_chars", "length_words", "predicted_probability"}
+    signals = {"text", "length_chars", "length_words", "oov_share", "nonletter_share", "predicted_probability"}
+    assert set(summary["columns"]) == signals | {"label", "embeddings:sentence"}
     assert summary["columns"]["text"]["drifted"], "movie reviews vs tweets: the text must drift"
+    assert summary["columns"]["nonletter_share"]["drifted"], "tweets carry @, #, / and digits"
+    assert summary["n_columns"] == 8 and summary["share_drifted"] == summary["n_drifted"] / 8
+    assert summary["data_quality"]["RowCount()"]["value"] == cfg.drift.sample_size
     assert (out / "report.html").stat().st_size > 10_000
     # The tweets carry sentiment labels (positive -> 1 like fresh, negative -> 0 like rotten):
     # the label-free estimate and the truth sit side by side.
@@ -116,6 +120,8 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
         "val/macro_f1",
         "explain/ig_mean_abs_delta",
         "drift/share_drifted",
+        "drift/embeddings_sentence_score",
+        "drift/oov_share_drifted",
     ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run_id, "train/loss")) >= 2  # a curve, not a number

@@ -19,10 +19,11 @@ from glasswork.explain.attributions import model_device
 
 @torch.inference_mode()
 def embed(model, tokenizer, texts: list[str], *, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sentence embeddings and predicted classes, in input order (batches sorted by length)."""
+    """Sentence embeddings and class probabilities, in input order (batches sorted by length)."""
     order = np.argsort([len(t) for t in texts], kind="stable")
     width = model.config.hidden_size
-    vectors, predicted = np.zeros((len(texts), width), np.float32), np.zeros(len(texts), np.int64)
+    vectors = np.zeros((len(texts), width), np.float32)
+    probs = np.zeros((len(texts), model.config.num_labels), np.float32)
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer(
@@ -31,8 +32,8 @@ def embed(model, tokenizer, texts: list[str], *, batch_size: int, max_length: in
         out = model(**enc, output_hidden_states=True)
         mask = enc["attention_mask"].unsqueeze(-1).float()
         vectors[idx] = ((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).float().cpu().numpy()
-        predicted[idx] = out.logits.argmax(-1).cpu().numpy()
-    return vectors, predicted
+        probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+    return vectors, probs
 
 
 def projection_figure(vectors: np.ndarray, labels: np.ndarray, predicted: np.ndarray, names: list[str], seed: int):

@@ -192,14 +192,14 @@ def _contrast_summary(method: str, versus: dict) -> dict[str, str]:
 def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> bytes:
     """PNG of the PCA plane of sentence embeddings of (a seeded sample of) the test split."""
     sample = test.sample(n=min(len(test), cfg.explain.projection_max), random_state=cfg.seed)
-    vectors, predicted = embed(
+    vectors, probs = embed(
         model,
         tokenizer,
         sample["text"].tolist(),
         batch_size=cfg.trainer.eval_batch_size,
         max_length=cfg.model.max_length,
     )
-    return png_bytes(projection_figure(vectors, sample["label"].to_numpy(), predicted, names, cfg.seed))
+    return png_bytes(projection_figure(vectors, sample["label"].to_numpy(), probs.argmax(1), names, cfg.seed))
 
 
 def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg: DictConfig) -> dict[str, float]:
