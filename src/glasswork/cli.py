@@ -26,6 +26,7 @@ examples:
   glasswork run data=table data.path=my.csv data.text_column=body data.label_column=stars
   glasswork train debug=fast                      # one step, tiny and quick
   glasswork show-config model=tiny_bert           # the composed config, resolved
+  glasswork monitor data/raw/tweets.csv           # a new batch vs the champion's training data
 """
 
 
@@ -65,7 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides that locate the tracking store")
     cmd.add_argument("--tolerance", type=float, default=0.01, help="largest accepted |difference| (default 0.01)")
     cmd.set_defaults(config=None)
+    text = "check a new batch with the champion: drift, estimated accuracy, action"
+    cmd = sub.add_parser("monitor", help=text, description=text + ".", epilog=MONITOR_EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    cmd.add_argument("batch", metavar="BATCH", help="a csv/parquet/jsonl file, or a folder of them")
+    cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides (monitor.on_drift=..., ...)")
+    cmd.set_defaults(config=None)
     return parser
+
+
+MONITOR_EPILOG = """Scores every row of BATCH with models:/NAME@champion (registry.model_name, registry.alias),
+compares a sample with the champion's own training data (found through its lineage tags) over
+the text, its descriptors, the sentence embeddings, the predicted probability and the label,
+estimates accuracy without labels, and logs one MLflow run (experiment monitor.experiment_name).
+Outputs: artifacts/monitor/TIME-BATCH/ (predictions.parquet, report.html, drift.json).
+Exit status: 0 no drift (or monitor.on_drift=none|retrain), 1 drift with an alert, 2 bad input.
+
+  glasswork monitor data/raw/tweets.csv                 # alert on drift (the default)
+  glasswork monitor data/incoming monitor.on_drift=retrain
+"""
 
 
 REPRODUCE_EPILOG = """The version's tags give the git commit, the data version (md5 of the prepared splits) and the
@@ -103,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "reproduce":
         return _reproduce(args, cfg)
+    if args.command == "monitor":
+        from pipelines.monitoring import monitoring
+
+        return 1 if monitoring(args.batch, list(args.overrides))["action"] == "alert" else 0
     if args.command == "run":
         from pipelines.training import run_pipeline
 

@@ -100,6 +100,17 @@ class DriftConfig:
 
 
 @dataclass
+class MonitorConfig:
+    on_drift: str = "alert"
+    text_column: str = "text"
+    label_column: str = "label"
+    sample_size: int = 800
+    experiment_name: str = "glasswork-monitoring"
+    output_dir: str = "artifacts/monitor"
+    incoming: str = "data/incoming"
+
+
+@dataclass
 class RegistryConfig:
     model_name: str = "glasswork-sentiment"
     alias: str = "champion"
@@ -127,6 +138,7 @@ class GlassworkConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 42

@@ -1,0 +1,121 @@
+"""Schedules: register Glasswork's deployments with a Prefect server.
+
+    python -m pipelines.deploy tracking=server   # with PREFECT_API_URL pointing at the team's server
+
+* ``glasswork-training/train-weekly``: the training flow every Monday 03:00 UTC on the
+  ``glasswork-gpu`` work pool (``trainer=gpu``).
+* ``glasswork-monitoring/monitor-daily``: the monitoring flow every day 06:00 UTC on the
+  ``glasswork-cpu`` pool, on the incoming folder (``monitor.incoming``).
+
+The code is taken from this checkout (``flow.from_source`` on the repository folder), so a
+worker on the same machine or a shared volume runs exactly this commit; for workers elsewhere,
+build the image in ``infra/`` and point the pools there. Pools that do not exist yet are created
+as ``process`` pools (a Kubernetes pool for GPUs is created from ``infra/k8s/`` instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    entrypoint: str
+    work_pool: str
+    cron: str
+    parameters: dict = field(default_factory=dict)
+    description: str = ""
+
+
+SCHEDULES = (
+    Schedule(
+        "train-weekly",
+        "pipelines/training.py:scheduled_training",
+        "glasswork-gpu",
+        "0 3 * * 1",
+        {"overrides": ["trainer=gpu"]},
+        "Retrain on the current data version every Monday; register gates the champion.",
+    ),
+    Schedule(
+        "monitor-daily",
+        "pipelines/monitoring.py:monitoring",
+        "glasswork-cpu",
+        "0 6 * * *",
+        {"batch": "data/incoming", "overrides": []},
+        "Check the day's incoming batch with the champion; alert on drift.",
+    ),
+)
+
+
+async def ensure_pool(name: str, pool_type: str = "process") -> None:
+    """Create the work pool if the server does not have it yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+
+
+def deploy(
+    only: list[str] | None = None,
+    root: Path = REPO,
+    pools: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
+) -> list[str]:
+    """Create the pools and register the deployments named in ``only`` (all by default); return
+    their ids. ``pools`` renames work pools (e.g. to deploy the GPU schedule on a CPU pool);
+    ``overrides`` are added to every deployment's config (e.g. ``tracking=server``)."""
+    from prefect import flow
+    from prefect.schedules import Cron
+
+    ids = []
+    for schedule in SCHEDULES:
+        if only and schedule.name not in only:
+            continue
+        pool = (pools or {}).get(schedule.work_pool, schedule.work_pool)
+        asyncio.run(ensure_pool(pool))
+        source = flow.from_source(source=str(root), entrypoint=schedule.entrypoint)
+        ids.append(
+            str(
+                source.deploy(
+                    name=schedule.name,
+                    work_pool_name=pool,
+                    schedule=Cron(schedule.cron, timezone="UTC"),
+                    parameters={
+                        **schedule.parameters,
+                        "overrides": [*schedule.parameters.get("overrides", []), *(overrides or [])],
+                    },
+                    description=schedule.description,
+                    build=False,
+                    push=False,
+                    print_next_steps=False,
+                )
+            )
+        )
+    return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every deployment")
+    parser.add_argument("--only", nargs="*", choices=[s.name for s in SCHEDULES], help="deploy only these")
+    parser.add_argument("--pool", action="append", default=[], metavar="OLD=NEW", help="use work pool NEW for OLD")
+    args = parser.parse_args(argv)
+    pools = dict(p.split("=", 1) for p in args.pool)
+    for deployment_id in deploy(args.only, pools=pools, overrides=args.overrides):
+        print(f"deployed {deployment_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""The monitoring flow: check a new batch with the ``champion`` and act on the verdict.
+
+    read batch → score with champion → compare with its reference → log → act (monitor.on_drift)
+
+``alert`` emits the Prefect event ``glasswork.drift.detected`` (automations can route it to
+Slack, e-mail or a retraining deployment) and publishes a markdown artifact with the reasons;
+the CLI then exits 1. ``retrain`` runs the training flow on the champion's training data plus
+the batch's labelled rows; the new model takes ``champion`` only through the usual register gate.
+The daily deployment (``prefect.yaml``) runs this flow on ``monitor.incoming``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from glasswork.config import from_plain, load_config, to_plain
+from glasswork.errors import ConfigError
+from glasswork.monitor import record_action
+
+log = logging.getLogger("glasswork.flow")
+
+ALERT_EVENT = "glasswork.drift.detected"
+
+
+@task(name="check-batch", cache_policy=NO_CACHE, persist_result=False)
+def check_batch(cfg: dict, batch: str) -> dict:
+    """Score the batch with the champion and compare it with the champion's reference."""
+    from glasswork.monitor import monitor
+
+    return monitor(from_plain(cfg), Path(batch))
+
+
+@flow(name="glasswork-monitoring", log_prints=True, persist_result=False)
+def monitoring(batch: str, overrides: list[str] | None = None) -> dict:
+    """Check ``batch`` (a file or a folder) and act per ``monitor.on_drift``; return the summary
+    with the ``action`` taken."""
+    cfg = load_config(overrides or [])
+    check_on_drift(cfg)
+    summary = check_batch(to_plain(cfg), batch)
+    record_action(summary, act(cfg, summary, overrides or []))
+    print(report(summary))
+    return summary
+
+
+def check_on_drift(cfg: DictConfig) -> None:
+    from glasswork.monitor import ON_DRIFT
+
+    if cfg.monitor.on_drift not in ON_DRIFT:
+        raise ConfigError(f"monitor.on_drift={cfg.monitor.on_drift!r}: expected one of {list(ON_DRIFT)}")
+
+
+def act(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
+    """Do what ``monitor.on_drift`` says when the batch drifted; return what was done."""
+    if not summary["dataset_drift"]:
+        return "none: no drift"
+    mode = cfg.monitor.on_drift
+    if mode == "none":
+        return "none: monitor.on_drift=none"
+    if mode == "retrain":
+        data = retraining_data(cfg, summary)
+        if data is not None:
+            return retrain(overrides, data)
+        log.warning("monitor: on_drift=retrain but the batch has no usable labels: alerting instead")
+    alert(summary)
+    return "alert"
+
+
+def alert(summary: dict) -> None:
+    """A Prefect event (for automations) and a markdown artifact (for people) with the reasons."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.events import emit_event
+
+    name, _, version = summary["model"].partition(" v")
+    emit_event(
+        event=ALERT_EVENT,
+        resource={
+            "prefect.resource.id": f"glasswork.model.{name}.{version}",
+            "prefect.resource.name": summary["model"],
+        },
+        payload={
+            "batch": summary["batch"]["source"],
+            "drifted_signals": summary["drifted_signals"],
+            "share_drifted": summary["share_drifted"],
+            "estimated_accuracy": summary["performance"].get("estimated_accuracy"),
+            "report": str(Path(summary["output_dir"]) / "report.html"),
+            "mlflow_run_id": summary["mlflow_run_id"],
+        },
+    )
+    create_markdown_artifact(key="glasswork-drift-alert", markdown=report(summary, markdown=True),
+                             description=f"drift in {summary['batch']['source']}")  # fmt: skip
+
+
+def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
+    """The champion's prepared splits plus every row of the batch with a label the model knows,
+    as one table (raw label values), or ``None`` when the batch has no such row."""
+    from glasswork.batch import batch_files, stream
+    from glasswork.outputs import read_json
+
+    splits = Path(summary["reference"]).parent
+    classes = [str(c) for c in read_json(splits / "labels.json")["classes"]]
+    new = []
+    for file in batch_files(Path(summary["batch"]["source"])):
+        if str(file) not in summary["batch"]["files"]:
+            continue  # skipped as unreadable
+        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column):
+            if "label" in chunk.column_names:
+                frame = chunk.to_pandas()
+                new.append(frame[frame["label"].isin(classes)])
+    new = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
+    if new.empty:
+        return None
+    old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
+    old["label"] = [classes[i] for i in old["label"]]
+    path = Path(summary["output_dir"]) / "retraining_data.parquet"
+    tmp = path.with_suffix(".partial")
+    pd.concat([old[["text", "label"]], new[["text", "label"]]], ignore_index=True).to_parquet(tmp)
+    tmp.rename(path)
+    log.info("monitor: retraining on %d reference rows + %d new labelled rows (%s)", len(old), len(new), path)
+    return path
+
+
+def retrain(overrides: list[str], data: Path) -> str:
+    """Run the training flow on ``data``; the register step decides whether it takes ``champion``."""
+    from pipelines.training import run_pipeline
+
+    cfg = load_config(
+        [
+            *overrides,
+            "data=table",
+            f"data.path={data}",
+            "data.text_column=text",
+            "data.label_column=label",
+            "data.max_rows=null",
+        ]
+    )
+    results = run_pipeline(cfg)
+    reg = results["register"]
+    took = "took" if reg["promote"] else "did not take"
+    return f"retrained: {reg['model_name']} v{reg['version']} {took} '{reg['alias']}'"
+
+
+def report(summary: dict, markdown: bool = False) -> str:
+    """The verdict for people: what drifted, the accuracy estimate, where the files are."""
+    verdict = "DRIFT" if summary["dataset_drift"] else "no drift"
+    perf = summary["performance"]
+    lines = [
+        f"{'# ' if markdown else ''}Glasswork monitor: {verdict} in {summary['batch']['source']}",
+        f"- model: {summary['model']} (reference: its training data, {summary['n_reference']} rows sampled)",
+        f"- batch: {summary['batch']['n_rows']} rows in {len(summary['batch']['files'])} file(s), "
+        f"{summary['n_current']} sampled; skipped: {summary['batch']['skipped'] or 'none'}",
+        f"- verdict: {summary['n_drifted']} of {summary['n_columns']} signals drifted "
+        f"(drift when >= {summary['drift_share']:.0%}): {', '.join(summary['drifted_signals']) or 'none'}",
+    ]
+    for name, info in summary["columns"].items():
+        lines.append(f"  - {name}: {'DRIFT' if info['drifted'] else 'ok'} ({info['method']} = {info['score']:.3g})")
+    if perf["status"] == "computed":
+        truth = f", actual {perf['actual_accuracy']:.3f}" if "actual_accuracy" in perf else ""
+        lines.append(
+            f"- accuracy: estimated {perf['estimated_accuracy']:.3f} without labels{truth} "
+            f"(on its test split: {perf['reference_accuracy']:.3f})"
+        )
+    if summary["unseen_labels"]:
+        lines.append(f"- labels the model never saw (left out): {summary['unseen_labels']}")
+    explained = summary["explanation_drift"]
+    if explained["status"] == "computed":
+        lines.append(f"- explanation drift: {'DRIFT' if explained['drifted'] else 'none'}")
+    lines += [f"- action: {summary.get('action', 'pending')}", f"- report: {summary['output_dir']}/report.html"]
+    return "\n".join(lines)

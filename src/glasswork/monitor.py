@@ -1,0 +1,303 @@
+"""``glasswork monitor BATCH``: score a new batch with the ``champion`` and tell whether, and how,
+it moved away from the data that champion was trained on.
+
+The reference is found through the champion's lineage tags, never through a path in today's
+config: its recorded config says where its prepared splits were, and the recorded data version
+(``glasswork.data_md5``) must match what is there. The calibration for the label-free accuracy
+estimate and the explanation baseline come from the champion's own MLflow run. Each check is
+one MLflow run in ``monitor.experiment_name``, tagged with the model version it watched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from glasswork.batch import Batch, read_batch, stream
+from glasswork.data.prepare import data_md5
+from glasswork.drift import (
+    compare,
+    describe,
+    drift_metrics,
+    explanation_drift,
+    label_indices,
+    label_names,
+    performance_estimate,
+    verdict_words,
+)
+from glasswork.errors import GlassworkError
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
+from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.serving import predict_proba
+
+log = logging.getLogger(__name__)
+
+ON_DRIFT = ("alert", "retrain", "none")
+
+
+class NoChampionError(GlassworkError):
+    """The registry has no version under the alias to monitor."""
+
+
+class LineageError(GlassworkError):
+    """The champion's lineage tags point at data or runs that are not here."""
+
+
+@dataclass
+class Reference:
+    """What the champion was trained and checked on, found through its lineage."""
+
+    name: str
+    version: str
+    run_id: str
+    model_dir: Path
+    train: pd.DataFrame  # the prepared training split: text, label (class index)
+    labels: dict  # classes (raw values), names
+    predictions: pd.DataFrame | None  # its test-split predictions (calibration)
+    global_importance: dict | None  # its explain step's global view (explanation baseline)
+    splits_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+def champion(cfg: DictConfig):
+    """The model version holding ``registry.alias``, or a message saying how to get one."""
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    name, alias = cfg.registry.model_name, cfg.registry.alias
+    try:
+        return client, client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise NoChampionError(
+            f"no version of model {name!r} holds the alias {alias!r} in the registry at {cfg.tracking.uri}: "
+            f"run `glasswork run` first (its register step gives {alias!r} to a model that passes the gate), "
+            f"or point the alias at a version: MlflowClient().set_registered_model_alias({name!r}, {alias!r}, N)"
+        ) from None
+
+
+def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
+    """Follow the version's lineage tags to its training data, its run's artifacts and its model."""
+    label = f"{version.name} v{version.version}"
+    tags = version.tags
+    if "glasswork.data_md5" not in tags:
+        raise LineageError(f"{label} has no glasswork.data_md5 tag: it was not registered by `glasswork register`")
+    recorded = OmegaConf.create(_recorded_config(client, version, cache))
+    splits = Path(recorded.paths.processed_dir)
+    found = data_md5(recorded)
+    if found != tags["glasswork.data_md5"]:
+        commit = tags.get("glasswork.git_commit", "?")[:12]
+        raise LineageError(
+            f"{label} was trained on data version {tags['glasswork.data_md5']} (tag glasswork.data_md5), but "
+            f"{splits} holds {found}: restore its splits (`git checkout {commit} -- dvc.lock && dvc checkout`, "
+            "or `dvc pull` on a fresh clone) and run again"
+        )
+    model_dir = _download(f"models:/{version.name}/{version.version}", cache / "model") / "artifacts" / "model"
+    return Reference(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        model_dir=model_dir,
+        train=pd.read_parquet(splits / "train.parquet"),
+        labels=read_json(splits / "labels.json"),
+        predictions=_run_artifact(version.run_id, "evaluate/predictions.csv", cache, _read_predictions),
+        global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
+        splits_dir=splits,
+    )
+
+
+def _recorded_config(client: MlflowClient, version, cache: Path) -> str:
+    text = version.tags.get("glasswork.config", "")
+    if text and not text.startswith("see run artifact"):
+        return text
+    path = _run_artifact(version.run_id, "config/resolved.yaml", cache, lambda p: p.read_text())
+    if path is None:
+        raise LineageError(f"{version.name} v{version.version}: no recorded config (tag or run artifact)")
+    return path
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def _download(uri: str, target: Path) -> Path:
+    """Download once per version into the cache (all or nothing)."""
+    if not target.is_dir():
+        with atomic_dir(target) as staging:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(staging))
+    return target
+
+
+def _run_artifact(run_id: str, path: str, cache: Path, read):
+    target = cache / "run" / path
+    if not target.is_file():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A single file lands directly in dst_path, without its artifact folders.
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(target.parent))
+        except (MlflowException, OSError):
+            log.warning("monitor: run %s has no artifact %s", run_id, path)
+            return None
+    return read(target)
+
+
+def monitor(cfg: DictConfig, source: Path) -> dict:
+    """Score ``source`` with the champion, compare it with the champion's reference, log one
+    MLflow run, and write ``<monitor.output_dir>/<time>-<batch>/`` (predictions.parquet,
+    report.html, drift.json, metrics.json). Returns the summary (``drift.json``)."""
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_registry_uri(cfg.tracking.uri)
+    client, version = champion(cfg)
+    output = Path(cfg.monitor.output_dir)
+    ref = find_reference(client, version, output / ".cache" / f"{version.name}-v{version.version}")
+    batch = read_batch(
+        Path(source),
+        text_column=cfg.monitor.text_column,
+        label_column=cfg.monitor.label_column,
+        sample_size=cfg.monitor.sample_size,
+        seed=cfg.seed,
+    )
+    log.info("monitor: %s rows in %d file(s) of %s, watched with %s", batch.n_rows, len(batch.files), source, ref.label)
+    model, tokenizer = load_trained(ref.model_dir, device=inference_device(cfg.trainer)), load_tokenizer(ref.model_dir)
+    folder = output / f"{time.strftime('%Y%m%dT%H%M%S')}-{Path(source).stem}"
+    with atomic_dir(folder) as out, _monitor_run(cfg, ref, batch) as run:
+        counts = write_predictions(out / "predictions.parquet", batch, model, tokenizer, ref, cfg)
+        summary, result = _compare(batch, model, tokenizer, ref, cfg)
+        summary |= {"predicted_counts": counts, "output_dir": str(folder), "mlflow_run_id": run.info.run_id}
+        result.save_html(out / "report.html")
+        write_json(out / "drift.json", summary)
+        write_json(out / "metrics.json", {"drift": summary["metrics"]})
+        mlflow.set_tags(
+            {
+                "glasswork.drift_verdict": "drift" if summary["dataset_drift"] else "no drift",
+                "glasswork.monitor.drifted_signals": ", ".join(summary["drifted_signals"]) or "none",
+            }
+        )
+        mlflow.log_metrics({f"drift/{k}": float(v) for k, v in summary["metrics"].items()})
+        mlflow.log_artifacts(str(out), "monitor")
+    log.info("monitor: %s vs %s's training data -> %s", source, ref.label, summary["verdict_words"])
+    return summary
+
+
+def record_action(summary: dict, action: str) -> None:
+    """Add what was done about the verdict to ``drift.json`` and the check's MLflow run."""
+    summary["action"] = action
+    path = Path(summary["output_dir"]) / "drift.json"
+    write_json(path.with_suffix(".partial"), summary).replace(path)
+    MlflowClient().set_tag(summary["mlflow_run_id"], "glasswork.monitor.action", action)
+
+
+def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
+    sample = batch.sample
+    labels, unseen = (None, [])
+    if batch.has_labels:
+        labelled = sample["label"] != ""
+        index, unseen = label_indices(sample["label"], ref.labels["classes"])
+        labels = np.where(labelled.to_numpy(), index, -1)
+        if unseen:
+            log.warning(
+                "monitor: %s carries labels %s never seen in training (the model knows %s); "
+                "those rows are left out of the accuracy and of retraining",
+                batch.source,
+                [u for u in unseen if u][:10],
+                [str(c) for c in ref.labels["classes"]],
+            )
+    reference = ref.train.sample(n=min(cfg.monitor.sample_size, len(ref.train)), random_state=cfg.seed)
+    # Label drift is tested only when every sampled row has a label the model knows.
+    test_labels = labels is not None and (labels >= 0).all()
+    reference_view = describe(
+        reference["text"].tolist(),
+        model,
+        tokenizer,
+        cfg,
+        label_names(reference["label"], ref.labels["names"]) if test_labels else None,
+    )
+    texts = sample["text"].astype(str).tolist()
+    current_view = describe(
+        texts, model, tokenizer, cfg, label_names(labels, ref.labels["names"]) if test_labels else None
+    )
+    result = compare(reference_view, current_view, cfg)
+    performance = performance_estimate(ref.predictions, current_view.probs, labels)
+    explained = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
+    summary = {
+        "model": ref.label,
+        "model_run_id": ref.run_id,
+        "reference": str(ref.splits_dir / "train.parquet"),
+        "batch": batch.summary(),
+        "n_reference": len(reference),
+        "n_current": len(sample),
+        **result.to_dict(),
+        "drifted_signals": result.drifted_signals,
+        "label_drift": "tested" if test_labels else "not tested: the batch has no labels for every sampled row",
+        "unseen_labels": [u for u in unseen if u],
+        "performance": performance,
+        "explanation_drift": explained,
+        "metrics": drift_metrics(result, performance, explained),
+        "verdict_words": verdict_words(result, performance, explained),
+    }
+    return summary, result
+
+
+def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig) -> dict[str, int]:
+    """Score every row of the batch, chunk by chunk, into one parquet file; return the counts
+    per predicted class."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    names = [str(n) for n in ref.labels["names"]]
+    counts = dict.fromkeys(names, 0)
+    writer = None
+    with tqdm(total=batch.n_rows, desc="scoring the batch", unit="row", leave=False) as bar:
+        for file in batch.files:
+            start = 0
+            for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column):
+                texts = [t or "" for t in chunk.column("text").to_pylist()]
+                probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length)
+                predicted = probs.argmax(axis=1)
+                columns = {
+                    "file": [str(file)] * len(texts),
+                    "row": np.arange(start, start + len(texts)),
+                    "text": texts,
+                    "predicted": [names[i] for i in predicted],
+                    **{f"prob_{n}": probs[:, i].astype(np.float64) for i, n in enumerate(names)},
+                }
+                if "label" in chunk.column_names:
+                    columns["label"] = chunk.column("label")
+                table = pa.table(columns)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
+                for i, n in enumerate(names):
+                    counts[n] += int((predicted == i).sum())
+                start += len(texts)
+                bar.update(len(texts))
+    if writer is not None:
+        writer.close()
+    return counts
+
+
+def _monitor_run(cfg: DictConfig, ref: Reference, batch: Batch):
+    """One MLflow run per check (failed if the check fails), tagged with the model version it watched."""
+    # Not mlflow.set_experiment: it would pin this process to the experiment, and a retraining
+    # flow run in the same process could not reopen its model's run in another one.
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.monitor.experiment_name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.monitor.experiment_name)
+    tags = {
+        "glasswork.monitor.model": f"{ref.name}/{ref.version}",
+        "glasswork.monitor.model_run_id": ref.run_id,
+        "glasswork.monitor.batch": str(batch.source),
+    }
+    mlflow.end_run()  # a run left open by an earlier step in this process
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor {ref.label} {batch.source.name}", tags=tags)
+    mlflow.log_params({"n_rows": batch.n_rows, "n_files": len(batch.files), "n_skipped": len(batch.skipped)})
+    return run

@@ -1,0 +1,193 @@
+"""`glasswork monitor`: a new batch checked with the tiny champion, the action taken, and the bad
+batches it must survive."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+from tests.conftest import _rewrite_artifact_root, tiny_overrides
+
+from glasswork.cli import main
+from glasswork.config import load_config
+from glasswork.errors import ConfigError
+from glasswork.monitor import LineageError, NoChampionError, monitor
+from glasswork.outputs import read_json
+
+NAME = "glasswork-sentiment"
+
+
+def _copy(trained_tiny_root, target):
+    shutil.copytree(trained_tiny_root, target)
+    _rewrite_artifact_root(target, trained_tiny_root)
+    return target
+
+
+def _overrides(root, *extra):
+    return tiny_overrides(root, "monitor.sample_size=120", *extra)
+
+
+def _latest_summary(root) -> dict:
+    folders = sorted(p for p in (root / "artifacts" / "monitor").iterdir() if not p.name.startswith("."))
+    return read_json(folders[-1] / "drift.json")
+
+
+def _tweets(root, n: int, seed: int = 0) -> pd.DataFrame:
+    return pd.read_csv(root / "data" / "raw" / "tweets.csv").sample(n=n, random_state=seed)
+
+
+def _heldout_reviews(root, n: int) -> pd.DataFrame:
+    """Reviews of the same source that the tiny run never saw (it trained on 300 of them)."""
+    seen = set(pd.concat(pd.read_parquet(p) for p in (root / "data" / "processed").glob("*.parquet"))["text"])
+    reviews = pd.read_csv(root / "data" / "raw" / "rotten_tomatoes.csv")
+    return reviews[~reviews["text"].isin(seen)].sample(n=n, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def tweets_folder(trained_tiny_root, tmp_path_factory):
+    """One CLI check of an incoming folder: tweets, a few rows with a label the model never saw,
+    and a file that cannot be read. Returns the root, the exit code and drift.json."""
+    root = _copy(trained_tiny_root, tmp_path_factory.mktemp("monitor") / "run")
+    incoming = root / "incoming"
+    incoming.mkdir()
+    _tweets(root, 150).to_csv(incoming / "tweets.csv", index=False)
+    odd = pd.DataFrame({"text": [f"meh, it was okay {i}" for i in range(10)], "label": ["neutral"] * 10})
+    odd.to_json(incoming / "odd.jsonl", orient="records", lines=True)
+    (incoming / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    code = main(["monitor", str(incoming), *_overrides(root)])
+    return root, code, _latest_summary(root)
+
+
+def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
+    root, code, summary = tweets_folder
+    assert code == 1, "on_drift=alert must make the CLI exit non-zero"
+    assert summary["dataset_drift"] is True and summary["share_drifted"] >= summary["drift_share"]
+    assert "text" in summary["drifted_signals"] and "nonletter_share" in summary["drifted_signals"]
+    assert set(summary["columns"]) >= {"text", "oov_share", "predicted_probability", "embeddings:sentence"}
+    performance = summary["performance"]
+    assert performance["status"] == "computed" and 0 <= performance["estimated_accuracy"] <= 1
+    assert 0 <= performance["actual_accuracy"] <= 1  # tweets carry 0/1 labels, as the reviews do
+    folder = root / "artifacts" / "monitor"
+    out = next(p for p in folder.iterdir() if not p.name.startswith("."))
+    assert (out / "report.html").stat().st_size > 10_000 and (out / "metrics.json").is_file()
+    assert pq.read_metadata(out / "predictions.parquet").num_rows == 160  # every row scored, not the sample
+
+
+def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
+    root, _, summary = tweets_folder
+    cfg = load_config(_overrides(root))
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags["glasswork.monitor.model"] == f"{NAME}/{champion.version}"
+    assert run.data.tags["glasswork.monitor.model_run_id"] == champion.run_id
+    assert run.data.tags["glasswork.drift_verdict"] == "drift"
+    assert run.data.metrics["drift/dataset_drift"] == 1.0 and "drift/estimated_accuracy" in run.data.metrics
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "glasswork-monitoring"
+    # The reference came from the champion's lineage: its own prepared training split.
+    assert summary["reference"].endswith("processed/train.parquet") and summary["model_run_id"] == champion.run_id
+
+
+def test_an_unreadable_file_is_skipped_and_reported_the_rest_processed(tweets_folder):
+    _, _, summary = tweets_folder
+    skipped = summary["batch"]["skipped"]
+    assert list(skipped) == [str(next(iter(skipped)))] and next(iter(skipped)).endswith("broken.parquet")
+    assert len(summary["batch"]["files"]) == 2 and summary["batch"]["n_rows"] == 160
+
+
+def test_labels_the_model_never_saw_are_named_and_left_out(tweets_folder):
+    _, _, summary = tweets_folder
+    assert summary["unseen_labels"] == ["neutral"]
+    sampled_odd = summary["n_current"] - summary["performance"]["n_labelled"]
+    assert 0 < sampled_odd <= 10  # the accuracy counts only rows with a known label
+    assert summary["label_drift"].startswith("not tested")
+
+
+@pytest.mark.slow
+def test_heldout_reviews_do_not_drift_and_exit_zero(tiny_run):
+    root, _ = tiny_run
+    batch = root / "heldout.csv"
+    _heldout_reviews(root, 150).to_csv(batch, index=False)
+    assert main(["monitor", str(batch), *_overrides(root)]) == 0
+    summary = _latest_summary(root)
+    assert summary["dataset_drift"] is False and summary["action"] == "none: no drift"
+    assert summary["label_drift"] == "tested" and "label" in summary["columns"]
+
+
+@pytest.mark.slow
+def test_retrain_trains_on_reference_plus_labelled_batch(tiny_run):
+    root, cfg = tiny_run
+    batch = root / "tweets.csv"
+    _tweets(root, 80).to_csv(batch, index=False)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    before = {v.version for v in client.search_model_versions(f"name='{NAME}'")}
+    reference = sum(len(pd.read_parquet(p)) for p in (root / "data" / "processed").glob("*.parquet"))
+    assert main(["monitor", str(batch), *_overrides(root, "monitor.on_drift=retrain")]) == 0
+    after = client.search_model_versions(f"name='{NAME}'")
+    assert len(after) == len(before) + 1
+    new = next(v for v in after if v.version not in before)
+    assert new.tags["glasswork.data"].startswith("table:") and new.tags["glasswork.data"].endswith(".parquet")
+    data = pd.read_parquet(new.tags["glasswork.data"].removeprefix("table:"))
+    assert len(data) == reference + 80  # the champion's whole reference and every labelled batch row
+    assert set(_tweets(root, 80)["text"]) <= set(data["text"])
+
+
+def test_retrain_without_labels_alerts_instead(tiny_run):
+    root, _ = tiny_run
+    batch = root / "tweets.csv"
+    _tweets(root, 60)[["text"]].to_csv(batch, index=False)
+    assert main(["monitor", str(batch), *_overrides(root, "monitor.on_drift=retrain")]) == 1
+    assert _latest_summary(root)["dataset_drift"] is True
+
+
+def test_a_batch_without_the_text_column_is_named(tiny_run, capsys):
+    root, _ = tiny_run
+    batch = root / "bodies.csv"
+    pd.DataFrame({"body": ["fine film", "bad film"], "label": [1, 0]}).to_csv(batch, index=False)
+    assert main(["monitor", str(batch), *_overrides(root)]) == 2
+    err = capsys.readouterr().err
+    assert str(batch) in err and "no text column 'text'" in err and "['body', 'label']" in err
+    assert "monitor.text_column" in err
+    assert not (root / "artifacts" / "monitor").exists() or not list((root / "artifacts" / "monitor").glob("2*"))
+
+
+def test_an_empty_batch_is_refused(tiny_run, capsys):
+    root, _ = tiny_run
+    batch = root / "empty.csv"
+    batch.write_text("text,label\n")
+    assert main(["monitor", str(batch), *_overrides(root)]) == 2
+    assert "has no rows" in capsys.readouterr().err
+
+
+def test_no_champion_says_how_to_get_one(tmp_path):
+    cfg = load_config(tiny_overrides(tmp_path))
+    batch = tmp_path / "b.csv"
+    batch.write_text("text\nhello\n")
+    with pytest.raises(NoChampionError, match=r"no version of model 'glasswork-sentiment' holds the alias 'champion'"):
+        monitor(cfg, batch)
+    with pytest.raises(NoChampionError, match=r"run `glasswork run` first"):
+        monitor(cfg, batch)
+
+
+def test_reference_data_that_changed_since_training_is_refused(tiny_run):
+    root, cfg = tiny_run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    client.set_model_version_tag(NAME, champion.version, "glasswork.data_md5", "0" * 32)
+    batch = root / "b.csv"
+    batch.write_text("text\nhello\n")
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    with pytest.raises(LineageError, match=r"trained on data version 0{32}.*dvc checkout"):
+        monitor(load_config(_overrides(root)), batch)
+
+
+def test_an_unknown_on_drift_action_is_named():
+    from pipelines.monitoring import check_on_drift
+
+    with pytest.raises(ConfigError, match=r"monitor.on_drift='page'.*\['alert', 'retrain', 'none'\]"):
+        check_on_drift(load_config(["monitor.on_drift=page"]))
