@@ -65,6 +65,7 @@ class Reference:
     predictions: pd.DataFrame | None  # its test-split predictions (calibration)
     global_importance: dict | None  # its explain step's global view (explanation baseline)
     splits_dir: Path
+    model_id: str | None = None  # MLflow 3's LoggedModel behind the version
 
     @property
     def label(self) -> str:
@@ -112,6 +113,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         predictions=_run_artifact(version.run_id, "evaluate/predictions.csv", cache, _read_predictions),
         global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
+        model_id=getattr(version, "model_id", None),
     )
 
 
@@ -182,7 +184,8 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
                 "glasswork.monitor.drifted_signals": ", ".join(summary["drifted_signals"]) or "none",
             }
         )
-        mlflow.log_metrics({f"drift/{k}": float(v) for k, v in summary["metrics"].items()})
+        # With model_id the numbers also show on the champion's own model page in the MLflow UI.
+        mlflow.log_metrics({f"drift/{k}": float(v) for k, v in summary["metrics"].items()}, model_id=ref.model_id)
         mlflow.log_artifacts(str(out), "monitor")
     log.info("monitor: %s vs %s's training data -> %s", source, ref.label, summary["verdict_words"])
     return summary

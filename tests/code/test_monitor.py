@@ -87,6 +87,8 @@ def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
     assert run.data.tags["glasswork.monitor.model_run_id"] == champion.run_id
     assert run.data.tags["glasswork.drift_verdict"] == "drift"
     assert run.data.metrics["drift/dataset_drift"] == 1.0 and "drift/estimated_accuracy" in run.data.metrics
+    logged = {m.key for m in client.get_logged_model(champion.model_id).metrics or []}
+    assert "drift/dataset_drift" in logged, "the check's numbers show on the champion's model page"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "glasswork-monitoring"
     # The reference came from the champion's lineage: its own prepared training split.
