@@ -21,7 +21,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser run test test-fast lint format repro dvc-sync ui clean
+.PHONY: help venv browser postgres run test test-fast lint format repro dvc-sync ui clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,10 +52,15 @@ venv: $(STAMP) ## build .venv/ (only if missing or stale)
 browser: ## install Debian's chromium (for the report-rendering tests) if it is missing
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's PostgreSQL is the store of the tracking-server test (mlflow server on postgresql://).
+# Debian keeps initdb and pg_ctl in /usr/lib/postgresql/<version>/bin, off PATH; the test looks there.
+postgres: ## install Debian's PostgreSQL (for the tracking-server test) if initdb/pg_ctl are missing
+	@{ command -v initdb && command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped data and model
 	$(BIN)/glasswork run $(ARGS)
 
-test: $(STAMP) browser lint ## lint, then run every test (slow and integration ones included)
+test: $(STAMP) browser postgres lint ## lint, then run every test (slow and integration ones included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow

@@ -30,8 +30,8 @@ def _transient_only(task, task_run, state) -> bool:
     """Retry unexpected failures (a server, a disk), never a bad input: that will fail again."""
     try:
         state.result(raise_on_failure=True)
-    except GlassworkError:
-        return False
+    except GlassworkError as err:
+        return bool(getattr(err, "transient", False))  # e.g. a tracking server that is down
     except Exception:
         return True
     return False
@@ -91,6 +91,14 @@ def scheduled_training(overrides: list[str] | None = None) -> dict:
     return run_pipeline(load_config(overrides or []))
 
 
+def _ui(uri: str) -> str:
+    from glasswork.tracking import is_server
+
+    if is_server(uri):
+        return f"open {uri}"
+    return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   then open http://127.0.0.1:5000"
+
+
 def where_to_look(cfg: DictConfig, results: dict) -> str:
     """The closing message: metrics, the champion decision, and the files and UI to open."""
     art = Path(cfg.paths.artifacts_dir)
@@ -111,7 +119,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             + "; ".join(reg["reasons"]),
             f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",
             "Where to look:",
-            f"  MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri} --port 5000   then open http://127.0.0.1:5000",
+            f"  MLflow UI:     {_ui(cfg.tracking.uri)}",
             f"  explanations:  {art / 'explain' / 'attributions.html'}",
             f"  drift report:  {art / 'drift' / 'report.html'}",
             f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",

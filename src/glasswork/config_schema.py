@@ -95,6 +95,7 @@ class DriftConfig:
     sample_size: int = 800
     drift_share: float = 0.5
     text_method: str | None = None
+    embeddings_plot: bool = True
     explain_sample: int = 100
     explanation_alpha: float = 0.01
 

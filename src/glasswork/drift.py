@@ -120,6 +120,7 @@ def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
         embeddings={"sentence": columns},
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
+        embeddings_plot=cfg.drift.embeddings_plot,
     )
 
 

@@ -87,6 +87,7 @@ def build_drift_report(
     embeddings: dict[str, list[str]] | None = None,
     drift_share: float = 0.5,
     text_method: str | None = None,
+    embeddings_plot: bool = True,
 ) -> DriftResult:
     """Run Evidently's ``DataDriftPreset`` on two frames and read out its verdicts.
 
@@ -99,6 +100,10 @@ def build_drift_report(
         embeddings: Named groups of numerical columns holding embedding vectors, each tested
             as one signal (a PCA-reduced vector keeps Evidently's t-SNE plot quick).
         drift_share: Share of drifted columns at or above which the dataset counts as drifted.
+        embeddings_plot: Put Evidently's embeddings widget in the report. Its t-SNE plot is
+            most of the report's cost (seconds to tens of seconds on 2 cores); without it the
+            same drift method (Evidently's domain classifier) is called directly, with the same
+            verdict, and only the plot is missing.
         text_method: Evidently stat test for text columns; ``None`` keeps Evidently's choice
             (``perc_text_content_drift`` up to 1000 reference rows, which fits 1000 random
             baselines and costs seconds per column; ``"abs_text_content_drift"`` is far cheaper).
@@ -135,11 +140,12 @@ def build_drift_report(
     # `columns=` pins the analysis to the declared columns whatever Evidently would infer.
     preset = DataDriftPreset(columns=columns, drift_share=drift_share, text_method=text_method)
     method = domain_classifier(threshold=EMBEDDINGS_AUC_THRESHOLD, bootstrap=False)
+    plotted = embeddings if embeddings_plot else {}
     metrics = [
         preset,
         *(
             EmbeddingsDrift(embeddings_name=name, drift_method=method, tests=[lte(EMBEDDINGS_AUC_THRESHOLD)])
-            for name in embeddings
+            for name in plotted
         ),
         RowCount(),
         DuplicatedRowCount(),
@@ -155,7 +161,22 @@ def build_drift_report(
             Dataset.from_pandas(current, data_definition=definition),
             Dataset.from_pandas(reference, data_definition=definition),
         )
-    return _parse_snapshot(snapshot, drift_share)
+    unplotted = {}
+    for name, group in embeddings.items():
+        if name not in plotted:
+            # The method adds a column to the frames it is given: hand it copies.
+            score, drifted, _ = method(current[group].copy(), reference[group].copy())
+            unplotted[name] = _embeddings_signal(float(score), bool(drifted))
+    return _parse_snapshot(snapshot, drift_share, unplotted)
+
+
+def _embeddings_signal(score: float, drifted: bool) -> dict[str, Any]:
+    return {
+        "drifted": drifted,
+        "score": score,
+        "method": "domain classifier ROC AUC",
+        "threshold": EMBEDDINGS_AUC_THRESHOLD,
+    }
 
 
 def _status_by_metric(tests: list[dict]) -> dict[str, str]:
@@ -181,8 +202,9 @@ def _verdict(statuses: dict[str, str], metric: dict) -> bool:
     return _VERDICTS[status]
 
 
-def _parse_snapshot(snapshot: Any, drift_share: float = 0.5) -> DriftResult:
-    """Read the per-signal verdicts and data-quality results out of ``snapshot.dict()``."""
+def _parse_snapshot(snapshot: Any, drift_share: float = 0.5, embeddings: dict | None = None) -> DriftResult:
+    """Read the per-signal verdicts and data-quality results out of ``snapshot.dict()``;
+    ``embeddings`` holds embedding signals computed outside the report."""
     data = snapshot.dict()
     if not isinstance(data.get("metrics"), list) or not isinstance(data.get("tests"), list):
         raise RuntimeError("snapshot.dict() lacks 'metrics'/'tests' lists")
@@ -221,12 +243,9 @@ def _parse_snapshot(snapshot: Any, drift_share: float = 0.5) -> DriftResult:
     if int(value["count"]) != sum(c["drifted"] for c in columns.values()):
         logger.warning("Evidently drifted count %d disagrees with per-column tests", int(value["count"]))
     for metric in by_type[_EMBEDDINGS_TYPE]:
-        columns[f"embeddings:{metric['config']['embeddings_name']}"] = {
-            "drifted": _verdict(statuses, metric),
-            "score": float(metric["value"]),
-            "method": "domain classifier ROC AUC",
-            "threshold": EMBEDDINGS_AUC_THRESHOLD,
-        }
+        name = metric["config"]["embeddings_name"]
+        columns[f"embeddings:{name}"] = _embeddings_signal(float(metric["value"]), _verdict(statuses, metric))
+    columns |= {f"embeddings:{name}": signal for name, signal in (embeddings or {}).items()}
     n_drifted = sum(c["drifted"] for c in columns.values())
     share = n_drifted / len(columns)
     return DriftResult(

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from glasswork import tracking
 from glasswork.batch import Batch, read_batch, stream
 from glasswork.data.prepare import data_md5
 from glasswork.drift import (
@@ -113,8 +114,17 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         predictions=_run_artifact(version.run_id, "evaluate/predictions.csv", cache, _read_predictions),
         global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
-        model_id=getattr(version, "model_id", None),
+        model_id=logged_model_id(version),
     )
+
+
+def logged_model_id(version) -> str | None:
+    """The MLflow 3 LoggedModel behind a version (the SQLite store leaves ``model_id`` empty,
+    but the version's source names it: ``models:/m-...``)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
 def _recorded_config(client: MlflowClient, version, cache: Path) -> str:
@@ -156,6 +166,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     """Score ``source`` with the champion, compare it with the champion's reference, log one
     MLflow run, and write ``<monitor.output_dir>/<time>-<batch>/`` (predictions.parquet,
     report.html, drift.json, metrics.json). Returns the summary (``drift.json``)."""
+    tracking.check_store(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     mlflow.set_registry_uri(cfg.tracking.uri)
     client, version = champion(cfg)

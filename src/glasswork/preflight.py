@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from glasswork import tracking
 from glasswork.data import sources
 from glasswork.data.prepare import check_table
 from glasswork.drift import CURRENT_CHOICES
@@ -27,6 +28,8 @@ def preflight(cfg: DictConfig) -> None:
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)
+    # Last: the only check that may wait on the network (a tracking server's /health).
+    tracking.check_store(cfg)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

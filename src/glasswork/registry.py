@@ -7,6 +7,7 @@ champion registers nothing; a failure after the version exists deletes that vers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ def register(cfg: DictConfig) -> dict:
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)
-        version = _create_version(client, cfg, name, info.model_uri, run_id, metrics)
+        version = _create_version(client, cfg, name, info, run_id, metrics)
         try:
             if decision.promote:
                 client.set_registered_model_alias(name, alias, version)
@@ -177,7 +178,8 @@ def _log_pyfunc(cfg: DictConfig):
     )
 
 
-def _create_version(client: MlflowClient, cfg: DictConfig, name: str, source: str, run_id: str, metrics: dict) -> str:
+def _create_version(client: MlflowClient, cfg: DictConfig, name: str, info, run_id: str, metrics: dict) -> str:
+    created = False
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -186,6 +188,7 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, source: st
             description="Glasswork text classifier (pyfunc: a DataFrame with a 'text' column in; "
             "the label and class probabilities out).",
         )
+        created = True
     config_yaml = to_yaml(cfg)
     tags = {
         **tracking.lineage_tags(cfg),
@@ -196,7 +199,14 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, source: st
         else "see run artifact config/resolved.yaml",
         **{f"glasswork.test.{k}": f"{v:.6f}" for k, v in metrics.items()},
     }
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    try:
+        # A tracking server accepts a `models:/m-...` source only with its model id.
+        version = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+    except BaseException:
+        if created:  # leave no empty registered model behind
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(name)
+        raise
     return str(version.version)
 
 

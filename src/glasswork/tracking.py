@@ -5,23 +5,31 @@ steps after it (evaluate, explain, drift, register) log into that same run, whic
 called them (Prefect flow, ``dvc repro``, the CLI). So one run in the MLflow UI holds a
 model's whole story: ``train/*`` and ``val/*`` curves, ``test/*``, ``explain/*``, ``drift/*``
 metrics, the plots and reports as artifacts, and lineage tags.
+
+The store is either local (``tracking=local``: SQLite and an artifact folder in the repository)
+or a team tracking server (``tracking=server``: an ``http(s)://`` URI; the server keeps the
+artifacts itself, proxied with ``mlflow server --serve-artifacts``). A server is checked before
+each step uses it, so one that is down fails in seconds with a message naming it, not after
+MLflow's minutes of HTTP retries, and before the step writes or registers anything.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from glasswork.errors import PipelineOrderError
+from glasswork.errors import ConfigError, GlassworkError, PipelineOrderError
 from glasswork.outputs import read_json
 
 log = logging.getLogger(__name__)
@@ -30,20 +38,106 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+# How long the up-front check waits for a tracking server to answer (one try: Prefect retries).
+SERVER_CHECK_TIMEOUT_S = 10
+
+
+class TrackingServerUnavailable(GlassworkError):
+    """The MLflow tracking server does not answer. Unlike a bad input this can pass, so the
+    Prefect flow may retry it (``transient``); after the retries the CLI prints the message."""
+
+    transient = True
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (``http(s)://``) rather than a local store."""
+    return urlsplit(uri).scheme in ("http", "https")
+
+
 def configure(cfg: DictConfig) -> str:
-    """Point MLflow at the configured store and return the experiment id (created if new)."""
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    mlflow.set_registry_uri(cfg.tracking.uri)
+    """Point MLflow at the configured store and return the experiment id (created if new).
+
+    On a server (``http(s)://``) nothing local is created: the experiment gets the server's
+    default artifact location (``mlflow-artifacts:`` with ``--serve-artifacts``), and the
+    server is checked first, so a down server fails here with :class:`TrackingServerUnavailable`.
+    """
+    uri = cfg.tracking.uri
+    check_store(cfg)
+    location = _artifact_location(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    if cfg.tracking.artifact_root:
-        root = Path(cfg.tracking.artifact_root).resolve()
+    if location and "://" not in location:
+        root = Path(location).resolve()
         root.mkdir(parents=True, exist_ok=True)
         location = root.as_uri()
-    return client.create_experiment(cfg.tracking.experiment_name, artifact_location=location)
+    return client.create_experiment(cfg.tracking.experiment_name, artifact_location=location or None)
+
+
+def check_store(cfg: DictConfig) -> None:
+    """Raise a :class:`~glasswork.errors.GlassworkError` if the tracking settings cannot work or
+    the tracking server does not answer (cheap: the preflight of a whole run can call it too)."""
+    _artifact_location(cfg)
+    if is_server(cfg.tracking.uri):
+        check_server(cfg.tracking.uri)
+
+
+def _artifact_location(cfg: DictConfig) -> str:
+    """``tracking.artifact_root`` checked against the store: a server cannot use a local folder,
+    and credentials belong in MLflow's environment variables, not in the (logged) config."""
+    uri, root = cfg.tracking.uri, cfg.tracking.artifact_root or ""
+    if not is_server(uri):
+        return root
+    if urlsplit(uri).password is not None:
+        raise ConfigError(
+            f"tracking.uri for the server {urlsplit(uri).hostname} holds a password, and the resolved config is "
+            "logged to MLflow: put the user name and password in MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD instead"
+        )
+    if root and "://" not in root and not root.startswith("mlflow-artifacts:"):
+        raise ConfigError(
+            f"tracking.artifact_root={root!r} is a local folder, but tracking.uri={uri} is a server: other "
+            "machines could not read the artifacts. Leave tracking.artifact_root empty (tracking=server does), "
+            "and the server stores them (mlflow server --serve-artifacts), or give a URI it can reach (s3://...)"
+        )
+    return root
+
+
+def check_server(uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> None:
+    """Raise :class:`TrackingServerUnavailable` unless the MLflow server at ``uri`` answers its
+    ``/health`` endpoint (one try, with MLflow's own TLS and credential settings)."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        answer = http_request(
+            get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=timeout, raise_on_status=False
+        )
+    except Exception as err:  # connection refused, DNS, TLS, timeout: MLflow wraps them all
+        reason = _reason(str(err), timeout)
+    else:
+        if answer.status_code < 500:
+            return
+        reason = f"it answered HTTP {answer.status_code} {answer.reason}"
+    raise TrackingServerUnavailable(
+        f"the MLflow tracking server at {uri} is not reachable ({reason}). Start it (e.g. `mlflow server "
+        "--backend-store-uri postgresql://... --serve-artifacts --host 127.0.0.1 --port 5000`), or point "
+        "tracking.uri (MLFLOW_TRACKING_URI with tracking=server) at a running one; tracking=local uses the "
+        "SQLite store in the repository"
+    )
+
+
+def _reason(text: str, timeout: float) -> str:
+    """The cause in a few words, out of MLflow's and urllib3's nested connection errors."""
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    if "timed out" in text.lower():
+        return f"no answer within {timeout:g} s"
+    return text.split(" failed with exception ")[-1][:300]
 
 
 def run_file(cfg: DictConfig) -> Path:

@@ -102,3 +102,22 @@ def test_unexpected_snapshot_shape_raises():
         _parse_snapshot(_FakeSnapshot({"metrics": [], "tests": []}))
     with pytest.raises(RuntimeError, match="metrics"):
         _parse_snapshot(_FakeSnapshot({}))
+
+
+def _with_embeddings(frame: pd.DataFrame, shift: float, seed: int) -> pd.DataFrame:
+    vectors = np.random.default_rng(seed).normal(loc=shift, size=(len(frame), 4))
+    return frame.assign(**{f"e{i}": vectors[:, i] for i in range(4)})
+
+
+@pytest.mark.parametrize("shift, drifted", [(0.0, False), (1.5, True)])
+def test_embeddings_vote_the_same_with_and_without_the_plot(shift, drifted, tmp_path):
+    reference, current = _with_embeddings(reviews(120, 0), 0.0, 0), _with_embeddings(reviews(120, 1), shift, 1)
+    groups = {"embeddings": {"sentence": ["e0", "e1", "e2", "e3"]}, "text_method": FAST_TEXT, **FAST}
+    plotted = build_drift_report(reference, current, embeddings_plot=True, **groups)
+    quick = build_drift_report(reference, current, embeddings_plot=False, **groups)
+    assert plotted.columns["embeddings:sentence"] == quick.columns["embeddings:sentence"]
+    assert plotted.columns["embeddings:sentence"]["drifted"] is drifted
+    assert plotted.n_columns == quick.n_columns == 5 and plotted.dataset_drift == quick.dataset_drift
+    assert "embeddings" in plotted.save_html(tmp_path / "p.html").read_text(encoding="utf-8").lower()
+    # Data quality is reported beside the verdict and does not vote.
+    assert plotted.data_quality["RowCount()"]["value"] == 120

@@ -15,7 +15,7 @@ from tests.conftest import _rewrite_artifact_root, tiny_overrides
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.errors import ConfigError
-from glasswork.monitor import LineageError, NoChampionError, monitor
+from glasswork.monitor import LineageError, NoChampionError, logged_model_id, monitor
 from glasswork.outputs import read_json
 
 NAME = "glasswork-sentiment"
@@ -87,7 +87,7 @@ def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
     assert run.data.tags["glasswork.monitor.model_run_id"] == champion.run_id
     assert run.data.tags["glasswork.drift_verdict"] == "drift"
     assert run.data.metrics["drift/dataset_drift"] == 1.0 and "drift/estimated_accuracy" in run.data.metrics
-    logged = {m.key for m in client.get_logged_model(champion.model_id).metrics or []}
+    logged = {m.key for m in client.get_logged_model(logged_model_id(champion)).metrics or []}
     assert "drift/dataset_drift" in logged, "the check's numbers show on the champion's model page"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "glasswork-monitoring"

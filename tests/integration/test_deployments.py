@@ -51,7 +51,8 @@ def _wait_for_final_state(url: str, flow_run_id: str, worker: subprocess.Popen, 
         if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
         time.sleep(3)
-    raise TimeoutError(f"flow run {flow_run_id} still {run['state_type']} after {timeout} s (worker rc {worker.poll()})")
+    state, code = run["state_type"], worker.poll()
+    raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout} s (worker exit code {code})")
 
 
 @pytest.mark.integration
@@ -62,7 +63,8 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     env = {**env, "PREFECT_API_URL": url, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     batch = root / "incoming"
     batch.mkdir()
-    pd.read_csv(root / "data" / "raw" / "tweets.csv").sample(n=100, random_state=0).to_csv(batch / "day.csv", index=False)
+    tweets = pd.read_csv(root / "data" / "raw" / "tweets.csv")
+    tweets.sample(n=100, random_state=0).to_csv(batch / "day.csv", index=False)
 
     deployed = subprocess.run(
         [sys.executable, "-m", "pipelines.deploy"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
@@ -75,7 +77,8 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     assert crons == {"train-weekly": "0 3 * * 1", "monitor-daily": "0 6 * * *"}
 
     parameters = {"batch": str(batch), "overrides": tiny_overrides(root, "monitor.sample_size=100")}
-    created = _api(url, f"/deployments/{deployments['monitor-daily']['id']}/create_flow_run", {"parameters": parameters})
+    monitor_id = deployments["monitor-daily"]["id"]
+    created = _api(url, f"/deployments/{monitor_id}/create_flow_run", {"parameters": parameters})
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "glasswork-cpu", "--type", "process"],
@@ -102,3 +105,16 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     artifacts = _api(url, "/artifacts/filter", {"artifacts": {"key": {"any_": ["glasswork-drift-alert"]}}})
     assert len(artifacts) == 1 and artifacts[0]["flow_run_id"] == created["id"]
     assert "DRIFT" in artifacts[0]["data"]
+    events = _events(url, "glasswork.drift.detected")
+    assert len(events) == 1 and events[0]["payload"]["mlflow_run_id"] == runs[0].info.run_id
+    assert events[0]["resource"]["prefect.resource.id"].startswith("glasswork.model.glasswork-sentiment.")
+
+
+def _events(url: str, name: str, timeout: float = 60) -> list[dict]:
+    """The server stores events a moment after they arrive: poll."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _api(url, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 10})["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(2)

@@ -1,0 +1,129 @@
+"""Bad input: a tracking server that is down. The run stops with an error that names the server
+and says what to do, in seconds rather than after MLflow's minutes of HTTP retries (nothing here
+lowers MLFLOW_HTTP_REQUEST_MAX_RETRIES: Glasswork's own check must make it quick), and it leaves
+no model registered and no half-written outputs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import tiny_overrides
+
+BIN = Path(sys.executable).parent
+
+
+def _dead_uri() -> str:
+    """An http URI on 127.0.0.1 where nothing listens (a port just freed by the OS)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _assert_clear_message(text: str, uri: str) -> None:
+    assert f"the MLflow tracking server at {uri} is not reachable" in text, text[-3000:]
+    assert "Start it" in text and "tracking.uri" in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_run_against_a_down_tracking_server_fails_clearly(tmp_path):
+    uri = _dead_uri()
+    root, cwd = tmp_path / "run", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "PREFECT_API_URL"):
+        env.pop(name, None)
+    done = subprocess.run(
+        ["glasswork", "run", *tiny_overrides(root, "tracking=server", f"tracking.uri={uri}")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    # A GlassworkError: exit 2 and one readable line, not a crash.
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("glasswork run: error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    _assert_clear_message(errors[0], uri)
+
+    # Nothing half-written: no step output, no run id, no registration (an empty `.train.partial`
+    # folder may remain: it holds no run and the next run starts afresh from it).
+    artifacts = root / "artifacts"
+    assert _files(artifacts) == []
+    assert not (artifacts / "train").exists() and not (artifacts / "register").exists()
+    # The preflight stopped the run before any step: nothing at all was written.
+    assert _files(root) == []
+    # No silent fall-back to a local store, where a model could have been registered instead.
+    for folder in (f for f in (root, cwd) if f.exists()):
+        assert not {"mlflow.db", "mlruns", "mlartifacts"} & {p.name for p in folder.iterdir()}, sorted(
+            p.name for p in folder.iterdir()
+        )
+
+
+def test_register_against_a_down_server_registers_nothing(tiny_run):
+    """A server lost between steps: `register` stops before it logs or registers anything."""
+    from mlflow.tracking import MlflowClient
+
+    from glasswork import tracking
+    from glasswork.config import load_config
+    from glasswork.registry import register
+
+    root, cfg = tiny_run
+    name = cfg.registry.model_name
+    local = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    versions = [v.version for v in local.search_model_versions(f"name='{name}'")]
+    record = (root / "artifacts" / "register" / "registration.json").read_text()
+    uri = _dead_uri()
+    down = load_config(tiny_overrides(root, "tracking=server", f"tracking.uri={uri}"))
+
+    with pytest.raises(tracking.TrackingServerUnavailable) as err:
+        register(down)
+    _assert_clear_message(str(err.value), uri)
+    assert err.value.transient  # the flow may retry it: a server can come back
+    assert [v.version for v in local.search_model_versions(f"name='{name}'")] == versions
+    assert (root / "artifacts" / "register" / "registration.json").read_text() == record
+    assert not [p.name for p in (root / "artifacts").iterdir() if ".staging-" in p.name]
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("tracking.uri=http://alice:s3cret@127.0.0.1:5000", "MLFLOW_TRACKING_PASSWORD"),
+        ("tracking.artifact_root={tmp}/mlartifacts", "is a local folder"),
+    ],
+)
+def test_server_settings_that_cannot_work_are_refused(override, words, tmp_path):
+    """Refused before the server is contacted: credentials in the (logged) URI, a local artifact folder."""
+    from glasswork import tracking
+    from glasswork.config import load_config
+    from glasswork.errors import ConfigError
+
+    # An explicit URI: mlflow.set_tracking_uri (any earlier test) also sets MLFLOW_TRACKING_URI,
+    # which tracking=server would otherwise pick up.
+    overrides = ["tracking=server", f"tracking.uri={_dead_uri()}", override.format(tmp=tmp_path)]
+    cfg = load_config(tiny_overrides(tmp_path, *overrides))
+    with pytest.raises(ConfigError, match=words) as err:
+        tracking.configure(cfg)
+    assert "s3cret" not in str(err.value)
+    assert not (tmp_path / "mlartifacts").exists()
+
+
+def test_server_config_group(tmp_path, monkeypatch):
+    """`tracking=server` takes MLflow's own MLFLOW_TRACKING_URI and has no local artifact folder."""
+    from glasswork.config import load_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(tiny_overrides(tmp_path, "tracking=server"))
+    assert cfg.tracking.uri == "http://127.0.0.1:5000" and cfg.tracking.artifact_root == ""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org")
+    assert load_config(tiny_overrides(tmp_path, "tracking=server")).tracking.uri == "https://mlflow.example.org"
