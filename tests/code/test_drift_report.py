@@ -109,15 +109,15 @@ def _with_embeddings(frame: pd.DataFrame, shift: float, seed: int) -> pd.DataFra
     return frame.assign(**{f"e{i}": vectors[:, i] for i in range(4)})
 
 
-@pytest.mark.parametrize("shift, drifted", [(0.0, False), (1.5, True)])
-def test_embeddings_vote_the_same_with_and_without_the_plot(shift, drifted, tmp_path):
-    reference, current = _with_embeddings(reviews(120, 0), 0.0, 0), _with_embeddings(reviews(120, 1), shift, 1)
+def test_embeddings_vote_the_same_with_and_without_the_plot(tmp_path):
+    # Shifted embeddings, same texts otherwise (the false-alarm test covers the other way).
+    reference, current = _with_embeddings(reviews(60, 0), 0.0, 0), _with_embeddings(reviews(60, 1), 1.5, 1)
     groups = {"embeddings": {"sentence": ["e0", "e1", "e2", "e3"]}, "text_method": FAST_TEXT, **FAST}
     plotted = build_drift_report(reference, current, embeddings_plot=True, **groups)
     quick = build_drift_report(reference, current, embeddings_plot=False, **groups)
     assert plotted.columns["embeddings:sentence"] == quick.columns["embeddings:sentence"]
-    assert plotted.columns["embeddings:sentence"]["drifted"] is drifted
+    assert plotted.columns["embeddings:sentence"]["drifted"] is True
     assert plotted.n_columns == quick.n_columns == 5 and plotted.dataset_drift == quick.dataset_drift
     assert "embeddings" in plotted.save_html(tmp_path / "p.html").read_text(encoding="utf-8").lower()
     # Data quality is reported beside the verdict and does not vote.
-    assert plotted.data_quality["RowCount()"]["value"] == 120
+    assert plotted.data_quality["RowCount()"]["value"] == 60

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, tiny_overrides
-from tests.integration.test_prefect_server import prefect_server  # noqa: F401 - a fixture
 
 BIN = Path(sys.executable).parent
 
@@ -57,7 +56,7 @@ def _wait_for_final_state(url: str, flow_run_id: str, worker: subprocess.Popen, 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_path):  # noqa: F811
+def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_path):
     url, env = prefect_server
     root, cfg = tiny_run
     env = {**env, "PREFECT_API_URL": url, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}

@@ -13,7 +13,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,13 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import REPO, tiny_overrides
+from tests.integration.conftest import flow_runs, free_port
 
 BIN = Path(sys.executable).parent
 PG_TOOLS = ("initdb", "postgres")
 PG_DEBIAN = Path("/usr/lib/postgresql")  # Debian: one <major version>/bin folder each, off PATH
 PG_USER = "glasswork"
 MODEL = "glasswork-sentiment"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bindir() -> Path:
@@ -123,7 +117,7 @@ def postgres(tmp_path) -> Iterator[tuple[str, Callable]]:
 
 def _run_postgres(driver, scheme: str, bindir: Path, owner, base: Path, log_path: Path):
     base.mkdir(exist_ok=True)
-    password, port = secrets.token_hex(12), _free_port()
+    password, port = secrets.token_hex(12), free_port()
     (base / "pwfile").write_text(password + "\n")
     if owner:
         os.chown(base, *owner)
@@ -164,7 +158,7 @@ def _run_postgres(driver, scheme: str, bindir: Path, owner, base: Path, log_path
 def mlflow_server(postgres, tmp_path) -> Iterator[tuple[str, Path]]:
     """`mlflow server` on the PostgreSQL store, proxying artifacts into a folder of its own;
     yields its URL and that folder."""
-    port, destination = _free_port(), tmp_path / "server-artifacts"
+    port, destination = free_port(), tmp_path / "server-artifacts"
     destination.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     # No background job runner (online scoring, trace archival): it adds ~20 s to every stop.
@@ -210,7 +204,9 @@ def _tracking(url: str) -> Iterator[None]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_pipeline_on_a_team_tracking_server(mlflow_server, postgres, tmp_path):
+def test_pipeline_on_a_team_tracking_server(mlflow_server, postgres, prefect_server, tmp_path):
+    """The team set-up: the flow run reports to a real Prefect server, the MLflow run and the
+    registry live on a real MLflow server on PostgreSQL."""
     import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
@@ -226,7 +222,8 @@ def test_pipeline_on_a_team_tracking_server(mlflow_server, postgres, tmp_path):
         "MLFLOW_TRACKING_USERNAME": "glasswork-ci",
         "MLFLOW_TRACKING_PASSWORD": secret,
     }
-    env.pop("PREFECT_API_URL", None)
+    prefect_url, _ = prefect_server
+    env["PREFECT_API_URL"] = prefect_url
     done = subprocess.run(
         ["glasswork", "run", *tiny_overrides(root, "tracking=server", f"tracking.uri={url}")],
         cwd=cwd,
@@ -236,6 +233,8 @@ def test_pipeline_on_a_team_tracking_server(mlflow_server, postgres, tmp_path):
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert "Starting temporary server" not in done.stdout + done.stderr
+    assert [r["state_type"] for r in flow_runs(prefect_url)] == ["COMPLETED"]
     registration = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
     assert registration["promote"], registration
 
