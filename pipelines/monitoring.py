@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 
 from glasswork.config import from_plain, load_config, to_plain
 from glasswork.errors import ConfigError
-from glasswork.monitor import record_action
 
 log = logging.getLogger("glasswork.flow")
 
@@ -40,6 +39,8 @@ def check_batch(cfg: dict, batch: str) -> dict:
 def monitoring(batch: str, overrides: list[str] | None = None) -> dict:
     """Check ``batch`` (a file or a folder) and act per ``monitor.on_drift``; return the summary
     with the ``action`` taken."""
+    from glasswork.monitor import record_action
+
     cfg = load_config(overrides or [])
     check_on_drift(cfg)
     summary = check_batch(to_plain(cfg), batch)

@@ -36,6 +36,19 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     raise TimeoutError(f"prefect server at {url} not healthy after {timeout} s")
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the process group started for ``proc``, SIGKILL if it outlives ``timeout``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def flow_runs(url: str) -> list[dict]:
     """Every flow run the server knows."""
     query = urllib.request.Request(f"{url}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"})
@@ -57,10 +70,5 @@ def prefect_server(tmp_path):
         _wait_healthy(url, proc)
         yield url, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()

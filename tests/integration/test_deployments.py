@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, tiny_overrides
+from tests.integration.conftest import stop_group
 
 BIN = Path(sys.executable).parent
 
@@ -30,16 +30,6 @@ def _api(url: str, path: str, body: dict | None = None):
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _wait_for_final_state(url: str, flow_run_id: str, worker: subprocess.Popen, timeout: float = 900) -> dict:
@@ -90,7 +80,7 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     try:
         run = _wait_for_final_state(url, created["id"], worker)
     finally:
-        _stop(worker)
+        stop_group(worker)
         log.close()
     worker_log = (tmp_path / "worker.log").read_text()
     assert run["state_type"] == "COMPLETED", worker_log[-4000:]

@@ -12,7 +12,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import REPO, tiny_overrides
-from tests.integration.conftest import flow_runs, free_port
+from tests.integration.conftest import flow_runs, free_port, stop_group
 
 BIN = Path(sys.executable).parent
 PG_TOOLS = ("initdb", "postgres")
@@ -83,19 +82,6 @@ def _unprivileged() -> tuple[int, int] | None:
     pytest.fail("running as root, and no unprivileged user (postgres, nobody) to run PostgreSQL as", pytrace=False)
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to the process group started for ``proc``, SIGKILL if it outlives ``timeout``."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
 
@@ -150,7 +136,7 @@ def _run_postgres(driver, scheme: str, bindir: Path, owner, base: Path, log_path
         uri = f"{scheme}://{PG_USER}:{password}@127.0.0.1:{port}/mlflow"
         yield uri, partial(driver.connect, dbname="mlflow", **login)
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
 
 
@@ -183,7 +169,7 @@ def mlflow_server(postgres, tmp_path) -> Iterator[tuple[str, Path]]:
             time.sleep(1)
         yield url, destination
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
 
 
