@@ -5,12 +5,17 @@ another's compiled kernels, allocator cache or clock state):
 
 - ``plain``: a hand-written loop, every batch padded to 128 tokens, bf16 autocast on GPU (fp32 on
   CPU), fused AdamW, linear warm-up, gradient clipping;
-- ``same``: Glasswork's LightningModule and a Lightning Trainer on *identical* batches (static
-  padding to 128, same precision): the framework tax;
-- ``glasswork``: Glasswork's own choices from ``conf/trainer/gpu.yaml`` — batches of similar length
-  padded to a multiple of 8 — with the precision and compile given by ``--precision`` and
-  ``--compile`` (``glasswork-true`` and ``glasswork-compile`` are shorthands for bf16-true and
-  bf16-mixed + torch.compile).
+- ``same``: the train step's own LightningModule and Trainer (``glasswork.models.trainer``, the
+  ``trainer=gpu`` settings: callbacks, progress bar, logging every ``log_every_n_steps``) on
+  *identical* batches (static padding to 128): the framework tax;
+- ``glasswork``: the same Trainer on Glasswork's own batches (each padded to its longest text,
+  a multiple of 8); ``glasswork-bucket`` also groups texts of similar length; ``--precision`` and
+  ``--compile`` change both, and ``glasswork-true`` / ``glasswork-compile`` are shorthands for
+  bf16-true and bf16-mixed + torch.compile.
+
+The Trainer logs to a CSV file in a temporary folder instead of MLflow (same cadence) and saves no
+checkpoints (the plain loop saves none; a ``trainer=gpu`` run saves one per epoch and every 10
+minutes). Batches are counted on the host before they move to the device.
 
 Each process trains ``--epochs`` epochs over the shipped reviews' training split, times the steps
 after ``--warmup`` (synchronised), then scores the test split. Printed per setup: median
@@ -33,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETUPS = ("plain", "same", "glasswork", "glasswork-true", "glasswork-compile")
+SETUPS = ("plain", "same", "glasswork", "glasswork-bucket", "glasswork-true", "glasswork-compile")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 FLOP/s
 
 
@@ -68,14 +73,12 @@ def _flops_per_token(model, seq: int) -> float:
 
 def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script per setup)
     """One setup, in this process: train, time, score; return the figures."""
-    import lightning as L
     import pandas as pd
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
     sys.path.insert(0, str(ROOT / "src"))
     from glasswork.data.datamodule import TextCollator, loader
-    from glasswork.models.classifier_module import ClassifierModule
 
     setup, device = args.child, args.device
     torch.manual_seed(0)
@@ -89,7 +92,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     collate = TextCollator(tokenizer, 128, None if static else 8, fixed_length=static)
     batches = loader(
         train, collate, args.batch_size, shuffle=True, seed=0, num_workers=args.workers,
-        bucket_by_length=not static, pin_memory=device == "cuda",
+        bucket_by_length=setup == "glasswork-bucket", pin_memory=device == "cuda",
     )  # fmt: skip
     steps_per_epoch = min(len(batches), args.max_steps or len(batches))
     total = steps_per_epoch * args.epochs
@@ -138,29 +141,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         sync()
         seen["seconds"] = time.perf_counter() - start
     else:
-        module = ClassifierModule(net, 2, lr=5e-5, weight_decay=0.01, warmup_fraction=0.1)
-        if setup == "glasswork-compile" or (args.compile and setup == "glasswork"):
-            module.net = torch.compile(module.net)
-
-        class Timer(L.Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                if trainer.global_step == args.warmup:
-                    sync()
-                    seen["start"] = time.perf_counter()
-                count(batch, trainer.global_step)
-
-            def on_train_end(self, trainer, pl_module):
-                sync()
-                seen["seconds"] = time.perf_counter() - seen.pop("start")
-
-        trainer = L.Trainer(
-            accelerator="gpu" if gpu else "cpu", devices=1, precision=args.precision or precision,
-            max_epochs=args.epochs, limit_train_batches=steps_per_epoch, gradient_clip_val=1.0,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            limit_val_batches=0, callbacks=[Timer()],
-        )  # fmt: skip
-        trainer.fit(module, train_dataloaders=batches)
-        net = getattr(module.net, "_orig_mod", module.net)
+        net = _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen)
     accuracy = _accuracy(net.to(device).eval(), tokenizer, test, device)
     width = seen["padded"] / max(1, seen["examples"])
     flops = _flops_per_token(net, int(width)) * seen["padded"]
@@ -176,6 +157,52 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         "timed_steps": total - args.warmup,
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)",
     }
+
+
+def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen):
+    """Train with the train step's module and Trainer; return the trained network."""
+    import tempfile
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from glasswork.config import load_config
+    from glasswork.models.classifier_module import ClassifierModule
+    from glasswork.models.trainer import build_trainer
+
+    class Counted(ClassifierModule):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            count(batch, self.trainer.global_step)  # on the host: no wait for the device
+            return batch
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == args.warmup:
+                sync()
+                seen["start"] = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            sync()
+            seen["seconds"] = time.perf_counter() - seen.pop("start")
+
+    module = Counted(net, 2, lr=5e-5, weight_decay=0.01, warmup_fraction=0.1)
+    if args.child == "glasswork-compile" or (args.compile and args.child.startswith("glasswork")):
+        module.net = torch.compile(module.net)
+    gpu = args.device == "cuda"
+    t = load_config(["trainer=gpu" if gpu else "trainer=cpu", f"trainer.batch_size={args.batch_size}"]).trainer
+    folder = Path(tempfile.mkdtemp(prefix="throughput-"))
+    trainer = build_trainer(
+        t, folder / "checkpoints", CSVLogger(folder), precision=args.precision or precision,
+        max_epochs=args.epochs, limit_train_batches=steps_per_epoch, limit_val_batches=0,
+        enable_progress_bar=not args.no_bar,
+    )  # fmt: skip
+    for callback in [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]:
+        trainer.callbacks.remove(callback)
+    trainer.callbacks.append(Timer())
+    trainer.fit(module, train_dataloaders=batches)
+    return getattr(module.net, "_orig_mod", module.net)
 
 
 def _accuracy(net, tokenizer, test, device: str) -> float:
@@ -202,6 +229,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--precision", default=None, help="override the Lightning precision of Glasswork setups")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the 'glasswork' setup")
+    parser.add_argument("--no-bar", action="store_true", help="no progress bar in the Glasswork setups")
     parser.add_argument("--device", default=None)
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "processed"))
     parser.add_argument("--model-dir", default=None)

@@ -61,7 +61,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     gradient_clip_val: float | None = 1.0
     compile: bool = False
-    checkpoint_every_n_steps: int = 50
+    checkpoint_every_n_steps: int | None = 50
+    checkpoint_every_minutes: float | None = None
+    progress_bar_refresh: int = 1
     bucket_by_length: bool = False
     pad_to_multiple_of: int | None = 8
     matmul_precision: str = "high"

@@ -14,8 +14,6 @@ from pathlib import Path
 import lightning as L
 import mlflow
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
@@ -23,9 +21,10 @@ from glasswork import tracking
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule
 from glasswork.data.prepare import load_labels, load_split
-from glasswork.errors import ConfigError, GlassworkError, PipelineOrderError
+from glasswork.errors import GlassworkError, PipelineOrderError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
+from glasswork.models.trainer import build_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -174,46 +173,10 @@ def _start_or_resume(cfg: DictConfig, partial: Path) -> tuple[str, str | None]:
 
 
 def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
-    t = cfg.trainer
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
     )
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1),
-        # Mid-epoch checkpoints for resuming a killed run; last.ckpt is always the newest.
-        ModelCheckpoint(
-            dirpath=ckpt_dir, filename="step-{step}", every_n_train_steps=t.checkpoint_every_n_steps, save_last=True
-        ),
-        LearningRateMonitor(logging_interval="step"),
-        ThroughputMonitor(
-            batch_size_fn=lambda batch: batch["labels"].size(0),
-            length_fn=lambda batch: int(batch["attention_mask"].sum()),
-        ),
-    ]
-    limit = t.limit_train_batches
-    try:
-        return L.Trainer(
-            accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            # Our length-bucket batch sampler shards itself across ranks (Lightning cannot inject
-            # a DistributedSampler into a custom batch sampler).
-            use_distributed_sampler=not t.bucket_by_length,
-            precision=t.precision,
-            max_epochs=t.max_epochs,
-            limit_train_batches=int(limit) if float(limit).is_integer() and limit > 1 else float(limit),
-            log_every_n_steps=t.log_every_n_steps,
-            gradient_clip_val=t.gradient_clip_val,
-            deterministic=t.deterministic,
-            fast_dev_run=t.fast_dev_run,
-            logger=logger,
-            callbacks=callbacks,
-            enable_model_summary=False,
-            default_root_dir=str(ckpt_dir.parent),
-        )
-    except (ValueError, TypeError, MisconfigurationException) as err:
-        raise ConfigError(f"trainer settings rejected by Lightning: {err}") from None
+    return build_trainer(cfg.trainer, ckpt_dir, logger)
 
 
 def _restore_best(module: ClassifierModule, trainer: L.Trainer) -> str | None:

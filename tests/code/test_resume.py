@@ -17,9 +17,9 @@ from glasswork.config import load_config
 from glasswork.outputs import read_json
 from glasswork.steps import get
 
-# ~15 batches per epoch on the tiny data: 12 epochs is long enough to be killed part-way (the
-# first checkpoint comes at step 5 of 180).
-EPOCHS = 12
+# ~15 batches per epoch on the tiny data: 6 epochs is long enough to be killed part-way (the
+# first checkpoint comes at step 5 of 90).
+EPOCHS = 6
 LONG = (f"trainer.max_epochs={EPOCHS}", "trainer.limit_train_batches=1.0", "trainer.checkpoint_every_n_steps=5")
 
 

@@ -19,7 +19,9 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
-        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        # validate_args=False: the checks call torch.unique, which makes the host wait for the
+        # GPU at every training step; the labels were checked when the data was prepared.
+        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
 
@@ -35,7 +37,9 @@ class ClassifierModule(L.LightningModule):
         loss, logits = self._step(batch)
         self.train_acc(logits.argmax(-1), batch["labels"])
         size = batch["labels"].numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        # Not prog_bar=True: Lightning would read the loss back from the device after every step
+        # (models/trainer.py's bar shows it at its own refreshes).
+        self.log("train/loss", loss, batch_size=size)
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=size)
         return loss
 

@@ -1,0 +1,144 @@
+"""The Lightning Trainer of the train step, built from the ``trainer`` config group.
+
+Kept apart from the step (``glasswork.train``, which owns the MLflow run) so that the throughput
+benchmark trains with exactly these settings and callbacks.
+
+A GPU runs ahead of Python only while nothing asks it for a result: every ``.item()``,
+``int(tensor)``, ``torch.unique`` or ``synchronize`` makes the host wait until the device is idle,
+and the next step cannot be queued meanwhile. Lightning's ``ThroughputMonitor`` synchronises after
+every batch and the progress bar reads the loss back at every refresh, so here both happen only
+on the steps that are logged anyway (``tests/code/test_train_syncs.py`` counts them).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from glasswork.errors import ConfigError
+
+
+class StepThroughput(L.Callback):
+    """Examples/s, real tokens/s, padding share and the share of time spent between steps.
+
+    Counts on the host where shapes are known and sums real tokens on the device; the clock and
+    the token sum are read back only on logged steps, averaged over the steps since the last one.
+    ``throughput/between_steps_share`` is the wall time outside the training step (fetching the
+    next batch, callbacks): high means the data loader, not the model, sets the pace.
+    """
+
+    def __init__(self) -> None:
+        self._reset(None)
+        self._step_end: float | None = None
+
+    def _reset(self, now: float | None) -> None:
+        self._start, self._between = now, 0.0
+        self._examples = self._padded = 0
+        self._tokens: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step_end = None  # validation and checkpoints between epochs are not "between steps"
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._start is None:
+            self._reset(now)
+        elif self._step_end is not None:
+            self._between += now - self._step_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        mask = batch["attention_mask"]
+        self._examples += mask.shape[0]
+        self._padded += mask.numel()
+        tokens = mask.sum()  # stays on the device: no wait here
+        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+        if trainer._logger_connector.should_update_logs and trainer.logger is not None:
+            if mask.device.type == "cuda":
+                torch.cuda.synchronize(mask.device)
+            now = time.perf_counter()
+            seconds = max(now - self._start, 1e-9)
+            world = trainer.world_size  # every rank steps through as many batches of the same size
+            real = float(self._tokens)
+            trainer.logger.log_metrics(
+                {
+                    "throughput/examples_per_s": world * self._examples / seconds,
+                    "throughput/tokens_per_s": world * real / seconds,
+                    "throughput/padding_share": 1 - real / max(1, self._padded),
+                    "throughput/between_steps_share": self._between / seconds,
+                },
+                step=trainer.global_step,
+            )
+            self._reset(now)
+        self._step_end = time.perf_counter()
+
+
+class LossBar(TQDMProgressBar):
+    """tqdm's bar with the training loss, read back from the device only when the bar refreshes.
+
+    Not rich's bar, which reads the bar's metrics back at every step whatever its refresh rate.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            items["train/loss"] = f"{float(loss):.3f}"
+        return items
+
+
+def _checkpoint_cadence(t: DictConfig) -> dict:
+    steps, minutes = t.checkpoint_every_n_steps, t.checkpoint_every_minutes
+    if steps and minutes:
+        raise ConfigError(
+            f"trainer.checkpoint_every_n_steps={steps} and trainer.checkpoint_every_minutes={minutes}: "
+            "set one of them (the other to null)"
+        )
+    if minutes:
+        return {"train_time_interval": timedelta(minutes=minutes)}
+    return {"every_n_train_steps": steps} if steps else {}
+
+
+def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
+    """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``val/macro_f1``, mid-epoch
+    checkpoints for resuming (``last.ckpt`` is always the newest), learning-rate and throughput
+    curves. ``overrides`` go to ``L.Trainer`` as they are (the benchmark's step limits)."""
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_last=True, **_checkpoint_cadence(t)),
+        LearningRateMonitor(logging_interval="step"),
+        StepThroughput(),
+        LossBar(refresh_rate=t.progress_bar_refresh),
+    ]
+    limit = t.limit_train_batches
+    options = {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        # Our length-bucket batch sampler shards itself across ranks (Lightning cannot inject
+        # a DistributedSampler into a custom batch sampler).
+        "use_distributed_sampler": not t.bucket_by_length,
+        "precision": t.precision,
+        "max_epochs": t.max_epochs,
+        "limit_train_batches": int(limit) if float(limit).is_integer() and limit > 1 else float(limit),
+        "log_every_n_steps": t.log_every_n_steps,
+        "gradient_clip_val": t.gradient_clip_val,
+        "deterministic": t.deterministic,
+        "fast_dev_run": t.fast_dev_run,
+        "logger": logger,
+        "callbacks": callbacks,
+        "enable_model_summary": False,
+        "default_root_dir": str(ckpt_dir.parent),
+    }
+    try:
+        return L.Trainer(**(options | overrides))
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        raise ConfigError(f"trainer settings rejected by Lightning: {err}") from None
