@@ -1,22 +1,56 @@
 #!/usr/bin/env bash
-# The GPU figures of benchmarks/README.md, in one go on a GPU worker that has torch, lightning and
-# transformers (the other packages travel as wheels in .whl/, the model and data in .gpu/):
-#   .gpu/model       the packaged MiniLM, weights stored as fp16 (loaded back as fp32)
-#   .gpu/data        data/processed/{train,test}.parquet of the default run
-#   .gpu/texts.json  the first 32 shipped reviews (explain_cost's batch)
+# The GPU figures of benchmarks/README.md and the full-data GPU run, on a GPU worker that has
+# torch, Lightning and transformers but no network. Here, first:
+#   .venv/bin/python benchmarks/gpu_stage.py   # .gpu/: fp16 model, data, shipped data files, small wheels (~51 MiB)
+#   bash benchmarks/gpu_wheels.sh              # .whl/: MLflow, Prefect, Evidently, ... for the full run
+# A device call carries at most 64 MiB, so the two folders travel in two calls made back to back
+# (an ignored folder already on the warm machine stays there when a later call does not carry it):
+#   MODE=bench bash benchmarks/run_on_gpu.sh   # carry .gpu: GPU tests, explain_cost, train_throughput
+#   MODE=full  bash benchmarks/run_on_gpu.sh   # carry .whl: `glasswork run trainer=gpu` on all 12,808 reviews
+# Results go to $OUT. SETUPS, ROUNDS and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+MODE=${MODE:-bench}
+if [ "$MODE" = full ]; then WHEELS=(.whl/*.whl); else WHEELS=(.gpu/wheels/*.whl); fi
+# SKIP_INSTALL=1 TRAINER=cpu: a dry run of this script's plumbing on a CPU box with the packages installed.
+[ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${WHEELS[@]}"
+export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.gpu/pkgs PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=/tmp/prefect-home
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+
+if [ "$MODE" = full ]; then
+  # The default pipeline with trainer=gpu; the model from .gpu/model (fp16 on disk, trained in fp32 + bf16 autocast).
+  ROOT=/tmp/glasswork-gpu; rm -rf "$ROOT"
+  start=$(date +%s)
+  python3 -m glasswork run trainer="${TRAINER:-gpu}" model.dir="$PWD/.gpu/model" paths.root="$ROOT" "$@" 2>&1 | tee "$OUT/run.log" | grep -v -i warn | tail -40
+  echo "glasswork run trainer=${TRAINER:-gpu}: $(( $(date +%s) - start )) s" | tee "$OUT/run_time.txt"
+  for step in train evaluate explain drift; do
+    cp "$ROOT/artifacts/$step/metrics.json" "$OUT/${step}_metrics.json" 2>/dev/null || true
+  done
+  cp "$ROOT/artifacts/drift/drift.json" "$ROOT/artifacts/register/registration.json" "$OUT/" 2>/dev/null || true
+  python3 - "$ROOT" <<'EOF' | tee "$OUT/mlflow_summary.txt"
+import sys
+from mlflow.tracking import MlflowClient
+root = sys.argv[1]
+client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+for exp in client.search_experiments():
+    for run in client.search_runs([exp.experiment_id]):
+        keep = {k: round(v, 4) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/", "throughput/", "train/steps"))}
+        print(exp.name, run.info.run_id, run.info.status, keep)
+for mv in client.search_model_versions():
+    print("version", mv.name, mv.version, mv.aliases if hasattr(mv, "aliases") else "")
+EOF
+  exit 0
+fi
+
 if [ -z "${SKIP_EXPLAIN:-}" ]; then
-GLASSWORK_TEST_MODEL=.gpu/model python3 -m pytest tests/model/test_explain_gpu.py --noconftest -p no:cacheprovider -q \
-  > "$OUT/explain_gpu_test.txt" 2>&1 || echo "GPU explain test FAILED (see explain_gpu_test.txt)"
-tail -3 "$OUT/explain_gpu_test.txt"
-python3 benchmarks/explain_cost.py --device cuda --model-dir .gpu/model --texts-file .gpu/texts.json \
-  --settings auto 32 none 2>&1 | grep -v -i warn | tee "$OUT/explain_cost.txt"
+  GLASSWORK_TEST_MODEL=.gpu/model python3 -m pytest tests/model/test_explain_gpu.py --noconftest -p no:cacheprovider -q \
+    > "$OUT/explain_gpu_test.txt" 2>&1 || echo "GPU explain test FAILED (see explain_gpu_test.txt)"
+  tail -3 "$OUT/explain_gpu_test.txt"
+  python3 benchmarks/explain_cost.py --device cuda --model-dir .gpu/model --texts-file .gpu/texts.json \
+    --settings auto 32 none 2>&1 | grep -v -i warn | tee "$OUT/explain_cost.txt"
 fi
 python3 benchmarks/train_throughput.py --device cuda --data-dir .gpu/data --model-dir .gpu/model \
-  --setups "${SETUPS:-plain,same,glasswork,glasswork-true,glasswork-compile}" --rounds "${ROUNDS:-2}" \
+  --setups "${SETUPS:-plain,same,glasswork,glasswork-bucket}" --rounds "${ROUNDS:-2}" \
   --epochs 3 --batch-size 256 --workers 4 --json "$OUT/throughput${TAG:-}.json" 2>&1 | tee "$OUT/throughput${TAG:-}.txt"

@@ -58,9 +58,11 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
                 raise ConfigError(f"model.random_init.{key}: not a field of {type(config).__name__}")
             setattr(config, key, value)
         config._attn_implementation = attn
-        return AutoModelForSequenceClassification.from_config(config).train()
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).train()
+    # fp32 master weights whatever the folder stores (here and above): transformers 5 would
+    # otherwise keep fp16 weights in fp16, where AdamW's small updates round away.
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(source), num_labels=num_labels, attn_implementation=attn
+        str(source), num_labels=num_labels, attn_implementation=attn, dtype=torch.float32
     )
     # from_pretrained returns eval mode; Lightning keeps module modes as they are, so dropout
     # would stay off for the whole fine-tuning.
