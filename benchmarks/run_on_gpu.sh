@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # The GPU figures of benchmarks/README.md and the full-data GPU run, on a GPU worker that has
 # torch, Lightning and transformers but no network. Here, first:
-#   .venv/bin/python benchmarks/gpu_stage.py   # .gpu/: fp16 model, data, shipped data files, small wheels (~51 MiB)
-#   bash benchmarks/gpu_wheels.sh              # .whl/: MLflow, Prefect, Evidently, ... for the full run
-# A device call carries at most 64 MiB, so the two folders travel in two calls made back to back
-# (an ignored folder already on the warm machine stays there when a later call does not carry it):
-#   MODE=bench bash benchmarks/run_on_gpu.sh   # carry .gpu: GPU tests, explain_cost, train_throughput
-#   MODE=full  bash benchmarks/run_on_gpu.sh   # carry .whl: `glasswork run trainer=gpu` on all 12,808 reviews
+#   .venv/bin/python benchmarks/gpu_stage.py                # .gpu/: fp16 model, data, data files, small wheels (~51 MiB)
+#   SPLIT=1 BUDGET_MIB=60 bash benchmarks/gpu_wheels.sh     # .whl/ (~60 MiB) + .whl-2/ (~31 MiB): MLflow, Prefect, Evidently, ...
+# A device call carries at most 64 MiB, so the folders travel in calls made back to back on the
+# same warm machine (it stays warm 30 s; an ignored folder already there stays when a later call
+# does not carry it, and /tmp/site keeps what earlier calls installed):
+#   1. carry .gpu:    MODE=bench bash benchmarks/run_on_gpu.sh     # GPU tests, explain_cost, train_throughput
+#   2. carry .whl-2:  MODE=install WHEELS_DIR=.whl-2 bash benchmarks/run_on_gpu.sh
+#   3. carry .whl:    MODE=full bash benchmarks/run_on_gpu.sh      # `glasswork run trainer=gpu`, all 12,808 reviews
 # Results go to $OUT. SETUPS, ROUNDS and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 MODE=${MODE:-bench}
-if [ "$MODE" = full ]; then WHEELS=(.whl/*.whl); else WHEELS=(.gpu/wheels/*.whl); fi
+case "$MODE" in
+  full) WHEELS=(.whl/*.whl) ;;
+  install) WHEELS=("${WHEELS_DIR:?WHEELS_DIR=folder of wheels}"/*.whl) ;;
+  *) WHEELS=(.gpu/wheels/*.whl) ;;
+esac
 # SKIP_INSTALL=1 TRAINER=cpu: a dry run of this script's plumbing on a CPU box with the packages installed.
 [ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${WHEELS[@]}"
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.gpu/pkgs PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=/tmp/prefect-home
+if [ "$MODE" = install ]; then echo "installed ${#WHEELS[@]} wheels from $WHEELS_DIR into /tmp/site"; exit 0; fi
+if [ "$MODE" = full ] && [ -z "${SKIP_INSTALL:-}" ]; then bash benchmarks/gpu_wheels.sh --check | tail -5 || echo "the wheel check found problems (above)"; fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
