@@ -45,7 +45,9 @@ class StepThroughput(L.Callback):
         self._tokens: torch.Tensor | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._step_end = None  # validation and checkpoints between epochs are not "between steps"
+        # A new window: validation and checkpoints between epochs are not training time.
+        self._reset(None)
+        self._step_end = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
