@@ -19,7 +19,8 @@
 #      ../.library/device/KINDS.md; by normalised name), except KEEP: pandas (evidently 0.7.23 does
 #      not import under pandas 3, and the image's pandas version is unknown) and typing-extensions
 #      (45 KiB; pydantic 2.14 and pydantic-core need >= 4.16.0, the newest release, and the image's
-#      version is unknown);
+#      version is unknown) and python-dateutil (230 KiB; prefect 3.9.1 needs < 3, PyPI's newest is
+#      4.0.0, and the image's version is unknown);
 #   4. downloads each remaining wheel with `pip download --no-deps --only-binary=:all:` (glibc ≤ 2.28
 #      builds preferred) and replaces the wheels in .whl/ with exactly that set, one per package;
 #      antlr4-python3-runtime 4.9.3 (hydra's) is an sdist only on PyPI: its pure-Python wheel is
@@ -42,8 +43,12 @@
 #   SPLIT=1 BUDGET_MIB=60 bash benchmarks/gpu_wheels.sh   # .whl/ + .whl-2/, each ≤ 60 MiB
 #   MLFLOW_FLAVOUR=full WITH_DVC=1 DEST=/tmp/w bash benchmarks/gpu_wheels.sh   # the whole project
 # On the GPU worker (each call carries one folder; same warm machine, same /tmp/site):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
+#   (no --upgrade: with it, `pip install --target` moves a wheel's .data/data/ folder over the package
+#   folder of the same name, and evidently 0.7.23 ships its UI assets as .data/data/evidently/...:
+#   /tmp/site/evidently ends up with the assets and none of the code. Without it, pip keeps the first
+#   copy of a top-level folder and warns about the rest; rm -rf /tmp/site to install other versions.)
 #   bash benchmarks/gpu_wheels.sh --check              # a second: each shipped wheel's requirements
 #                                                      # against what is installed there (SITE=/tmp/site)
 #
@@ -53,7 +58,7 @@
 #                          together wheels that write one top-level folder (mlflow/, opentelemetry/)
 #   MLFLOW_FLAVOUR=skinny  skinny | full
 #   WITH_DVC=0             1: ship dvc and its dependencies too (+9.8 MiB, pygit2 4.7 of it)
-#   KEEP="pandas typing-extensions"   image packages shipped anyway (they shadow the image's copy)
+#   KEEP="pandas typing-extensions python-dateutil"   image packages shipped anyway (they shadow the image's copy)
 #   DROP=""                packages left out of the resolution, with what only they need (the run
 #                          fails if it imports one: see the trace above before dropping)
 #   EXTRA=""               more requirements to resolve with the rest, e.g. "scattertext==0.2.2"
@@ -66,7 +71,7 @@ DEST=${DEST:-.whl}
 BUDGET_MIB=${BUDGET_MIB:-40}
 MLFLOW_FLAVOUR=${MLFLOW_FLAVOUR:-skinny}
 WITH_DVC=${WITH_DVC:-0}
-KEEP=${KEEP:-pandas typing-extensions}
+KEEP=${KEEP:-pandas typing-extensions python-dateutil}
 SPLIT=${SPLIT:-0}
 DROP=${DROP:-}
 EXTRA=${EXTRA:-}
@@ -142,6 +147,7 @@ for item in os.environ["DEVICE_PACKAGES"].split():
     device[norm(name)] = version or None
 dropped = {norm(n) for n in os.environ["DROPPED"].split()}
 dists = {}  # name -> (version, [requirement strings], where)
+incomplete = []  # installed mode: shipped distributions some of whose files are not there
 if mode == "static":
     env = {"python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
            "platform_python_implementation": "CPython", "platform_system": "Linux", "sys_platform": "linux",
@@ -164,6 +170,13 @@ else:
         if name and name not in dists:  # first on sys.path wins, as for imports
             where = "shipped" if str(getattr(d, "_path", "")).startswith(site) else "device"
             dists[name] = (d.version, d.requires or [], where)
+            # RECORD's files under the site (not scripts and data, recorded as ../../): a broken
+            # `pip install --target` (see the install command above) leaves them out. Read by hand:
+            # Distribution.files drops missing files on Python >= 3.12.
+            record = [ln.rsplit(",", 2)[0] for ln in (d.read_text("RECORD") or "").splitlines()] if where == "shipped" else []
+            lost = [f for f in record if f and not f.startswith("..") and not (Path(d._path).parent / f).exists()]
+            if lost:
+                incomplete.append(f"INCOMPLETE {name} {d.version}: {len(lost)} of its files are missing ({lost[0]}, ...)")
     roots = []
     parts = [dest, *sorted(Path(".").glob(f"{dest}-[0-9]*"))]  # SPLIT=1 parts carried so far
     for whl in sorted(w for part in parts for w in part.glob("*.whl")):  # each one installed?
@@ -179,7 +192,7 @@ def marker_ok(req, extras):
     base = dict(env) if env else {}
     return any(req.marker.evaluate({**base, "extra": e}) for e in (extras or {""}) | {""})
 
-problems, unverified, seen = [], {}, {}
+problems, unverified, seen = list(incomplete), {}, {}
 queue = [(Requirement(r), "pyproject/top level" if mode == "static" else "shipped") for r in roots]
 for name, (version, requires, where) in list(dists.items()):
     if mode == "static" or where == "shipped":
@@ -354,7 +367,7 @@ GPU=$(du -sb .gpu 2>/dev/null | cut -f1 || echo 0)
 # 6. sizes; with SPLIT=1, spread the wheels over $DEST, $DEST-2, ... of at most BUDGET_MIB each,
 # keeping together the wheels that install into one top-level folder (mlflow-skinny and
 # mlflow-tracing both write mlflow/, the opentelemetry-* share opentelemetry/): a later
-# `pip install --target --upgrade` replaces such a folder whole.
+# `pip install --target` skips such a folder when it is there already.
 OVER=0
 DEST=$DEST SPLIT=$SPLIT BUDGET_MIB=$BUDGET_MIB TREE=$TREE GPU=${GPU:-0} LIMIT=$TREE_LIMIT_MIB "$PY" - <<'EOF' || OVER=1
 import os, shutil, sys, zipfile
@@ -436,6 +449,6 @@ done
 echo "OK. On the GPU worker, in each call that carries a part (one warm machine, the same /tmp/site):"
 for d in "$DEST" "$DEST"-[0-9]*; do
   [ -d "$d" ] || continue
-  echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $d/*.whl && export PYTHONPATH=/tmp/site:\$PWD/src"
+  echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $d/*.whl && export PYTHONPATH=/tmp/site:\$PWD/src"
 done
 echo "  then: bash benchmarks/gpu_wheels.sh --check   # each shipped wheel's requirements against what is installed there"

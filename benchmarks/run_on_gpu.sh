@@ -19,11 +19,23 @@ case "$MODE" in
   *) WHEELS=(.gpu/wheels/*.whl) ;;
 esac
 # SKIP_INSTALL=1 TRAINER=cpu: a dry run of this script's plumbing on a CPU box with the packages installed.
-[ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${WHEELS[@]}"
+# No --upgrade: with it, pip moves a wheel's .data/data/ folder over the package folder of the same
+# name, and evidently ships its UI assets as .data/data/evidently/...: /tmp/site/evidently would keep
+# the assets and lose the code. Without it, pip keeps the first copy of each top-level folder (the
+# wheels .gpu/wheels shares with .whl-2 are the same versions) and warns about the rest, unshown here.
+# A new set of versions needs a fresh /tmp/site.
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "${WHEELS[@]}" \
+    2> >(grep -v -e '^WARNING: Target directory /tmp/site/.* already exists' >&2)
+fi
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.gpu/pkgs PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=/tmp/prefect-home
 if [ "$MODE" = install ]; then echo "installed ${#WHEELS[@]} wheels from $WHEELS_DIR into /tmp/site"; exit 0; fi
 if [ "$MODE" = full ] && [ -z "${SKIP_INSTALL:-}" ]; then bash benchmarks/gpu_wheels.sh --check | tail -5 || echo "the wheel check found problems (above)"; fi
+if [ "$MODE" = full ]; then  # the one import the run makes only after training (drift), made now
+  # (seconds; the bytecode it writes to /tmp/site serves the run)
+  python3 -c "import pandas; from evidently import DataDefinition, Dataset, Report; from evidently.presets import DataDriftPreset; print('evidently imports; pandas', pandas.__version__)"
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, transformers; print('torch', torch.__version__, 'lightning', lightning.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
