@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.glasswork-installed
 ARGS ?=
 PYTEST_ARGS ?=
+# Two pytest workers: most tests wait on imports and subprocesses, so two cores run two at once
+# (tests/conftest.py gives each worker its own Prefect home). PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= 2
 
 # Offline by design: no model hub, no telemetry; Prefect and matplotlib keep state in the repo.
 export HF_HUB_OFFLINE := 1
@@ -61,10 +64,10 @@ run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped da
 	$(BIN)/glasswork run $(ARGS)
 
 test: $(STAMP) browser postgres lint ## lint, then run every test (slow and integration ones included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check src pipelines tests benchmarks && $(BIN)/ruff format --check src pipelines tests benchmarks

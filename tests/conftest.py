@@ -16,6 +16,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Under pytest-xdist (`make test` runs two workers), each worker gets its own Prefect home: two
+# temporary Prefect servers on one SQLite file lock each other out. One torch thread per worker
+# process (and per process it starts): two workers of two threads each on two cores spin-wait.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    prefect_home = Path(os.environ.get("PREFECT_HOME", REPO / ".prefect")) / f"xdist-{worker}"
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite file needs its folder
+    os.environ["PREFECT_HOME"] = str(prefect_home)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 POSITIVE = ["wonderful", "moving", "brilliant", "delightful", "superb", "charming", "gripping", "beautiful"]
 NEGATIVE = ["dreadful", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "dull"]
 FILLER = ["the film", "this movie", "the story", "its cast", "the script", "the ending", "every scene", "the score"]
@@ -114,3 +123,11 @@ def _rewrite_artifact_root(root: Path, old_root: Path) -> None:
 # Prefect stops its temporary server at interpreter exit and logs that to a stream pytest has
 # already closed; the "--- Logging error ---" it prints then is noise, not a failure.
 logging.raiseExceptions = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a long test (``slow``, ``integration``) first, each kept whole (its module
+    fixtures are set up once): with two workers, a three-minute test started last would leave one
+    worker idle for three minutes."""
+    long_files = {item.path for item in items if {m.name for m in item.iter_markers()} & {"slow", "integration"}}
+    items.sort(key=lambda item: item.path not in long_files)

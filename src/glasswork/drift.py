@@ -31,10 +31,9 @@ from glasswork.explain.global_importance import (
     descriptor_shift,
     mass_shift,
 )
-from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
-from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 

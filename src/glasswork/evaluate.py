@@ -18,10 +18,9 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, accuracy_sc
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_split, split_md5
-from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.serving import predict_proba
-from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 

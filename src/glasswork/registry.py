@@ -26,9 +26,8 @@ from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError
 from glasswork.evaluate import classification_metrics
 from glasswork.explain.gate import explanation_failures
-from glasswork.models.backbone import load_tokenizer, load_trained
+from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
-from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from glasswork import tracking
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule
 from glasswork.data.prepare import load_labels, load_split
-from glasswork.errors import GlassworkError, PipelineOrderError
+from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.models.trainer import build_trainer
@@ -211,11 +211,3 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return getattr(net, "_orig_mod", net)
-
-
-def model_dir(cfg: DictConfig) -> Path:
-    """The trained model folder, or a clear error if training has not run."""
-    path = Path(cfg.paths.artifacts_dir) / "train" / "model"
-    if not (path / "config.json").is_file():
-        raise PipelineOrderError(f"{path} holds no trained model: run `glasswork train` first")
-    return path

@@ -32,9 +32,8 @@ from glasswork.explain.global_importance import (
 )
 from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import randomisation_check
-from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
+from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
-from glasswork.train import model_dir
 
 log = logging.getLogger(__name__)
 

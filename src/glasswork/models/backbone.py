@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from glasswork.errors import ConfigError
+from glasswork.errors import ConfigError, PipelineOrderError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,18 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
     # from_pretrained returns eval mode; Lightning keeps module modes as they are, so dropout
     # would stay off for the whole fine-tuning.
     return model.train()
+
+
+def model_dir(cfg: DictConfig) -> Path:
+    """The folder the ``train`` step saved the model to, or a clear error if training has not run.
+
+    It lives here, not in ``glasswork.train``, so that the later steps can find the model without
+    importing Lightning (several seconds per ``dvc repro`` stage).
+    """
+    path = Path(cfg.paths.artifacts_dir) / "train" / "model"
+    if not (path / "config.json").is_file():
+        raise PipelineOrderError(f"{path} holds no trained model: run `glasswork train` first")
+    return path
 
 
 def load_trained(model_dir: Path | str, attn_implementation: str = "sdpa", device: str = "cpu") -> torch.nn.Module:
