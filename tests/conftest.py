@@ -13,6 +13,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# As `glasswork.cli.main` does, but before any test module imports Prefect (its settings are read
+# then): a worker's first temporary Prefect server creates and migrates its database while the
+# other worker loads the CPU, and that passes Prefect's 20 s default on two cores.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 REPO = Path(__file__).resolve().parents[1]
 
