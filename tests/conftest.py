@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from glasswork.cli import prefect_environment
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "true")
-# As `glasswork.cli.main` does, but before any test module imports Prefect (its settings are read
-# then): a worker's first temporary Prefect server creates and migrates its database while the
-# other worker loads the CPU, and that passes Prefect's 20 s default on two cores.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +24,9 @@ if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite file needs its folder
     os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# As `glasswork.cli.main` does, before any test module imports Prefect (in-process tests read its
+# settings then, not when they call `main`).
+prefect_environment()
 
 POSITIVE = ["wonderful", "moving", "brilliant", "delightful", "superb", "charming", "gripping", "beautiful"]
 NEGATIVE = ["dreadful", "boring", "clumsy", "tedious", "awful", "lifeless", "messy", "dull"]

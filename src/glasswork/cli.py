@@ -179,17 +179,23 @@ def setup_logging() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``glasswork`` console script; returns the exit code."""
-    # Before Prefect is imported: keep its state in the project, its telemetry off (else a
-    # "database is locked" traceback from the analytics writer on the temporary server).
+def prefect_environment() -> None:
+    """Defaults for Prefect, set before it is imported (it reads its settings then); what the
+    environment already says wins."""
+    # Keep its state in the project, its telemetry off (else a "database is locked" traceback
+    # from the analytics writer on the temporary server).
     root = Path(os.environ.get("GLASSWORK_ROOT", "."))
     os.environ.setdefault("PREFECT_HOME", str((root / ".prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The temporary server is a subprocess that must import Prefect first: on 2 slow cores
-    # that alone can pass Prefect's 20 s default.
+    # The temporary server is a subprocess that must import Prefect and may first create and
+    # migrate its database: on 2 slow, busy cores that can pass Prefect's 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``glasswork`` console script; returns the exit code."""
+    prefect_environment()
     args = _parser().parse_args(argv)
     setup_logging()
     try:
