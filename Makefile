@@ -69,8 +69,9 @@ test: $(STAMP) browser postgres lint ## lint, then run every test (slow and inte
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/
 	$(BIN)/ruff check src pipelines tests benchmarks && $(BIN)/ruff format --check src pipelines tests benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP) ## ruff format + import sort
 	$(BIN)/ruff check --fix src pipelines tests benchmarks && $(BIN)/ruff format src pipelines tests benchmarks

@@ -82,8 +82,8 @@ def stream(path: Path, text_column: str, label_column: str, extra: tuple[str, ..
     wanted = [text_column] + ([label_column] if label_column in columns else [])
     for chunk in _chunks(path, fmt, wanted + list(extra)):
         names = ["text", "label"][: len(wanted)]
-        columns = {new: pc.cast(chunk.column(old), pa.string()) for new, old in zip(names, wanted, strict=True)}
-        yield pa.table(columns | {c: chunk.column(c) for c in extra})
+        renamed = {new: pc.cast(chunk.column(old), pa.string()) for new, old in zip(names, wanted, strict=True)}
+        yield pa.table(renamed | {c: chunk.column(c) for c in extra})
 
 
 def _columns(path: Path, fmt: str) -> list[str]:

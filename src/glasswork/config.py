@@ -10,15 +10,16 @@ import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from glasswork.config_schema import GlassworkConfig
-from glasswork.errors import ConfigError
+from glasswork.errors import ConfigError, LineageError, first_line
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -59,10 +60,10 @@ def check_config(cfg: DictConfig) -> DictConfig:
     try:
         merged = OmegaConf.merge(schema, plain)
     except ConfigKeyError as err:
-        raise ConfigError(_unknown_key_message(err.full_key, schema)) from None
+        raise ConfigError(_unknown_key_message(err.full_key or "?", schema)) from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"setting {err.full_key}: {_first_line(err)}") from None
-    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
+        raise ConfigError(f"setting {err.full_key}: {first_line(err)}") from None
+    return cast(DictConfig, OmegaConf.create(OmegaConf.to_container(merged, resolve=True)))
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
@@ -80,6 +81,18 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=False)
 
 
+def recorded_config(text: str, label: str) -> DictConfig:
+    """The resolved config recorded with a model version (its ``glasswork.config`` tag or run
+    artifact), refused with the version's ``label`` when it is not a YAML mapping."""
+    try:
+        cfg = OmegaConf.create(text)
+    except yaml.YAMLError as err:
+        raise LineageError(f"{label}: its recorded config is not YAML ({first_line(err)})") from None
+    if not isinstance(cfg, DictConfig):
+        raise LineageError(f"{label}: its recorded config is a {type(cfg).__name__}, not a mapping of settings")
+    return cfg
+
+
 def _unknown_key_message(full_key: str, schema: DictConfig) -> str:
     group, _, key = full_key.rpartition(".")
     valid = list(OmegaConf.select(schema, group).keys()) if group else list(schema.keys())
@@ -95,17 +108,13 @@ def _explain_hydra_error(err: HydraException, overrides: Sequence[str]) -> str:
         key, schema = unknown.group(1), OmegaConf.structured(GlassworkConfig)
         if OmegaConf.select(schema, key, default="<absent>") == "<absent>":
             return _unknown_key_message(key, schema)
-        return f"could not set {key}: {_first_line(err)} To add a key to a mapping, prefix it with +: +{key}.NAME=VALUE"
+        return f"could not set {key}: {first_line(err)} To add a key to a mapping, prefix it with +: +{key}.NAME=VALUE"
     if "Could not find" in text:
         # Hydra lists the available options of the group on the following lines: keep them.
         text = text.split("Config search path")[0]
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return f"{lines[0]}; {' '.join(lines[1:])}. `glasswork --help` lists the config groups."
-    return f"{_first_line(err)} (overrides: {list(overrides)})"
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{first_line(err)} (overrides: {list(overrides)})"
 
 
 def load_frozen(path: Path) -> DictConfig:
@@ -116,7 +125,7 @@ def load_frozen(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and friends
-        raise ConfigError(f"--config {path}: not a YAML mapping ({_first_line(err)})") from None
+        raise ConfigError(f"--config {path}: not a YAML mapping ({first_line(err)})") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"--config {path}: expected a YAML mapping of config groups")
     return check_config(cfg)

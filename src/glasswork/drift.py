@@ -9,8 +9,10 @@ reference data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -36,6 +38,7 @@ from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CURRENT_CHOICES = ("tweets", "test")
 NUMERIC = [*DESCRIPTORS, "predicted_probability"]
@@ -212,7 +215,7 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
     return metrics
 
 
-def _optional(path: Path, read) -> object | None:
+def _optional(path: Path, read: Callable[[Path], T]) -> T | None:
     return read(path) if path.is_file() else None
 
 

@@ -196,7 +196,7 @@ def _status_by_metric(tests: list[dict]) -> dict[str, str]:
 
 def _verdict(statuses: dict[str, str], metric: dict) -> bool:
     """Evidently's drift verdict for one metric (its test failed = drift)."""
-    status = statuses.get(metric.get("id"))
+    status = statuses.get(str(metric.get("id")))
     if status not in _VERDICTS:
         raise RuntimeError(f"Evidently test of {metric.get('metric_name')!r} has no verdict: {status!r}")
     return _VERDICTS[status]

@@ -6,6 +6,12 @@ these without a traceback and exits non-zero; anything else is a bug and keeps i
 """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none): enough to say why."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class GlassworkError(Exception):
     """An error in the user's input or configuration, with a message that says what to do."""
 
@@ -20,3 +26,7 @@ class ConfigError(GlassworkError):
 
 class PipelineOrderError(GlassworkError):
     """A step ran before the step whose output it needs."""
+
+
+class LineageError(GlassworkError):
+    """A model version's lineage tags are missing or point at data, code or runs that are not here."""

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from glasswork import tracking
 from glasswork.batch import Batch, read_batch, stream
+from glasswork.config import recorded_config
 from glasswork.data.prepare import data_md5
 from glasswork.drift import (
     compare,
@@ -35,7 +36,7 @@ from glasswork.drift import (
     performance_estimate,
     verdict_words,
 )
-from glasswork.errors import GlassworkError
+from glasswork.errors import GlassworkError, LineageError
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.serving import predict_proba
@@ -47,10 +48,6 @@ ON_DRIFT = ("alert", "retrain", "none")
 
 class NoChampionError(GlassworkError):
     """The registry has no version under the alias to monitor."""
-
-
-class LineageError(GlassworkError):
-    """The champion's lineage tags point at data or runs that are not here."""
 
 
 @dataclass
@@ -93,7 +90,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
     tags = version.tags
     if "glasswork.data_md5" not in tags:
         raise LineageError(f"{label} has no glasswork.data_md5 tag: it was not registered by `glasswork register`")
-    recorded = OmegaConf.create(_recorded_config(client, version, cache))
+    recorded = recorded_config(tracking.recorded_config_text(client, version, cache / "run"), label)
     splits = Path(recorded.paths.processed_dir)
     found = data_md5(recorded)
     if found != tags["glasswork.data_md5"]:
@@ -125,16 +122,6 @@ def logged_model_id(version) -> str | None:
         return version.model_id
     source = version.source or ""
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
-
-
-def _recorded_config(client: MlflowClient, version, cache: Path) -> str:
-    text = version.tags.get("glasswork.config", "")
-    if text and not text.startswith("see run artifact"):
-        return text
-    path = _run_artifact(version.run_id, "config/resolved.yaml", cache, lambda p: p.read_text())
-    if path is None:
-        raise LineageError(f"{version.name} v{version.version}: no recorded config (tag or run artifact)")
-    return path
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -212,7 +199,8 @@ def record_action(summary: dict, action: str) -> None:
 
 def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     sample = batch.sample
-    labels, unseen = (None, [])
+    labels = None
+    unseen: list[str] = []
     if batch.has_labels:
         labelled = sample["label"] != ""
         index, unseen = label_indices(sample["label"], ref.labels["classes"])

@@ -31,8 +31,6 @@ from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-TAG_VALUE_MAX = 5000  # MLflow's limit on a model-version tag value
-
 
 @dataclass
 class Decision:
@@ -188,14 +186,11 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, info, run_
             "the label and class probabilities out).",
         )
         created = True
-    config_yaml = to_yaml(cfg)
     tags = {
         **tracking.lineage_tags(cfg),
         "glasswork.data_md5": data_md5(cfg),
         "glasswork.test_split_md5": split_md5(cfg, "test"),
-        "glasswork.config": config_yaml
-        if len(config_yaml) <= TAG_VALUE_MAX
-        else "see run artifact config/resolved.yaml",
+        "glasswork.config": tracking.config_tag(to_yaml(cfg)),
         **{f"glasswork.test.{k}": f"{v:.6f}" for k, v in metrics.items()},
     }
     try:

@@ -15,14 +15,16 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from glasswork.config import check_config, to_yaml
-from glasswork.errors import ConfigError, DataError, GlassworkError
+from glasswork import tracking
+from glasswork.config import check_config, recorded_config, to_yaml
+from glasswork.errors import ConfigError, DataError, GlassworkError, LineageError
 from glasswork.outputs import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,6 @@ log = logging.getLogger(__name__)
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 NEEDED = ("glasswork.git_commit", "glasswork.data_md5", "glasswork.config")
 REBUILD_STEPS = ("ingest", "prepare", "train", "evaluate")
-
-
-class LineageError(GlassworkError):
-    """A lineage tag is missing or points at something this repository does not have."""
 
 
 def find_version(client: MlflowClient, uri: str):
@@ -59,15 +57,12 @@ def head_commit(repo: Path) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
-def rebuild_config(tags: dict, old_root: str, new_root: Path, tracking_uri: str, artifact_root: str, run_name: str):
-    """The recorded config with every path under the old run's root moved under ``new_root``,
-    and tracking pointed at the registry the model was found in."""
-    text = tags["glasswork.config"]
-    if text.startswith("see run artifact"):
-        raise LineageError("the config tag was too long for MLflow: read config/resolved.yaml of the version's run")
+def rebuild_config(text: str, old_root: str, new_root: Path, tracking_uri: str, artifact_root: str, run_name: str):
+    """The recorded config ``text`` with every path under the old run's root moved under
+    ``new_root``, and tracking pointed at the registry the model was found in."""
     if old_root:
         text = text.replace(old_root.rstrip("/") + "/", str(new_root) + "/")
-    cfg = OmegaConf.create(text)
+    cfg = recorded_config(text, "the glasswork.config tag")
     cfg.paths.root = str(new_root)
     cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.run_name = tracking_uri, artifact_root, run_name
     return check_config(cfg)
@@ -103,6 +98,10 @@ def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, to
             f"{label}: lineage tag glasswork.git_commit={tags['glasswork.git_commit']} names a commit this "
             f"repository ({repo}) does not have: `git fetch` it first"
         )
+    # Read before anything is written: a bad config tag leaves no half-made work folder.
+    with tempfile.TemporaryDirectory() as tmp:
+        config_text = tracking.recorded_config_text(client, version, Path(tmp))
+    old_root = OmegaConf.select(recorded_config(config_text, label), "paths.root", default="")
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -118,8 +117,7 @@ def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, to
         log.warning(
             "%s was built from uncommitted changes to %s: rebuilding with that commit's code", label, commit[:12]
         )
-    old_root = OmegaConf.create(tags["glasswork.config"]).paths.root
-    cfg = rebuild_config(tags, old_root, workdir / "run", tracking_uri, artifact_root, f"reproduce {label}")
+    cfg = rebuild_config(config_text, old_root, workdir / "run", tracking_uri, artifact_root, f"reproduce {label}")
     frozen = workdir / "config.yaml"
     frozen.write_text(to_yaml(cfg), encoding="utf-8")
     _run_steps(code, frozen, ("ingest", "prepare"))

@@ -26,10 +26,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from glasswork.errors import ConfigError, GlassworkError, PipelineOrderError
+from glasswork.errors import ConfigError, GlassworkError, LineageError, PipelineOrderError, first_line
 from glasswork.outputs import read_json
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # How long the up-front check waits for a tracking server to answer (one try: Prefect retries).
 SERVER_CHECK_TIMEOUT_S = 10
+CONFIG_ARTIFACT = "config/resolved.yaml"  # every training run logs its resolved config here
+CONFIG_TAG_MAX = 5000  # MLflow's limit on a model-version tag value
+CONFIG_POINTER = f"see run artifact {CONFIG_ARTIFACT}"
 
 
 class TrackingServerUnavailable(GlassworkError):
@@ -193,6 +197,28 @@ def lineage_tags(cfg: DictConfig) -> dict[str, str]:
     if flow_run:
         tags["glasswork.prefect_flow_run_id"] = flow_run
     return tags
+
+
+def config_tag(config_yaml: str) -> str:
+    """The ``glasswork.config`` tag of a model version: the resolved config itself, or where its
+    run keeps it when it is over MLflow's limit on a tag value."""
+    return config_yaml if len(config_yaml) <= CONFIG_TAG_MAX else CONFIG_POINTER
+
+
+def recorded_config_text(client: MlflowClient, version, cache: Path) -> str:
+    """The resolved config a model version was trained with: its ``glasswork.config`` tag, or its
+    run's ``config/resolved.yaml`` (downloaded into ``cache``) when the tag points there."""
+    text = version.tags.get("glasswork.config", "")
+    if text and text != CONFIG_POINTER:
+        return text
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(version.run_id, CONFIG_ARTIFACT, str(cache))).read_text(encoding="utf-8")
+    except (MlflowException, OSError) as err:
+        raise LineageError(
+            f"{version.name} v{version.version}: no recorded config: no glasswork.config tag, and its run "
+            f"{version.run_id} has no artifact {CONFIG_ARTIFACT} ({first_line(err)})"
+        ) from None
 
 
 def git_commit() -> str:

@@ -200,7 +200,7 @@ def _final_metrics(trainer: L.Trainer, best: str | None) -> dict:
 
 def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
     mlflow.log_params(tracking.flat_params(to_plain(cfg)))
-    mlflow.log_text(to_yaml(cfg), "config/resolved.yaml")
+    mlflow.log_text(to_yaml(cfg), tracking.CONFIG_ARTIFACT)
     report = Path(cfg.paths.processed_dir) / "report.json"
     if report.is_file():
         data = read_json(report)

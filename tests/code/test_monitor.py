@@ -188,6 +188,18 @@ def test_reference_data_that_changed_since_training_is_refused(tiny_run):
         monitor(load_config(_overrides(root)), batch)
 
 
+def test_a_recorded_config_that_is_not_a_mapping_is_refused(tiny_run):
+    root, cfg = tiny_run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    client.set_model_version_tag(NAME, champion.version, "glasswork.config", "- a\n- list\n")
+    batch = root / "b.csv"
+    batch.write_text("text\nhello\n")
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    with pytest.raises(LineageError, match=rf"v{champion.version}: its recorded config is a ListConfig, not a mapping"):
+        monitor(load_config(_overrides(root)), batch)
+
+
 def test_an_unknown_on_drift_action_is_named():
     from pipelines.monitoring import check_on_drift
 

@@ -8,12 +8,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from tests.conftest import REPO, tiny_overrides
 
+from glasswork import tracking
 from glasswork.cli import main
+from glasswork.config import recorded_config
+from glasswork.errors import LineageError
 
-URI = "models:/glasswork-sentiment@champion"
+NAME = "glasswork-sentiment"
+URI = f"models:/{NAME}@champion"
 
 
 def _client(cfg) -> MlflowClient:
@@ -68,6 +74,8 @@ def test_the_tiny_champion_is_rebuilt_from_its_commit_into_a_new_run_within_tole
     [
         ("glasswork.git_commit", "0" * 40, ["glasswork.git_commit=" + "0" * 40, "does not have", "git fetch"]),
         ("glasswork.data_md5", "f" * 32, ["could not be rebuilt", "dvc checkout"]),
+        ("glasswork.config", "- a\n- list\n", ["glasswork-sentiment v1: its recorded config is a ListConfig"]),
+        ("glasswork.config", "paths: [unclosed", ["glasswork-sentiment v1: its recorded config is not YAML"]),
     ],
 )
 def test_a_lineage_tag_pointing_at_something_missing_is_named(tiny_run, capsys, tag, value, words):
@@ -89,3 +97,32 @@ def test_a_malformed_model_uri_is_refused(tiny_run, capsys):
     root, _ = tiny_run
     assert main(["reproduce", "glasswork-sentiment@champion", *tiny_overrides(root)]) == 2
     assert "expected models:/NAME@ALIAS or models:/NAME/VERSION" in capsys.readouterr().err
+
+
+def test_a_config_too_long_for_a_tag_is_read_from_the_versions_run(tiny_run, tmp_path):
+    _, cfg = tiny_run
+    client = _client(cfg)
+    version = client.get_model_version_by_alias(NAME, "champion")
+    tagged = OmegaConf.create(version.tags["glasswork.config"])
+    assert tracking.config_tag("x" * (tracking.CONFIG_TAG_MAX + 1)) == tracking.CONFIG_POINTER
+    client.set_model_version_tag(NAME, version.version, "glasswork.config", tracking.CONFIG_POINTER)
+    pointed = client.get_model_version(NAME, version.version)
+    read = recorded_config(tracking.recorded_config_text(client, pointed, tmp_path / "cache"), "v")
+    assert read.paths.root == tagged.paths.root
+    assert read.model == tagged.model and read.data == tagged.data
+
+
+def test_a_version_whose_config_is_nowhere_is_named(tiny_run, tmp_path):
+    _, cfg = tiny_run
+    client = _client(cfg)
+    version = client.get_model_version_by_alias(NAME, "champion")
+    # A version that points at its run for the config, and a run that never logged one.
+    bare_run = client.create_run(client.get_run(version.run_id).info.experiment_id).info.run_id
+    orphan = ModelVersion(
+        NAME, version.version, 0, run_id=bare_run, tags=[ModelVersionTag("glasswork.config", tracking.CONFIG_POINTER)]
+    )
+    with pytest.raises(
+        LineageError, match=rf"{NAME} v{version.version}: no recorded config.*{tracking.CONFIG_ARTIFACT}"
+    ):
+        tracking.recorded_config_text(client, orphan, tmp_path / "cache")
+    assert not (tmp_path / "cache" / tracking.CONFIG_ARTIFACT).exists()

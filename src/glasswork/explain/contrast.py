@@ -53,7 +53,9 @@ def contrast(
         return {"status": f"champion v{version} predicts other classes: not compared"}
     device = inference_device(cfg.trainer)
     champion = explain_fn(load_trained(folder, attn_implementation="eager", device=device), load_tokenizer(folder))
-    rhos, moved, counts = [], defaultdict(float), defaultdict(int)
+    rhos: list[float] = []
+    moved: defaultdict[str, float] = defaultdict(float)
+    counts: defaultdict[str, int] = defaultdict(int)
     for new, old in zip(challenger, champion, strict=True):
         if new.tokens != old.tokens:
             continue  # another tokenizer: positions do not line up

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -47,8 +48,8 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
     torch.manual_seed(seed)
     attn = model_cfg.attn_implementation
     if model_cfg.random_init:
-        overrides = (
-            OmegaConf.to_container(model_cfg.random_init)
+        overrides: dict[str, Any] = (
+            cast(dict[str, Any], OmegaConf.to_container(model_cfg.random_init))
             if isinstance(model_cfg.random_init, DictConfig)
             else dict(model_cfg.random_init)
         )

@@ -70,7 +70,8 @@ class ClassifierModule(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for param in self.net.parameters():
             # Biases and LayerNorm weights are not decayed (as in BERT's original recipe).
             (no_decay if param.ndim < 2 else decay).append(param)

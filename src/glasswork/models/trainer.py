@@ -66,6 +66,7 @@ class StepThroughput(L.Callback):
             if mask.device.type == "cuda":
                 torch.cuda.synchronize(mask.device)
             now = time.perf_counter()
+            assert self._start is not None  # set by on_train_batch_start
             seconds = max(now - self._start, 1e-9)
             world = trainer.world_size  # every rank steps through as many batches of the same size
             real = float(self._tokens)
