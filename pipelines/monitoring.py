@@ -90,6 +90,7 @@ def alert(summary: dict) -> None:
             "share_drifted": summary["share_drifted"],
             "estimated_accuracy": summary["performance"].get("estimated_accuracy"),
             "report": str(Path(summary["output_dir"]) / "report.html"),
+            "explanation_report": str(Path(summary["output_dir"]) / "explanation_report.html"),
             "mlflow_run_id": summary["mlflow_run_id"],
         },
     )
@@ -171,5 +172,8 @@ def report(summary: dict, markdown: bool = False) -> str:
     explained = summary["explanation_drift"]
     if explained["status"] == "computed":
         lines.append(f"- explanation drift: {'DRIFT' if explained['drifted'] else 'none'}")
-    lines += [f"- action: {summary.get('action', 'pending')}", f"- report: {summary['output_dir']}/report.html"]
+    lines += [
+        f"- action: {summary.get('action', 'pending')}",
+        f"- report: {summary['output_dir']}/report.html (explanations: explanation_report.html)",
+    ]
     return "\n".join(lines)

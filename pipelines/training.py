@@ -121,7 +121,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             "Where to look:",
             f"  MLflow UI:     {_ui(cfg.tracking.uri)}",
             f"  explanations:  {art / 'explain' / 'attributions.html'}",
-            f"  drift report:  {art / 'drift' / 'report.html'}",
+            f"  drift report:  {art / 'drift' / 'report.html'} (explanations: explanation_report.html)",
             f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, confusion_matrix.png, roc.png, calibration.png)",
             f"  the model:     mlflow.pyfunc.load_model('{model_uri}')",
             f"  new data:      glasswork monitor FILE_OR_FOLDER   (scored and compared by the '{reg['alias']}')",

@@ -8,6 +8,7 @@ reference data.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.embeddings import embed
+from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -163,22 +165,24 @@ def performance_estimate(
     return result
 
 
-def explanation_drift(reference: dict | None, model, tokenizer, texts: list[str], cfg: DictConfig) -> dict:
+def explanation_drift(
+    reference: dict | None, model, tokenizer, texts: list[str], cfg: DictConfig
+) -> tuple[dict, DriftResult | None]:
     """How the model's attributions moved from the test split (``reference``: the explain step's
-    ``global_importance.json`` for the same model) to the current batch.
+    ``global_importance.json`` for the same model) to the current batch: the summary for
+    ``drift.json`` and Evidently's report of it (``None`` when not computed).
 
     The verdict tests, per text, where the attribution falls (on tokens without letters, on
-    words split into pieces, on the top word: see ``explanation_descriptors``) with a K-S test
-    each; the shares of attribution mass per word and the words that moved most describe the
-    shift (with samples of this size, word-level shares differ by chance alone).
+    words split into pieces, on the top word: see ``explanation_descriptors``) with Evidently's
+    K-S test each; the shares of attribution mass per word and the words that moved most
+    describe the shift (with samples of this size, word-level shares differ by chance alone).
     """
     n = min(cfg.drift.explain_sample, len(texts))
     if n == 0:
-        return {"status": "not computed: drift.explain_sample=0 or no texts"}
+        return {"status": "not computed: drift.explain_sample=0 or no texts"}, None
     if reference is None:
-        return {
-            "status": "not computed: the explain step's global_importance.json is missing (run `glasswork explain`)"
-        }
+        status = "not computed: the explain step's global_importance.json is missing (run `glasswork explain`)"
+        return {"status": status}, None
     items = attribute_many(
         model,
         tokenizer,
@@ -188,8 +192,44 @@ def explanation_drift(reference: dict | None, model, tokenizer, texts: list[str]
         token_budget=cfg.explain.token_budget,
     )
     shift = mass_shift(reference["attribution_mass"], attribution_mass(items))
-    tests = descriptor_shift(reference["descriptors"], descriptor_columns(items), cfg.drift.explanation_alpha)
-    return {"status": "computed", "n_current": n, "n_reference": reference["n_texts"], **tests, **shift}
+    current = descriptor_columns(items)
+    alpha = cfg.drift.explanation_alpha
+    report = explanation_report(reference["descriptors"], current, alpha)
+    tests = {
+        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
+        for name, moved in descriptor_shift(reference["descriptors"], current).items()
+    }
+    summary = {"status": "computed", "n_current": n, "n_reference": reference["n_texts"]}
+    return summary | {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests, **shift}, report
+
+
+def explanation_report(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> DriftResult:
+    """Evidently's two-sample K-S test on each explanation descriptor (one value per text); the
+    explanations drifted when any p-value is at or below ``alpha`` over the number of
+    descriptors (Bonferroni)."""
+    columns = list(EXPLANATION_DESCRIPTORS)
+    return build_drift_report(
+        pd.DataFrame({c: reference[c] for c in columns}),
+        pd.DataFrame({c: current[c] for c in columns}),
+        text_columns=[],
+        numerical_columns=columns,
+        num_method="ks",
+        num_threshold=alpha / len(columns),
+        drift_share=1 / len(columns),  # one drifted descriptor is enough
+        data_quality=False,
+    )
+
+
+def save_explanation_page(report: DriftResult | None, explained: dict, path: Path) -> Path:
+    """Evidently's page of the explanation-drift tests, or a page that says why there is none."""
+    if report is not None:
+        return report.save_html(path)
+    path.write_text(
+        "<!doctype html><title>Explanation drift</title>"
+        f"<p>Explanation drift {html.escape(explained['status'])}.</p>\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> dict[str, float]:
@@ -220,7 +260,8 @@ def _optional(path: Path, read: Callable[[Path], T]) -> T | None:
 
 
 def drift(cfg: DictConfig) -> dict:
-    """Write ``artifacts/drift/`` (report.html, drift.json, metrics.json) and log ``drift/*``."""
+    """Write ``artifacts/drift/`` (report.html, explanation_report.html, drift.json,
+    metrics.json) and log ``drift/*``."""
     current = current_batch(cfg)
     reference = load_split(cfg, "train")
     n = cfg.drift.sample_size
@@ -242,7 +283,7 @@ def drift(cfg: DictConfig) -> dict:
     performance = performance_estimate(scored, current_view.probs, current_labels)
     result = compare(reference_view, current_view, cfg)
     global_view = _optional(art / "explain" / "global_importance.json", read_json)
-    explained = explanation_drift(global_view, model, tokenizer, texts, cfg)
+    explained, explanation_page = explanation_drift(global_view, model, tokenizer, texts, cfg)
     summary = {
         "current": cfg.drift.current,
         "n_reference": len(reference),
@@ -254,6 +295,7 @@ def drift(cfg: DictConfig) -> dict:
     metrics = drift_metrics(result, performance, explained)
     with tracking.step_run(cfg, "drift"), atomic_dir(art / "drift") as out:
         result.save_html(out / "report.html")
+        save_explanation_page(explanation_page, explained, out / "explanation_report.html")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": metrics})
         mlflow.log_metrics({f"drift/{k}": float(v) for k, v in metrics.items()})

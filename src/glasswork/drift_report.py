@@ -87,7 +87,10 @@ def build_drift_report(
     embeddings: dict[str, list[str]] | None = None,
     drift_share: float = 0.5,
     text_method: str | None = None,
+    num_method: str | None = None,
+    num_threshold: float | None = None,
     embeddings_plot: bool = True,
+    data_quality: bool = True,
 ) -> DriftResult:
     """Run Evidently's ``DataDriftPreset`` on two frames and read out its verdicts.
 
@@ -107,6 +110,11 @@ def build_drift_report(
         text_method: Evidently stat test for text columns; ``None`` keeps Evidently's choice
             (``perc_text_content_drift`` up to 1000 reference rows, which fits 1000 random
             baselines and costs seconds per column; ``"abs_text_content_drift"`` is far cheaper).
+        num_method: Evidently stat test for numerical columns (``None``: Evidently's choice, by
+            sample size); ``num_threshold`` its threshold (for ``"ks"``, the p-value at or
+            below which a column drifted).
+        data_quality: Add the row, duplicate and missing-text checks (off for frames that are
+            not data, e.g. per-text explanation descriptors).
 
     Returns:
         The parsed :class:`DriftResult`.
@@ -138,7 +146,13 @@ def build_drift_report(
         embeddings=embeddings or None,
     )
     # `columns=` pins the analysis to the declared columns whatever Evidently would infer.
-    preset = DataDriftPreset(columns=columns, drift_share=drift_share, text_method=text_method)
+    preset = DataDriftPreset(
+        columns=columns,
+        drift_share=drift_share,
+        text_method=text_method,
+        num_method=num_method,
+        num_threshold=num_threshold,
+    )
     method = domain_classifier(threshold=EMBEDDINGS_AUC_THRESHOLD, bootstrap=False)
     plotted = embeddings if embeddings_plot else {}
     metrics = [
@@ -147,10 +161,9 @@ def build_drift_report(
             EmbeddingsDrift(embeddings_name=name, drift_method=method, tests=[lte(EMBEDDINGS_AUC_THRESHOLD)])
             for name in plotted
         ),
-        RowCount(),
-        DuplicatedRowCount(),
-        *(MissingValueCount(column=c) for c in text_columns),
     ]
+    if data_quality:
+        metrics += [RowCount(), DuplicatedRowCount(), *(MissingValueCount(column=c) for c in text_columns)]
     report = Report(metrics, include_tests=True)
     with warnings.catch_warnings():
         # Evidently's text-drift SGDClassifier has a fixed max_iter=50 and warns on near-identical

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from glasswork import tracking
 from glasswork.batch import Batch, read_batch, stream
 from glasswork.config import recorded_config
-from glasswork.data.prepare import data_md5
+from glasswork.data.prepare import split_files, splits_md5
 from glasswork.drift import (
     compare,
     describe,
@@ -34,9 +34,10 @@ from glasswork.drift import (
     label_indices,
     label_names,
     performance_estimate,
+    save_explanation_page,
     verdict_words,
 )
-from glasswork.errors import GlassworkError, LineageError
+from glasswork.errors import GlassworkError, LineageError, first_line
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.serving import predict_proba
@@ -91,15 +92,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
     if "glasswork.data_md5" not in tags:
         raise LineageError(f"{label} has no glasswork.data_md5 tag: it was not registered by `glasswork register`")
     recorded = recorded_config(tracking.recorded_config_text(client, version, cache / "run"), label)
-    splits = Path(recorded.paths.processed_dir)
-    found = data_md5(recorded)
-    if found != tags["glasswork.data_md5"]:
-        commit = tags.get("glasswork.git_commit", "?")[:12]
-        raise LineageError(
-            f"{label} was trained on data version {tags['glasswork.data_md5']} (tag glasswork.data_md5), but "
-            f"{splits} holds {found}: restore its splits (`git checkout {commit} -- dvc.lock && dvc checkout`, "
-            "or `dvc pull` on a fresh clone) and run again"
-        )
+    splits = _reference_splits(version, Path(recorded.paths.processed_dir), cache, label)
     model_dir = _download(f"models:/{version.name}/{version.version}", cache / "model") / "artifacts" / "model"
     return Reference(
         name=version.name,
@@ -113,6 +106,38 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         splits_dir=splits,
         model_id=logged_model_id(version),
     )
+
+
+def _reference_splits(version, local: Path, cache: Path, label: str) -> Path:
+    """The folder holding the version's data version: the local processed splits when they are
+    still that version, else the copy its training run logged (downloaded once into ``cache``)."""
+    wanted = version.tags["glasswork.data_md5"]
+    found = splits_md5(local)
+    if found == wanted:
+        return local
+    logged = _logged_splits(version.run_id, cache / "splits")
+    if logged is not None and splits_md5(logged) == wanted:
+        log.info("monitor: %s holds data version %s, not %s's: reading the copy its run logged", local, found, label)
+        return logged
+    commit = version.tags.get("glasswork.git_commit", "?")[:12]
+    run_copy = "holds no copy" if logged is None else f"holds {splits_md5(logged)}"
+    raise LineageError(
+        f"{label} was trained on data version {wanted} (tag glasswork.data_md5), but {local} holds {found} and "
+        f"its run's {tracking.SPLITS_ARTIFACT} {run_copy}: restore its splits "
+        f"(`git checkout {commit} -- dvc.lock && dvc checkout`, or `dvc pull` on a fresh clone) and run again"
+    )
+
+
+def _logged_splits(run_id: str, target: Path) -> Path | None:
+    """The run's logged splits, downloaded once; ``None`` when the run logged none (trained
+    before runs carried their data)."""
+    try:
+        folder = _download(f"runs:/{run_id}/{tracking.SPLITS_ARTIFACT}", target)
+    except (MlflowException, OSError) as err:
+        log.info("monitor: run %s has no %s (%s)", run_id, tracking.SPLITS_ARTIFACT, first_line(err))
+        return None
+    found = folder / Path(tracking.SPLITS_ARTIFACT).name
+    return found if all(path.is_file() for path in split_files(found)) else None
 
 
 def logged_model_id(version) -> str | None:
@@ -152,7 +177,8 @@ def _run_artifact(run_id: str, path: str, cache: Path, read):
 def monitor(cfg: DictConfig, source: Path) -> dict:
     """Score ``source`` with the champion, compare it with the champion's reference, log one
     MLflow run, and write ``<monitor.output_dir>/<time>-<batch>/`` (predictions.parquet,
-    report.html, drift.json, metrics.json). Returns the summary (``drift.json``)."""
+    report.html, explanation_report.html, drift.json, metrics.json). Returns the summary
+    (``drift.json``)."""
     tracking.check_store(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     mlflow.set_registry_uri(cfg.tracking.uri)
@@ -171,9 +197,10 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     folder = output / f"{time.strftime('%Y%m%dT%H%M%S')}-{Path(source).stem}"
     with atomic_dir(folder) as out, _monitor_run(cfg, ref, batch) as run:
         counts = write_predictions(out / "predictions.parquet", batch, model, tokenizer, ref, cfg)
-        summary, result = _compare(batch, model, tokenizer, ref, cfg)
+        summary, result, explanation_page = _compare(batch, model, tokenizer, ref, cfg)
         summary |= {"predicted_counts": counts, "output_dir": str(folder), "mlflow_run_id": run.info.run_id}
         result.save_html(out / "report.html")
+        save_explanation_page(explanation_page, summary["explanation_drift"], out / "explanation_report.html")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": summary["metrics"]})
         mlflow.set_tags(
@@ -229,7 +256,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     )
     result = compare(reference_view, current_view, cfg)
     performance = performance_estimate(ref.predictions, current_view.probs, labels)
-    explained = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
+    explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {
         "model": ref.label,
         "model_run_id": ref.run_id,
@@ -246,7 +273,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
         "metrics": drift_metrics(result, performance, explained),
         "verdict_words": verdict_words(result, performance, explained),
     }
-    return summary, result
+    return summary, result, explanation_page
 
 
 def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig) -> dict[str, int]:

@@ -108,7 +108,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/global_importance.py",
         ),
-        outs=(f"{A}/drift/report.html", f"{A}/drift/drift.json"),
+        outs=(f"{A}/drift/report.html", f"{A}/drift/explanation_report.html", f"{A}/drift/drift.json"),
         metrics=(f"{A}/drift/metrics.json",),
         params=("drift", "seed", "explain.global_n_steps", "explain.token_budget"),
         retries=1,

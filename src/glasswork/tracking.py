@@ -44,6 +44,7 @@ SERVER_CHECK_TIMEOUT_S = 10
 CONFIG_ARTIFACT = "config/resolved.yaml"  # every training run logs its resolved config here
 CONFIG_TAG_MAX = 5000  # MLflow's limit on a model-version tag value
 CONFIG_POINTER = f"see run artifact {CONFIG_ARTIFACT}"
+SPLITS_ARTIFACT = "data/splits"  # every training run logs its data version (splits, labels) here
 
 
 class TrackingServerUnavailable(GlassworkError):

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from glasswork import tracking
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule
-from glasswork.data.prepare import load_labels, load_split
+from glasswork.data.prepare import SPLITS, load_labels, load_split, split_files
 from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
@@ -207,6 +207,16 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
         mlflow.log_dict(data, "data/prepare_report.json")
         mlflow.log_params({f"data.split.{k}": v for k, v in data.get("split_sizes", {}).items()})
     mlflow.log_dict(labels, "data/labels.json")
+    # The data version itself travels with the run: `glasswork monitor` reads its reference from
+    # here when the local splits have moved on (a later run on other data) or are not on its
+    # machine at all (a worker of a team's tracking server).
+    processed = Path(cfg.paths.processed_dir)
+    for path in split_files(processed):
+        mlflow.log_artifact(str(path), tracking.SPLITS_ARTIFACT)
+    for split in SPLITS:
+        source = str(processed / f"{split}.parquet")
+        dataset = mlflow.data.from_pandas(load_split(cfg, split), source=source, name=split, targets="label")
+        mlflow.log_input(dataset, context=split)  # the MLflow UI's "Datasets used", with a digest
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

@@ -121,3 +121,33 @@ def test_embeddings_vote_the_same_with_and_without_the_plot(tmp_path):
     assert "embeddings" in plotted.save_html(tmp_path / "p.html").read_text(encoding="utf-8").lower()
     # Data quality is reported beside the verdict and does not vote.
     assert plotted.data_quality["RowCount()"]["value"] == 60
+
+
+def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(tmp_path):
+    from scipy.stats import ks_2samp
+
+    from glasswork.drift import explanation_report, save_explanation_page
+
+    rng = np.random.default_rng(0)
+    reference = {"mass_non_letters": rng.beta(1, 9, 200), "mass_split_words": rng.beta(1, 5, 200)}
+    reference["mass_top_word"] = rng.beta(4, 4, 200)
+    same = {name: rng.permutation(values)[:80] for name, values in reference.items()}
+    # Attribution moved onto punctuation and symbols (tweets), the rest unchanged.
+    moved = same | {"mass_non_letters": rng.beta(5, 5, 80)}
+    alpha = 0.01
+    quiet, shifted = explanation_report(reference, same, alpha), explanation_report(reference, moved, alpha)
+    assert not quiet.dataset_drift and shifted.dataset_drift
+    assert shifted.drifted_signals == ["mass_non_letters"]
+    for result, current in ((quiet, same), (shifted, moved)):
+        assert result.data_quality == {}  # descriptors are not data: no row or duplicate checks
+        for name, info in result.columns.items():
+            p_value = ks_2samp(reference[name], current[name]).pvalue
+            assert info["method"] == "ks" and info["threshold"] == pytest.approx(alpha / 3)
+            assert info["score"] == pytest.approx(p_value, rel=1e-6)
+            assert info["drifted"] == (p_value <= alpha / 3)
+    page = save_explanation_page(shifted, {"status": "computed"}, tmp_path / "explanation.html")
+    assert page.stat().st_size > 10_000 and "mass_non_letters" in page.read_text(encoding="utf-8")
+    # No explanations to compare: the page says why instead of being missing.
+    status = "not computed: drift.explain_sample=0 or no texts"
+    page = save_explanation_page(None, {"status": status}, tmp_path / "none.html")
+    assert status in page.read_text(encoding="utf-8")

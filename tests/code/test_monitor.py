@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from tests.conftest import _rewrite_artifact_root, tiny_overrides
 
 from glasswork.cli import main
@@ -74,6 +75,7 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     folder = root / "artifacts" / "monitor"
     out = next(p for p in folder.iterdir() if not p.name.startswith("."))
     assert (out / "report.html").stat().st_size > 10_000 and (out / "metrics.json").is_file()
+    assert "mass_top_word" in (out / "explanation_report.html").read_text(encoding="utf-8")
     assert pq.read_metadata(out / "predictions.parquet").num_rows == 160  # every row scored, not the sample
 
 
@@ -186,6 +188,32 @@ def test_reference_data_that_changed_since_training_is_refused(tiny_run):
     mlflow.set_tracking_uri(cfg.tracking.uri)
     with pytest.raises(LineageError, match=r"trained on data version 0{32}.*dvc checkout"):
         monitor(load_config(_overrides(root)), batch)
+
+
+def test_splits_replaced_by_a_later_run_are_read_from_the_champions_run(tiny_run):
+    root, cfg = tiny_run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    run = client.get_run(champion.run_id)
+    logged = {f.path for f in client.list_artifacts(champion.run_id, "data/splits")}
+    assert logged == {f"data/splits/{n}" for n in ("train.parquet", "val.parquet", "test.parquet", "labels.json")}
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "val", "test"}
+    # A later training run on other data replaced the local splits the champion was trained on
+    # (this copy's own: its recorded config is pointed at them).
+    recorded = OmegaConf.create(champion.tags["glasswork.config"])
+    recorded.paths.processed_dir = str(root / "data" / "processed")
+    client.set_model_version_tag(NAME, champion.version, "glasswork.config", OmegaConf.to_yaml(recorded))
+    train = root / "data" / "processed" / "train.parquet"
+    original = pd.read_parquet(train)
+    original.iloc[: len(original) // 2].to_parquet(train)
+    batch = root / "b.csv"
+    _heldout_reviews(root, 40).to_csv(batch, index=False)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    summary = monitor(load_config(_overrides(root, "monitor.on_drift=none")), batch)
+    reference = summary["reference"]
+    assert reference.endswith("splits/train.parquet") and ".cache" in reference, reference
+    assert pd.read_parquet(reference).equals(original)  # the champion's own training data, whole
+    assert len(pd.read_parquet(train)) == len(original) // 2  # the local splits were left alone
 
 
 def test_a_recorded_config_that_is_not_a_mapping_is_refused(tiny_run):

@@ -79,6 +79,10 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
         "mass_split_words",
         "mass_top_word",
     }
+    assert explained["drifted"] == any(t["drifted"] for t in explained["tests"].values())
+    assert all(0 <= t["p_value"] <= 1 and 0 <= t["ks_statistic"] <= 1 for t in explained["tests"].values())
+    page = (out / "explanation_report.html").read_text(encoding="utf-8")
+    assert len(page) > 10_000 and "mass_top_word" in page  # Evidently's page of the same tests
 
 
 def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):

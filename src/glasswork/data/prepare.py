@@ -117,9 +117,19 @@ def load_labels(cfg: DictConfig) -> dict:
 
 def data_md5(cfg: DictConfig) -> str:
     """One md5 over the processed splits and label mapping: the data version of a model."""
+    return splits_md5(Path(cfg.paths.processed_dir))
+
+
+def split_files(folder: Path) -> list[Path]:
+    """The files that make a data version: the splits and the label mapping."""
+    return [folder / name for name in (*[f"{s}.parquet" for s in SPLITS], "labels.json")]
+
+
+def splits_md5(folder: Path) -> str:
+    """:func:`data_md5` of the split files in ``folder`` (a processed folder or a copy of one)."""
     digest = hashlib.md5()
-    for name in (*[f"{s}.parquet" for s in SPLITS], "labels.json"):
-        path = Path(cfg.paths.processed_dir) / name
+    for path in split_files(folder):
+        name = path.name
         digest.update(name.encode())
         digest.update(hashlib.md5(path.read_bytes()).digest() if path.is_file() else b"-")
     return digest.hexdigest()
