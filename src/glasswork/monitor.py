@@ -115,7 +115,7 @@ def _reference_splits(version, local: Path, cache: Path, label: str) -> Path:
     found = splits_md5(local)
     if found == wanted:
         return local
-    logged = _logged_splits(version.run_id, cache / "splits")
+    logged = _logged_splits(version.run_id, cache / "data")
     if logged is not None and splits_md5(logged) == wanted:
         log.info("monitor: %s holds data version %s, not %s's: reading the copy its run logged", local, found, label)
         return logged
