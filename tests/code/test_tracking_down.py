@@ -17,12 +17,14 @@ from tests.conftest import tiny_overrides
 BIN = Path(sys.executable).parent
 
 
-def _dead_uri() -> str:
-    """An http URI on 127.0.0.1 where nothing listens (a port just freed by the OS)."""
+@pytest.fixture
+def dead_uri():
+    """An http URI on 127.0.0.1 where nothing listens: the port stays bound, never listening,
+    for the whole test, so connections are refused and no other process (another pytest
+    worker's server) can take it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def _files(folder: Path) -> list[Path]:
@@ -35,8 +37,8 @@ def _assert_clear_message(text: str, uri: str) -> None:
 
 
 @pytest.mark.slow
-def test_run_against_a_down_tracking_server_fails_clearly(tmp_path):
-    uri = _dead_uri()
+def test_run_against_a_down_tracking_server_fails_clearly(tmp_path, dead_uri):
+    uri = dead_uri
     root, cwd = tmp_path / "run", tmp_path / "cwd"
     cwd.mkdir()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -70,7 +72,7 @@ def test_run_against_a_down_tracking_server_fails_clearly(tmp_path):
         )
 
 
-def test_register_against_a_down_server_registers_nothing(tiny_run):
+def test_register_against_a_down_server_registers_nothing(tiny_run, dead_uri):
     """A server lost between steps: `register` stops before it logs or registers anything."""
     from mlflow.tracking import MlflowClient
 
@@ -83,7 +85,7 @@ def test_register_against_a_down_server_registers_nothing(tiny_run):
     local = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     versions = [v.version for v in local.search_model_versions(f"name='{name}'")]
     record = (root / "artifacts" / "register" / "registration.json").read_text()
-    uri = _dead_uri()
+    uri = dead_uri
     down = load_config(tiny_overrides(root, "tracking=server", f"tracking.uri={uri}"))
 
     with pytest.raises(tracking.TrackingServerUnavailable) as err:
@@ -102,7 +104,7 @@ def test_register_against_a_down_server_registers_nothing(tiny_run):
         ("tracking.artifact_root={tmp}/mlartifacts", "is a local folder"),
     ],
 )
-def test_server_settings_that_cannot_work_are_refused(override, words, tmp_path):
+def test_server_settings_that_cannot_work_are_refused(override, words, tmp_path, dead_uri):
     """Refused before the server is contacted: credentials in the (logged) URI, a local artifact folder."""
     from glasswork import tracking
     from glasswork.config import load_config
@@ -110,7 +112,7 @@ def test_server_settings_that_cannot_work_are_refused(override, words, tmp_path)
 
     # An explicit URI: mlflow.set_tracking_uri (any earlier test) also sets MLFLOW_TRACKING_URI,
     # which tracking=server would otherwise pick up.
-    overrides = ["tracking=server", f"tracking.uri={_dead_uri()}", override.format(tmp=tmp_path)]
+    overrides = ["tracking=server", f"tracking.uri={dead_uri}", override.format(tmp=tmp_path)]
     cfg = load_config(tiny_overrides(tmp_path, *overrides))
     with pytest.raises(ConfigError, match=words) as err:
         tracking.configure(cfg)
