@@ -7,6 +7,10 @@
 * ``glasswork-monitoring/monitor-daily``: the monitoring flow every day 06:00 UTC on the
   ``glasswork-cpu`` pool, on the incoming folder (``monitor.incoming``).
 
+With ``--alert-webhook URL`` it also creates the automation ``glasswork-drift-alert``: every
+``glasswork.drift.detected`` event is posted to URL as ``{"text": ...}`` (the JSON a Slack,
+Mattermost or Teams incoming webhook takes) through a Prefect ``Custom Webhook`` block.
+
 The code is taken from this checkout (``flow.from_source`` on the repository folder), so a
 worker on the same machine or a shared volume runs exactly this commit; for workers elsewhere,
 build the image in ``infra/`` and point the pools there. Pools that do not exist yet are created
@@ -66,6 +70,53 @@ async def ensure_pool(name: str, pool_type: str = "process") -> None:
             await client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
 
 
+ALERT_AUTOMATION = "glasswork-drift-alert"
+ALERT_BLOCK = "glasswork-drift-webhook"
+# Rendered by the Prefect server's actions service (Jinja) with the triggering event in scope.
+ALERT_SUBJECT = "Glasswork: drift in {{ event.payload.batch }}"
+ALERT_BODY = (
+    "{{ event.resource.name }} sees drift in {{ event.payload.batch }}: "
+    "{{ event.payload.drifted_signals | join(', ') }} drifted "
+    "(share {{ '%.2f' | format(event.payload.share_drifted) }})"
+    "{% if event.payload.estimated_accuracy is not none %}, estimated accuracy "
+    "{{ '%.3f' | format(event.payload.estimated_accuracy) }}{% endif %}. "
+    "Report: {{ event.payload.report }} (explanations: {{ event.payload.explanation_report }}); "
+    "MLflow run {{ event.payload.mlflow_run_id }}."
+)
+
+
+def alert_automation(webhook_url: str) -> str:
+    """Create the webhook block and the automation that posts every drift alert to it (both
+    replaced when they exist: deploying twice leaves one); return the automation's id."""
+    from prefect import get_client
+    from prefect.automations import Automation
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    from pipelines.monitoring import ALERT_EVENT
+
+    # The URL goes in the block's secrets (an incoming-webhook URL is a credential): the API and
+    # UI show it masked, and the block fills it in when it posts.
+    block = CustomWebhookNotificationBlock(
+        name=ALERT_BLOCK,
+        url="{{webhook_url}}",
+        json_data={"text": "{{subject}}\n{{body}}"},
+        secrets={"webhook_url": webhook_url},
+    )
+    block_id = block.save(ALERT_BLOCK, overwrite=True)
+    with get_client(sync_client=True) as client:
+        for old in client.read_automations_by_name(name=ALERT_AUTOMATION):
+            client.delete_automation(old.id)
+    automation = Automation(
+        name=ALERT_AUTOMATION,
+        description="Post every Glasswork drift alert to the team's webhook.",
+        trigger=EventTrigger(expect={ALERT_EVENT}, posture=Posture.Reactive, threshold=1),
+        actions=[SendNotification(block_document_id=block_id, subject=ALERT_SUBJECT, body=ALERT_BODY)],
+    ).create()
+    return str(automation.id)
+
+
 def deploy(
     only: list[str] | None = None,
     root: Path = REPO,
@@ -110,10 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every deployment")
     parser.add_argument("--only", nargs="*", choices=[s.name for s in SCHEDULES], help="deploy only these")
     parser.add_argument("--pool", action="append", default=[], metavar="OLD=NEW", help="use work pool NEW for OLD")
+    parser.add_argument(
+        "--alert-webhook",
+        metavar="URL",
+        help=f"post every drift alert to URL (creates the automation {ALERT_AUTOMATION!r}; a Slack, Mattermost "
+        "or Teams incoming-webhook URL, or any endpoint taking a JSON {'text': ...})",
+    )
     args = parser.parse_args(argv)
+    if args.alert_webhook and not args.alert_webhook.startswith(("http://", "https://")):
+        parser.error(f"--alert-webhook {args.alert_webhook!r}: expected an http:// or https:// URL")
     pools = dict(p.split("=", 1) for p in args.pool)
     for deployment_id in deploy(args.only, pools=pools, overrides=args.overrides):
         print(f"deployed {deployment_id}")
+    if args.alert_webhook:
+        print(f"automation {ALERT_AUTOMATION} {alert_automation(args.alert_webhook)}: drift alerts go to the webhook")
     return 0
 
 

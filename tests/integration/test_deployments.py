@@ -1,6 +1,7 @@
 """The scheduled deployments on a real `prefect server`: create the pools, deploy, start a process
-worker, run the monitoring deployment, and see the flow run complete, the MLflow run appear and
-the drift alert published. Every process started here is stopped by its PID."""
+worker, run the monitoring deployment, and see the flow run complete, the MLflow run appear, the
+drift alert published and the server's automation post it to a webhook listening on 127.0.0.1.
+Every process started here is stopped by its PID."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -44,9 +47,44 @@ def _wait_for_final_state(url: str, flow_run_id: str, worker: subprocess.Popen, 
     raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout} s (worker exit code {code})")
 
 
+@pytest.fixture
+def webhook():
+    """``(url, posts)``: an HTTP endpoint on 127.0.0.1 that records the JSON bodies posted to it."""
+    posts: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", posts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_alert_webhook_that_is_not_a_url_is_refused(capsys):
+    from pipelines.deploy import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--alert-webhook", "hooks.slack.com/services/T0/B0/x"])
+    assert exit_.value.code == 2
+    assert "--alert-webhook 'hooks.slack.com/services/T0/B0/x': expected an http:// or https:// URL" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_path):
+def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_path, webhook):
     url, env = prefect_server
     root, cfg = tiny_run
     env = {**env, "PREFECT_API_URL": url, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
@@ -55,10 +93,18 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     tweets = pd.read_csv(root / "data" / "raw" / "tweets.csv")
     tweets.sample(n=100, random_state=0).to_csv(batch / "day.csv", index=False)
 
-    deployed = subprocess.run(
-        [sys.executable, "-m", "pipelines.deploy"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    hook_url, posts = webhook
+    for only in ([], ["--only", "monitor-daily"]):  # twice: the automation is replaced, not doubled
+        deployed = subprocess.run(
+            [sys.executable, "-m", "pipelines.deploy", *only, "--alert-webhook", hook_url],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+    automations = _api(url, "/automations/filter")
+    assert [a["name"] for a in automations] == ["glasswork-drift-alert"]
+    assert automations[0]["trigger"]["expect"] == ["glasswork.drift.detected"]
+    # The webhook URL is a credential: the server keeps it as a block secret and shows it masked.
+    assert hook_url not in json.dumps(_api(url, "/block_documents/filter"))
     deployments = {d["name"]: d for d in _api(url, "/deployments/filter")}
     assert set(deployments) == {"train-weekly", "monitor-daily"}
     assert {d["work_pool_name"] for d in deployments.values()} == {"glasswork-cpu", "glasswork-gpu"}
@@ -97,6 +143,16 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     events = _events(url, "glasswork.drift.detected")
     assert len(events) == 1 and events[0]["payload"]["mlflow_run_id"] == runs[0].info.run_id
     assert events[0]["resource"]["prefect.resource.id"].startswith("glasswork.model.glasswork-sentiment.")
+    # The server's automation posted the alert to the team's webhook, once.
+    deadline = time.monotonic() + 120
+    while not posts and time.monotonic() < deadline:
+        time.sleep(2)
+    time.sleep(3)  # a second post would arrive now
+    assert len(posts) == 1, posts
+    text = posts[0]["text"]
+    assert text.startswith(f"Glasswork: drift in {batch}\n"), text
+    assert "glasswork-sentiment v1 sees drift" in text and "text" in text and "estimated accuracy 0." in text
+    assert f"MLflow run {runs[0].info.run_id}." in text and "explanation_report.html" in text
 
 
 def _events(url: str, name: str, timeout: float = 60) -> list[dict]:
