@@ -129,8 +129,7 @@ def splits_md5(folder: Path) -> str:
     """:func:`data_md5` of the split files in ``folder`` (a processed folder or a copy of one)."""
     digest = hashlib.md5()
     for path in split_files(folder):
-        name = path.name
-        digest.update(name.encode())
+        digest.update(path.name.encode())
         digest.update(hashlib.md5(path.read_bytes()).digest() if path.is_file() else b"-")
     return digest.hexdigest()
 
