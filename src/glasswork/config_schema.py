@@ -82,6 +82,7 @@ class ExplainConfig:
     n_random: int = 2
     sanity_max_spearman: float = 0.5
     sanity_n_probe: int | None = 4
+    projection: str = "pca"
     projection_max: int = 400
     shap_samples: int = 64
     global_max_texts: int | None = 128

@@ -13,6 +13,7 @@ from glasswork.data import sources
 from glasswork.data.prepare import check_table
 from glasswork.drift import CURRENT_CHOICES
 from glasswork.errors import ConfigError
+from glasswork.explain.embeddings import check_projection
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 
@@ -25,6 +26,7 @@ def preflight(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
     pretrained_dir(cfg.model)
     check_methods(cfg.explain.methods)
+    check_projection(cfg.explain.projection)
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)

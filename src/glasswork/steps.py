@@ -82,6 +82,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/attributions.html",
             f"{A}/explain/attributions.json",
             f"{A}/explain/embeddings.png",
+            f"{A}/explain/embeddings.html",
             f"{A}/explain/contrast.json",
             f"{A}/explain/global_importance.json",
             f"{A}/explain/global_importance.png",

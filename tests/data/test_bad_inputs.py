@@ -66,6 +66,7 @@ BAD_SETTINGS = {
     "typo in a model setting": ("model.learning_rate=0.1", ["model.learning_rate", "Valid keys of model"]),
     "typo in a trainer setting": ("trainer.max_epoch=3", ["trainer.max_epoch", "Did you mean trainer.max_epochs?"]),
     "typo in a model choice": ("model=minlm", ["model/minlm", "Available options"]),
+    "unknown projection": ("explain.projection=tsne", ["explain.projection='tsne'", "['pca', 'umap']"]),
 }
 
 

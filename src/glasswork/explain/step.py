@@ -19,7 +19,15 @@ from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
 from glasswork.explain.contrast import contrast
-from glasswork.explain.embeddings import data_uri, embed, png_bytes, projection_figure
+from glasswork.explain.embeddings import (
+    check_projection,
+    data_uri,
+    embed,
+    png_bytes,
+    project,
+    projection_figure,
+    projection_page,
+)
 from glasswork.explain.faithfulness import SPECIAL, faithfulness
 from glasswork.explain.global_importance import (
     attribute_many,
@@ -80,6 +88,7 @@ def check_methods(methods) -> None:
 def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     check_methods(cfg.explain.methods)
+    check_projection(cfg.explain.projection)
     test = load_split(cfg, "test")
     probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
@@ -120,14 +129,15 @@ def explain(cfg: DictConfig) -> dict:
     top_png = png_bytes(
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
     )
-    projection = _projection(model, tokenizer, test, names, cfg)
+    projection, projection_html = _projection(model, tokenizer, test, names, cfg)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
+        (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
         (out / "global_importance.png").write_bytes(top_png)
         write_json(out / "global_importance.json", global_view)
         figures = {
             "Words that push the model towards each class (test split)": data_uri(top_png),
-            "Where the model puts the test texts": data_uri(projection),
+            "Where the model puts the test texts (embeddings.html: hover a point for its text)": data_uri(projection),
         }
         page = report.render(explained, names, "Glasswork — token attributions", summary, figures)
         (out / "attributions.html").write_text(page, encoding="utf-8")
@@ -188,8 +198,9 @@ def _contrast_summary(method: str, versus: dict) -> dict[str, str]:
     }
 
 
-def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> bytes:
-    """PNG of the PCA plane of sentence embeddings of (a seeded sample of) the test split."""
+def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> tuple[bytes, str]:
+    """The plane of sentence embeddings of (a seeded sample of) the test split (``explain.projection``),
+    as a PNG and as an interactive page."""
     sample = test.sample(n=min(len(test), cfg.explain.projection_max), random_state=cfg.seed)
     vectors, probs = embed(
         model,
@@ -198,7 +209,10 @@ def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> by
         batch_size=cfg.trainer.eval_batch_size,
         max_length=cfg.model.max_length,
     )
-    return png_bytes(projection_figure(vectors, sample["label"].to_numpy(), probs.argmax(1), names, cfg.seed))
+    labels = sample["label"].to_numpy()
+    points, used = project(vectors, cfg.explain.projection, cfg.seed)
+    png = png_bytes(projection_figure(points, labels, probs.argmax(1), names, used))
+    return png, projection_page(points, sample["text"].tolist(), labels, probs, names, used)
 
 
 def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg: DictConfig) -> dict[str, float]:
