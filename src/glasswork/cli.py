@@ -10,16 +10,14 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from glasswork.errors import GlassworkError
 
-EPILOG = """\
-config groups (pick with GROUP=OPTION, change keys with GROUP.KEY=VALUE):
-  data=rotten_tomatoes|table   model=minilm|tiny_bert   trainer=cpu|gpu
-  explain, drift, registry, tracking, paths, experiment=..., debug=fast
+EXAMPLES = """\
 examples:
   glasswork run                                   # the default pipeline, offline
   glasswork run trainer.max_epochs=2 drift.current=test
@@ -30,13 +28,26 @@ examples:
 """
 
 
+def config_groups() -> str:
+    """Every config group and its options, read from ``conf/`` so that ``--help`` stays true."""
+    from glasswork.config import CONF_DIR
+
+    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir()) if CONF_DIR.is_dir() else []
+    listed = "   ".join(f"{g.name}={'|'.join(sorted(f.stem for f in g.glob('*.yaml')))}" for g in groups)
+    return "config groups (pick with GROUP=OPTION, change keys with GROUP.KEY=VALUE):\n" + textwrap.fill(
+        listed, width=100, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from glasswork.steps import STEPS
+
+    epilog = config_groups() + "\n" + EXAMPLES
 
     parser = argparse.ArgumentParser(
         prog="glasswork",
         description="Train, evaluate, explain, watch and register transformer text classifiers.",
-        epilog=EPILOG,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in commands.items():
         cmd = sub.add_parser(
-            name, help=text, description=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+            name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
         )
         cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/config.yaml")
         cmd.add_argument(

@@ -76,7 +76,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "explain",
         "glasswork.explain.step:explain",
-        "attribute predictions to tokens (integrated gradients)",
+        "token attributions (3 methods) and their faithfulness, global words, embedding map",
         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
         outs=(
             f"{A}/explain/attributions.html",

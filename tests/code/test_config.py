@@ -56,6 +56,11 @@ def test_help_lists_every_step(capsys):
     out = capsys.readouterr().out
     for name in ("run", *STEP_NAMES):
         assert f"    {name}" in out
+    # every option of every config group, as conf/ has them (trainer=cpu|ddp|gpu, ...)
+    listed = " ".join(out.split())
+    for group in (p for p in (REPO / "conf").iterdir() if p.is_dir()):
+        options = "|".join(sorted(f.stem for f in group.glob("*.yaml")))
+        assert f"{group.name}={options}" in listed, group.name
 
 
 def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypatch):
