@@ -151,3 +151,21 @@ def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(
     status = "not computed: drift.explain_sample=0 or no texts"
     page = save_explanation_page(None, {"status": status}, tmp_path / "none.html")
     assert status in page.read_text(encoding="utf-8")
+
+
+def test_explanations_of_one_text_or_constant_descriptors_get_a_verdict_without_numpy_noise():
+    import warnings
+
+    from glasswork.drift import EXPLANATION_DESCRIPTORS, explanation_report
+
+    spread = {name: np.linspace(0.0, 0.9, 20) for name in EXPLANATION_DESCRIPTORS}
+    constant = {name: np.full(12, 0.5) for name in EXPLANATION_DESCRIPTORS}
+    one_text = {name: [0.45] for name in EXPLANATION_DESCRIPTORS}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flat = explanation_report(constant, constant, 0.01)
+        single = explanation_report(spread, one_text, 0.01)
+    assert not flat.dataset_drift and all(info["score"] == 1.0 for info in flat.columns.values())
+    assert not single.dataset_drift and set(single.columns) == set(EXPLANATION_DESCRIPTORS)
+    noise = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert noise == [], noise  # numpy's divide-by-zero from Evidently's column summaries
