@@ -26,7 +26,7 @@ def preflight(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
     pretrained_dir(cfg.model)
     check_methods(cfg.explain.methods)
-    check_projection(cfg.explain.projection)
+    check_projection(cfg.explain.projection, cfg.explain.projection_max)
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)

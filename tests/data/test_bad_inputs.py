@@ -67,6 +67,7 @@ BAD_SETTINGS = {
     "typo in a trainer setting": ("trainer.max_epoch=3", ["trainer.max_epoch", "Did you mean trainer.max_epochs?"]),
     "typo in a model choice": ("model=minlm", ["model/minlm", "Available options"]),
     "unknown projection": ("explain.projection=tsne", ["explain.projection='tsne'", "['pca', 'umap']"]),
+    "one-text map": ("explain.projection_max=1", ["explain.projection_max=1", "at least 2 texts"]),
 }
 
 

@@ -54,8 +54,11 @@ def embed(model, tokenizer, texts: list[str], *, batch_size: int, max_length: in
     return vectors, probs
 
 
-def check_projection(method: str) -> None:
-    """Refuse an unknown projection, or UMAP where ``umap-learn`` is not installed."""
+def check_projection(method: str, max_texts: int = 2) -> None:
+    """Refuse an unknown projection, UMAP where ``umap-learn`` is not installed, or a sample too
+    small for a plane."""
+    if max_texts < 2:
+        raise ConfigError(f"explain.projection_max={max_texts}: expected at least 2 texts for a 2-D map")
     if method not in PROJECTIONS:
         raise ConfigError(f"explain.projection={method!r}: expected one of {list(PROJECTIONS)}")
     if method == "umap" and importlib.util.find_spec("umap") is None:

@@ -88,7 +88,7 @@ def check_methods(methods) -> None:
 def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     check_methods(cfg.explain.methods)
-    check_projection(cfg.explain.projection)
+    check_projection(cfg.explain.projection, cfg.explain.projection_max)
     test = load_split(cfg, "test")
     probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
