@@ -26,7 +26,7 @@ from glasswork.data.sources import read_table
 from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
-from glasswork.explain.embeddings import embed
+from glasswork.explain.embeddings import batch_map_page, check_projection, embed
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
@@ -125,6 +125,19 @@ def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
         embeddings_plot=cfg.drift.embeddings_plot,
+    )
+
+
+def batch_map(reference: View, current: View, names: list[str], batch: str, cfg: DictConfig) -> str:
+    """The interactive map of where ``current`` lands among the training texts
+    (``embeddings.html``; ``explain.projection`` picks PCA or UMAP)."""
+    return batch_map_page(
+        (reference.embeddings, reference.frame["text"].tolist()),
+        (current.embeddings, current.frame["text"].tolist(), current.probs),
+        names,
+        batch,
+        cfg.explain.projection,
+        cfg.seed,
     )
 
 
@@ -260,13 +273,14 @@ def _optional(path: Path, read: Callable[[Path], T]) -> T | None:
 
 
 def drift(cfg: DictConfig) -> dict:
-    """Write ``artifacts/drift/`` (report.html, explanation_report.html, drift.json,
-    metrics.json) and log ``drift/*``."""
-    current = current_batch(cfg)
-    reference = load_split(cfg, "train")
+    """Write ``artifacts/drift/`` (report.html, explanation_report.html, embeddings.html,
+    drift.json, metrics.json) and log ``drift/*``."""
     n = cfg.drift.sample_size
     if n < 10:
         raise ConfigError(f"drift.sample_size={n}: expected at least 10 rows per side")
+    check_projection(cfg.explain.projection)
+    current = current_batch(cfg)
+    reference = load_split(cfg, "train")
     current = current.sample(n=min(n, len(current)), random_state=cfg.seed)
     reference = reference.sample(n=min(n, len(reference)), random_state=cfg.seed)
     path = model_dir(cfg)
@@ -282,6 +296,7 @@ def drift(cfg: DictConfig) -> dict:
     scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
     performance = performance_estimate(scored, current_view.probs, current_labels)
     result = compare(reference_view, current_view, cfg)
+    landing = batch_map(reference_view, current_view, labels["names"], cfg.drift.current, cfg)
     global_view = _optional(art / "explain" / "global_importance.json", read_json)
     explained, explanation_page = explanation_drift(global_view, model, tokenizer, texts, cfg)
     summary = {
@@ -296,6 +311,7 @@ def drift(cfg: DictConfig) -> dict:
     with tracking.step_run(cfg, "drift"), atomic_dir(art / "drift") as out:
         result.save_html(out / "report.html")
         save_explanation_page(explanation_page, explained, out / "explanation_report.html")
+        (out / "embeddings.html").write_text(landing, encoding="utf-8")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": metrics})
         mlflow.log_metrics({f"drift/{k}": float(v) for k, v in metrics.items()})

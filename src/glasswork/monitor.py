@@ -27,6 +27,7 @@ from glasswork.batch import Batch, read_batch, stream
 from glasswork.config import recorded_config
 from glasswork.data.prepare import split_files, splits_md5
 from glasswork.drift import (
+    batch_map,
     compare,
     describe,
     drift_metrics,
@@ -38,6 +39,7 @@ from glasswork.drift import (
     verdict_words,
 )
 from glasswork.errors import GlassworkError, LineageError, first_line
+from glasswork.explain.embeddings import check_projection
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.serving import predict_proba
@@ -177,8 +179,9 @@ def _run_artifact(run_id: str, path: str, cache: Path, read):
 def monitor(cfg: DictConfig, source: Path) -> dict:
     """Score ``source`` with the champion, compare it with the champion's reference, log one
     MLflow run, and write ``<monitor.output_dir>/<time>-<batch>/`` (predictions.parquet,
-    report.html, explanation_report.html, drift.json, metrics.json). Returns the summary
+    report.html, explanation_report.html, embeddings.html, drift.json, metrics.json). Returns the summary
     (``drift.json``)."""
+    check_projection(cfg.explain.projection)
     tracking.check_store(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     mlflow.set_registry_uri(cfg.tracking.uri)
@@ -197,10 +200,11 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     folder = output / f"{time.strftime('%Y%m%dT%H%M%S')}-{Path(source).stem}"
     with atomic_dir(folder) as out, _monitor_run(cfg, ref, batch) as run:
         counts = write_predictions(out / "predictions.parquet", batch, model, tokenizer, ref, cfg)
-        summary, result, explanation_page = _compare(batch, model, tokenizer, ref, cfg)
+        summary, result, explanation_page, landing = _compare(batch, model, tokenizer, ref, cfg)
         summary |= {"predicted_counts": counts, "output_dir": str(folder), "mlflow_run_id": run.info.run_id}
         result.save_html(out / "report.html")
         save_explanation_page(explanation_page, summary["explanation_drift"], out / "explanation_report.html")
+        (out / "embeddings.html").write_text(landing, encoding="utf-8")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": summary["metrics"]})
         mlflow.set_tags(
@@ -255,6 +259,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
         texts, model, tokenizer, cfg, label_names(labels, ref.labels["names"]) if test_labels else None
     )
     result = compare(reference_view, current_view, cfg)
+    landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
     performance = performance_estimate(ref.predictions, current_view.probs, labels)
     explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {
@@ -273,7 +278,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
         "metrics": drift_metrics(result, performance, explained),
         "verdict_words": verdict_words(result, performance, explained),
     }
-    return summary, result, explanation_page
+    return summary, result, explanation_page, landing
 
 
 def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig) -> dict[str, int]:

@@ -109,9 +109,14 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/global_importance.py",
         ),
-        outs=(f"{A}/drift/report.html", f"{A}/drift/explanation_report.html", f"{A}/drift/drift.json"),
+        outs=(
+            f"{A}/drift/report.html",
+            f"{A}/drift/explanation_report.html",
+            f"{A}/drift/embeddings.html",
+            f"{A}/drift/drift.json",
+        ),
         metrics=(f"{A}/drift/metrics.json",),
-        params=("drift", "seed", "explain.global_n_steps", "explain.token_budget"),
+        params=("drift", "seed", "explain.global_n_steps", "explain.token_budget", "explain.projection"),
         retries=1,
     ),
     Step(

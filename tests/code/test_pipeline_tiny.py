@@ -87,6 +87,10 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     assert all(0 <= t["p_value"] <= 1 and 0 <= t["ks_statistic"] <= 1 for t in explained["tests"].values())
     page = (out / "explanation_report.html").read_text(encoding="utf-8")
     assert len(page) > 10_000 and "mass_top_word" in page  # Evidently's page of the same tests
+    landing = (out / "embeddings.html").read_text(encoding="utf-8")
+    n = cfg.drift.sample_size
+    assert f"Where {n} texts of tweets land among {n} training texts: sentence embeddings (PCA)" in landing
+    assert f"tweets ({n})" in landing and f"training data ({n})" in landing
 
 
 def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):

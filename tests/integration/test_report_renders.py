@@ -50,7 +50,13 @@ def _render(page: Path, out: Path, profile: Path) -> tuple[np.ndarray, list[str]
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "page",
-    ["explain/attributions.html", "explain/embeddings.html", "drift/report.html", "drift/explanation_report.html"],
+    [
+        "explain/attributions.html",
+        "explain/embeddings.html",
+        "drift/report.html",
+        "drift/explanation_report.html",
+        "drift/embeddings.html",
+    ],
 )
 def test_report_renders_in_headless_chromium(page, trained_tiny_root, tmp_path):
     pixels, errors = _render(trained_tiny_root / "artifacts" / page, tmp_path / "shot.png", tmp_path / "profile")

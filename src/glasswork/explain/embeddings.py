@@ -106,6 +106,49 @@ def _hover(text: str, width: int = 70, limit: int = 400) -> str:
     return "<br>".join(html.escape(line) for line in textwrap.wrap(cut, width)) or "(empty)"
 
 
+# A legend entry of a map: its name, the rows it draws, and plotly marker settings.
+Group = tuple[str, np.ndarray, dict]
+
+
+def map_page(points: np.ndarray, hover: list[str], panels: list[tuple[str, list[Group]]], title: str) -> str:
+    """A self-contained HTML page (plotly.js inlined, no network) of side-by-side panels over
+    the same 2-D points; hovering a point shows its ``hover`` text, and zooming one panel zooms
+    the others."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=[t for t, _ in panels]
+    )
+    for col, (_, groups) in enumerate(panels, start=1):
+        for name, chosen, marker in groups:
+            idx = np.flatnonzero(chosen)
+            fig.add_trace(
+                go.Scatter(
+                    x=points[idx, 0],
+                    y=points[idx, 1],
+                    mode="markers",
+                    name=f"{name} ({len(idx)})",
+                    text=[hover[i] for i in idx],
+                    hovertemplate="%{text}<extra></extra>",
+                    marker=marker,
+                    legendgroup=str(col),
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(matches="x")
+    fig.update_layout(title=title, height=560, template="plotly_white", legend={"orientation": "h", "y": -0.08})
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+def class_colour(k: int) -> str:
+    """Matplotlib's default colour cycle (as in the PNGs), by class index."""
+    from plotly.colors import qualitative
+
+    return qualitative.D3[k % len(qualitative.D3)]
+
+
 def projection_page(
     points: np.ndarray,
     texts: list[str],
@@ -114,57 +157,61 @@ def projection_page(
     names: list[str],
     used: str,
 ) -> str:
-    """A self-contained HTML page (plotly.js inlined, no network) with the PNG's two panels:
-    hovering a point shows its text, its true label and the model's prediction."""
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-    from plotly.subplots import make_subplots
-
+    """The PNG's two panels as a page: hovering a point shows its text, its true label and the
+    model's prediction."""
     predicted = probs.argmax(1)
     wrong = predicted != labels
     hover = [
         f"{_hover(t)}<br><b>true</b> {names[y]} · <b>predicted</b> {names[p]} ({q[p]:.2f})"
         for t, y, p, q in zip(texts, labels, predicted, probs, strict=True)
     ]
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        shared_xaxes=True,
-        shared_yaxes=True,
-        horizontal_spacing=0.04,
-        subplot_titles=(f"by true label ({used})", "errors"),
-    )
+    by_label = [
+        (name, labels == k, {"size": 5, "opacity": 0.7, "color": class_colour(k)}) for k, name in enumerate(names)
+    ]
+    errors = [
+        ("right", ~wrong, {"size": 5, "opacity": 0.35, "color": RIGHT}),
+        ("wrong", wrong, {"size": 7, "opacity": 0.9, "color": WRONG}),
+    ]
+    title = f"Where the model puts {len(texts)} test texts: sentence embeddings ({used}); hover a point for its text"
+    return map_page(points, hover, [(f"by true label ({used})", by_label), ("errors", errors)], title)
 
-    def trace(chosen: np.ndarray, name: str, col: int, **marker) -> None:
-        idx = np.flatnonzero(chosen)
-        fig.add_trace(
-            go.Scatter(
-                x=points[idx, 0],
-                y=points[idx, 1],
-                mode="markers",
-                name=f"{name} ({len(idx)})",
-                text=[hover[i] for i in idx],
-                hovertemplate="%{text}<extra></extra>",
-                marker=marker,
-                legendgroup=str(col),
-            ),
-            row=1,
-            col=col,
-        )
 
-    for k, name in enumerate(names):
-        trace(labels == k, name, 1, size=5, opacity=0.7)
-    trace(~wrong, "right", 2, size=5, opacity=0.35, color=RIGHT)
-    trace(wrong, "wrong", 2, size=7, opacity=0.9, color=WRONG)
-    fig.update_xaxes(matches="x")  # zoom one panel, the other follows
-    fig.update_layout(
-        colorway=qualitative.D3,  # matplotlib's default colours, as in the PNG
-        title=f"Where the model puts {len(texts)} test texts: sentence embeddings ({used}); hover a point for its text",
-        height=560,
-        template="plotly_white",
-        legend={"orientation": "h", "y": -0.08},
+def batch_map_page(
+    reference: tuple[np.ndarray, list[str]],
+    current: tuple[np.ndarray, list[str], np.ndarray],
+    names: list[str],
+    batch: str,
+    method: str,
+    seed: int,
+) -> str:
+    """Where a new batch lands among the training texts: one map of both samples' sentence
+    embeddings (``reference``: vectors, texts; ``current``: vectors, texts, class
+    probabilities), by origin and by the model's prediction; hovering a point shows its text."""
+    (ref_vectors, ref_texts), (cur_vectors, cur_texts, probs) = reference, current
+    points, used = project(np.vstack([ref_vectors, cur_vectors]), method, seed)
+    is_current = np.arange(len(points)) >= len(ref_texts)
+    predicted = np.concatenate([np.full(len(ref_texts), -1), probs.argmax(1)])
+    hover = [f"{_hover(t)}<br><b>training data</b>" for t in ref_texts] + [
+        f"{_hover(t)}<br><b>{html.escape(batch)}</b> · <b>predicted</b> {names[q.argmax()]} ({q.max():.2f})"
+        for t, q in zip(cur_texts, probs, strict=True)
+    ]
+    training = ("training data", ~is_current, {"size": 5, "opacity": 0.35, "color": RIGHT})
+    origin = [training, (batch, is_current, {"size": 6, "opacity": 0.8, "color": class_colour(4)})]
+    faint = (training[0], training[1], {"size": 4, "opacity": 0.15, "color": RIGHT})
+    by_class = [faint] + [
+        (f"predicted {name}", predicted == k, {"size": 6, "opacity": 0.8, "color": class_colour(k)})
+        for k, name in enumerate(names)
+    ]
+    title = (
+        f"Where {len(cur_texts)} texts of {html.escape(batch)} land among {len(ref_texts)} training texts: "
+        f"sentence embeddings ({used}); hover a point for its text"
     )
-    return fig.to_html(include_plotlyjs=True, full_html=True)
+    return map_page(
+        points,
+        hover,
+        [(f"training data vs {html.escape(batch)}", origin), (f"{html.escape(batch)} by prediction", by_class)],
+        title,
+    )
 
 
 def png_bytes(fig) -> bytes:
