@@ -21,6 +21,8 @@ from glasswork.data.prepare import load_labels, load_split, split_md5
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.serving import predict_proba
+from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, slices_figure
+from glasswork.text_descriptors import text_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,11 @@ def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Score the test split; write ``artifacts/evaluate/`` (metrics.json, predictions.csv, PNG plots).
+    """Score the test split; write ``artifacts/evaluate/`` (metrics.json, slices.json,
+    predictions.csv, PNG plots).
 
-    Metrics are logged to the model's MLflow run as ``test/<name>``.
+    Metrics are logged to the model's MLflow run as ``test/<name>``, per-slice accuracies as
+    ``test_slice/<slice>/accuracy``.
     """
     labels = load_labels(cfg)
     frame, probs = score_split(cfg, "test")
@@ -77,6 +81,8 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = classification_metrics(truth, probs)
     metrics["n"] = len(frame)
     names = labels["names"]
+    descriptors = text_descriptors(frame["text"].tolist(), load_tokenizer(model_dir(cfg)))
+    slices = slice_metrics(define_slices(descriptors, truth, names), truth, probs)
     with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
         predictions = pd.DataFrame(
             {
@@ -89,11 +95,24 @@ def evaluate(cfg: DictConfig) -> dict:
             predictions[f"prob_{name}"] = probs[:, i]
         predictions.to_csv(out / "predictions.csv", index=False)
         write_json(out / "metrics.json", {"test": metrics, "test_split_md5": split_md5(cfg, "test")})
+        write_json(out / "slices.json", slices)
         _plots(truth, probs, names, out)
-        mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        _save(slices_figure(slices), out / "slices.png")
+        mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items()} | slice_log_metrics(slices))
         mlflow.set_tag("glasswork.test_split_md5", split_md5(cfg, "test"))
         mlflow.log_artifacts(str(out), "evaluate")
     log.info("evaluate: %s", {k: round(v, 4) for k, v in metrics.items()})
+    for row in slices["slices"]:
+        if row["flagged"]:
+            log.info(
+                "evaluate: slice '%s' (n=%d) is below the overall accuracy: %.3f (%.3f-%.3f) vs %.3f",
+                row["slice"],
+                row["n"],
+                row["accuracy"],
+                row["accuracy_low"],
+                row["accuracy_high"],
+                slices["overall_accuracy"],
+            )
     return metrics
 
 

@@ -27,8 +27,14 @@ def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 30 and set(predictions["actual"]) <= {"rotten", "fresh"}
     assert np.allclose(predictions[["prob_rotten", "prob_fresh"]].sum(axis=1), 1, atol=1e-5)
-    for plot in ("confusion_matrix.png", "roc.png", "calibration.png"):
+    for plot in ("confusion_matrix.png", "roc.png", "calibration.png", "slices.png"):
         assert _png_ok(out / plot), plot
+    slices = read_json(out / "slices.json")
+    assert slices["overall_accuracy"] == metrics["accuracy"]
+    by_family = {}
+    for row in slices["slices"]:
+        by_family[row["slice"].split()[0]] = by_family.get(row["slice"].split()[0], 0) + row["n"]
+    assert by_family == {"length": 30, "words": 30, "true": 30}  # each family cuts the whole split
 
 
 def test_explain_writes_a_page_and_attributions(tiny_run):
@@ -134,6 +140,8 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
         "drift/share_drifted",
         "drift/embeddings_sentence_score",
         "drift/oov_share_drifted",
+        "test_slice/true_class_fresh/accuracy",
+        "test_slice/n_flagged",
     ):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run_id, "train/loss")) >= 2  # a curve, not a number

@@ -1,0 +1,80 @@
+"""Per-slice test metrics: how the split is cut, when a slice is flagged, what MLflow gets."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, slices_figure
+
+
+def _descriptors(words: list[int], oov: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"length_words": words, "oov_share": oov})
+
+
+def _probs(right: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Two-class probabilities that are right where ``right`` says so (confidence 0.8)."""
+    predicted = np.where(right, truth, 1 - truth)
+    probs = np.full((len(truth), 2), 0.2)
+    probs[np.arange(len(truth)), predicted] = 0.8
+    return probs
+
+
+def test_each_family_cuts_the_whole_split_into_named_tertiles():
+    words = list(range(1, 31))  # 30 texts of 1..30 words
+    oov = [0.0] * 10 + [0.05] * 10 + [0.5] * 10
+    truth = np.array([0, 1] * 15)
+    slices = define_slices(_descriptors(words, oov), truth, ["neg", "pos"])
+    assert list(slices) == [
+        "length 1–10 words",
+        "length 11–20 words",
+        "length 21–30 words",
+        "words split into pieces 0%",
+        "words split into pieces 5%",
+        "words split into pieces 50%",
+        "true class neg",
+        "true class pos",
+    ]
+    for family in ("length", "words", "true"):
+        masks = [rows for name, rows in slices.items() if name.startswith(family)]
+        assert (np.sum(masks, axis=0) == 1).all(), family  # disjoint and covering
+
+
+def test_repeated_values_and_absent_classes_give_fewer_slices():
+    slices = define_slices(_descriptors([7] * 12, [0.0] * 12), np.zeros(12, int), ["neg", "pos", "neutral"])
+    assert list(slices) == ["length 7 words", "words split into pieces 0%", "true class neg"]
+
+
+def test_a_slice_is_flagged_only_when_its_interval_lies_below_overall():
+    n = 300
+    truth = np.arange(n) % 2
+    right = np.ones(n, bool)
+    long_texts = np.arange(n) >= 200
+    right[long_texts] = np.arange(100) % 2 == 0  # long texts: 50% right; the rest: all right
+    small = np.zeros(n, bool)
+    small[[0, 2, 201]] = True  # 3 texts, one wrong: too few to say anything
+    result = slice_metrics({"long": long_texts, "short": ~long_texts, "tiny": small}, truth, _probs(right, truth))
+    rows = {row["slice"]: row for row in result["slices"]}
+    assert result["overall_accuracy"] == right.mean()
+    assert rows["long"]["flagged"] and rows["long"]["accuracy"] == 0.5
+    assert not rows["short"]["flagged"] and not rows["tiny"]["flagged"]
+    for row in rows.values():
+        assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+        assert row["gap"] == pytest.approx(row["accuracy"] - result["overall_accuracy"])
+        assert row["mean_confidence"] == pytest.approx(0.8)
+    assert rows["tiny"]["accuracy_high"] - rows["tiny"]["accuracy_low"] > 0.5  # a wide interval
+
+
+def test_mlflow_metric_names_are_valid_and_count_the_flagged_slices():
+    truth = np.array([0, 1] * 20)
+    slices = define_slices(_descriptors(list(range(40)), [0.01 * i for i in range(40)]), truth, ["neg", "pos"])
+    result = slice_metrics(slices, truth, _probs(np.ones(40, bool), truth))
+    metrics = slice_log_metrics(result)
+    assert metrics["test_slice/n_flagged"] == 0.0
+    assert "test_slice/length_0-13_words/accuracy" in metrics
+    for key in metrics:
+        assert re.fullmatch(r"[0-9A-Za-z_./-]+", key), key
+    assert len(slices_figure(result).axes[0].patches) == len(result["slices"])
