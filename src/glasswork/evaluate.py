@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    roc_auc_score,
+)
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_split, split_md5
@@ -28,7 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, float]:
-    """Accuracy, macro-F1, ROC-AUC (one-vs-rest for more than two classes) and expected calibration error."""
+    """Accuracy, macro-F1, ROC-AUC and average precision (the area under the precision-recall
+    curve; both one-vs-rest and macro-averaged for more than two classes), and expected
+    calibration error."""
     preds = probs.argmax(axis=1)
     metrics = {
         "accuracy": float(accuracy_score(labels, preds)),
@@ -38,6 +48,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 
     if len(np.unique(labels)) > 1:
         score = probs[:, 1] if probs.shape[1] == 2 else probs
         metrics["roc_auc"] = float(roc_auc_score(labels, score, multi_class="ovr", labels=list(range(probs.shape[1]))))
+        onehot = np.eye(probs.shape[1])[labels]
+        if probs.shape[1] == 2:
+            metrics["average_precision"] = float(average_precision_score(onehot[:, 1], probs[:, 1]))
+        else:
+            metrics["average_precision"] = float(average_precision_score(onehot, probs, average="macro"))
     return metrics
 
 
@@ -125,13 +140,22 @@ def _plots(truth: np.ndarray, probs: np.ndarray, names: list[str], out: Path) ->
     ax.set_title("Confusion matrix (test)")
     _save(fig, out / "confusion_matrix.png")
 
+    # Binary: the positive (second) class's curve; more classes: one curve per class vs the rest.
+    positives = list(enumerate(names)) if len(names) > 2 else [(1, names[1])]
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    for i, name in enumerate(names if len(names) > 2 else names[1:]):
-        k = i if len(names) > 2 else 1
+    for k, name in positives:
         RocCurveDisplay.from_predictions(truth == k, probs[:, k], name=f"{name} vs rest", ax=ax)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_title("ROC (test)")
     _save(fig, out / "roc.png")
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for k, name in positives:
+        PrecisionRecallDisplay.from_predictions(
+            truth == k, probs[:, k], name=f"{name} vs rest", ax=ax, plot_chance_level=True
+        )
+    ax.set_title("Precision-recall (test)")
+    _save(fig, out / "pr.png")
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     prob_true, prob_pred = calibration_curve(preds == truth, probs.max(axis=1), n_bins=10, strategy="quantile")

@@ -79,6 +79,7 @@ STEPS: tuple[Step, ...] = (
         plots=(
             f"{A}/evaluate/confusion_matrix.png",
             f"{A}/evaluate/roc.png",
+            f"{A}/evaluate/pr.png",
             f"{A}/evaluate/calibration.png",
             f"{A}/evaluate/slices.png",
         ),

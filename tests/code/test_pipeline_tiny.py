@@ -22,12 +22,12 @@ def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
     root, cfg = tiny_run
     out = root / "artifacts" / "evaluate"
     metrics = read_json(out / "metrics.json")["test"]
-    assert set(metrics) >= {"accuracy", "macro_f1", "roc_auc", "ece", "n"}
+    assert set(metrics) >= {"accuracy", "macro_f1", "roc_auc", "average_precision", "ece", "n"}
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["ece"] <= 1 and metrics["n"] == 30
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 30 and set(predictions["actual"]) <= {"rotten", "fresh"}
     assert np.allclose(predictions[["prob_rotten", "prob_fresh"]].sum(axis=1), 1, atol=1e-5)
-    for plot in ("confusion_matrix.png", "roc.png", "calibration.png", "slices.png"):
+    for plot in ("confusion_matrix.png", "roc.png", "pr.png", "calibration.png", "slices.png"):
         assert _png_ok(out / plot), plot
     slices = read_json(out / "slices.json")
     assert slices["overall_accuracy"] == metrics["accuracy"]
