@@ -80,7 +80,8 @@ ALERT_BODY = (
     "(share {{ '%.2f' | format(event.payload.share_drifted) }})"
     "{% if event.payload.estimated_accuracy is not none %}, estimated accuracy "
     "{{ '%.3f' | format(event.payload.estimated_accuracy) }}{% endif %}. "
-    "Report: {{ event.payload.report }} (explanations: {{ event.payload.explanation_report }}); "
+    "Report: {{ event.payload.report }} (explanations: {{ event.payload.explanation_report }}; "
+    "where the batch lands: {{ event.payload.embedding_map }}); "
     "MLflow run {{ event.payload.mlflow_run_id }}."
 )
 

@@ -91,6 +91,7 @@ def alert(summary: dict) -> None:
             "estimated_accuracy": summary["performance"].get("estimated_accuracy"),
             "report": str(Path(summary["output_dir"]) / "report.html"),
             "explanation_report": str(Path(summary["output_dir"]) / "explanation_report.html"),
+            "embedding_map": str(Path(summary["output_dir"]) / "embeddings.html"),
             "mlflow_run_id": summary["mlflow_run_id"],
         },
     )
@@ -174,6 +175,7 @@ def report(summary: dict, markdown: bool = False) -> str:
         lines.append(f"- explanation drift: {'DRIFT' if explained['drifted'] else 'none'}")
     lines += [
         f"- action: {summary.get('action', 'pending')}",
-        f"- report: {summary['output_dir']}/report.html (explanations: explanation_report.html)",
+        f"- report: {summary['output_dir']}/report.html (explanations: explanation_report.html; "
+        "where the batch lands: embeddings.html)",
     ]
     return "\n".join(lines)

@@ -91,7 +91,7 @@ compares a sample with the champion's own training data (found through its linea
 the text, its descriptors, the sentence embeddings, the predicted probability and the label,
 estimates accuracy without labels, and logs one MLflow run (experiment monitor.experiment_name).
 Outputs: artifacts/monitor/TIME-BATCH/ (predictions.parquet, report.html, explanation_report.html,
-drift.json).
+embeddings.html, drift.json).
 Exit status: 0 no drift (or monitor.on_drift=none|retrain), 1 drift with an alert, 2 bad input.
 
   glasswork monitor data/raw/tweets.csv                 # alert on drift (the default)

@@ -153,6 +153,7 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     assert text.startswith(f"Glasswork: drift in {batch}\n"), text
     assert "glasswork-sentiment v1 sees drift" in text and "text" in text and "estimated accuracy 0." in text
     assert f"MLflow run {runs[0].info.run_id}." in text and "explanation_report.html" in text
+    assert "where the batch lands: " in text and "embeddings.html" in text
 
 
 def _events(url: str, name: str, timeout: float = 60) -> list[dict]:
