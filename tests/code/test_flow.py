@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 from tests.conftest import tiny_overrides
 
@@ -24,6 +27,14 @@ def test_glasswork_run_takes_the_tiny_config_through_the_flow(tmp_path, capsys):
         "register/registration.json",
     ):
         assert (tmp_path / "artifacts" / path).is_file(), path
+    # Every file the closing message points at exists: "<folder>/<file> (...: a.html; b.html)".
+    for line in out[out.index("Where to look:") :].splitlines():
+        folder = re.search(r"(/\S+/artifacts/\w+)/?", line)
+        if folder:
+            named = re.findall(r"([\w.]+\.(?:html|json|png))", line)
+            assert named, line
+            for name in named:
+                assert (Path(folder.group(1)) / name).is_file(), f"{name} named in: {line}"
     run_id = read_json(tmp_path / "artifacts" / "train" / "run.json")["run_id"]
     tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).data.tags
     assert tags.get("glasswork.prefect_flow_run_id"), "the MLflow run links back to its Prefect flow run"
