@@ -131,6 +131,16 @@ def _test_metrics(cfg: DictConfig) -> dict[str, float]:
     return read_json(path)["test"]
 
 
+def _slice_tags(cfg: DictConfig) -> dict[str, str]:
+    """The test slices whose accuracy lies significantly below overall (``evaluate/slices.json``),
+    so that the registry UI shows where a version is weak."""
+    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "slices.json"
+    if not path.is_file():  # written by evaluate since slices exist; older outputs lack it
+        return {}
+    flagged = [row["slice"] for row in read_json(path)["slices"] if row["flagged"]]
+    return {"glasswork.flagged_slices": ", ".join(flagged) or "none"}
+
+
 def _champion_score(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> tuple[str, float] | None:
     """The champion's ``compare_metric`` on *our* test split (re-scored if its split differs)."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
@@ -192,6 +202,7 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, info, run_
         "glasswork.test_split_md5": split_md5(cfg, "test"),
         "glasswork.config": tracking.config_tag(to_yaml(cfg)),
         **{f"glasswork.test.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        **_slice_tags(cfg),
     }
     try:
         # A tracking server accepts a `models:/m-...` source only with its model id.

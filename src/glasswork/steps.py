@@ -140,6 +140,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/train/model",
             f"{A}/train/run.json",
             f"{A}/evaluate/metrics.json",
+            f"{A}/evaluate/slices.json",
             f"{A}/explain/metrics.json",
             f"{A}/explain/attributions.json",
             "src/glasswork/registry.py",

@@ -152,3 +152,6 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
     version = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
     assert version.run_id == run_id
     assert "seed: 42" in version.tags["glasswork.config"] and version.tags["glasswork.data_md5"]
+    slices = read_json(root / "artifacts" / "evaluate" / "slices.json")["slices"]
+    flagged = [row["slice"] for row in slices if row["flagged"]]
+    assert version.tags["glasswork.flagged_slices"] == (", ".join(flagged) or "none")
