@@ -124,6 +124,7 @@ class RegistryConfig:
     explain_thresholds: dict[str, float] | None = None
     forbidden_tokens: list[str] = field(default_factory=list)
     forbidden_top_k: int = 3
+    slice_alpha: float | None = 0.05
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,13 @@ from omegaconf import DictConfig
 from glasswork import serving, tracking
 from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
-from glasswork.errors import ConfigError, PipelineOrderError
+from glasswork.errors import ConfigError, PipelineOrderError, first_line
 from glasswork.evaluate import classification_metrics
 from glasswork.explain.gate import explanation_failures
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.slices import compare_slices, define_slices
+from glasswork.text_descriptors import text_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +95,15 @@ def register(cfg: DictConfig) -> dict:
     tracking.configure(cfg)
     client = MlflowClient()
     name, alias = cfg.registry.model_name, cfg.registry.alias
-    champion = _champion_score(cfg, client, metrics)
+    champion = _champion(cfg, client, metrics)
+    slice_rows, slice_failures = slices_vs_champion(cfg, champion)
     decision = decide(
         metrics,
         dict(cfg.registry.thresholds),
         cfg.registry.compare_metric,
         cfg.registry.tolerance,
-        champion,
-        explanation_failures(cfg),
+        None if champion is None else (champion.version, champion.score),
+        explanation_failures(cfg) + slice_failures,
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)
@@ -114,6 +118,7 @@ def register(cfg: DictConfig) -> dict:
                 "alias": alias,
                 "model_uri": f"models:/{name}/{version}",
                 **asdict(decision),
+                "slices_vs_champion": slice_rows,
             }
             write_json(out / "registration.json", record)
         except BaseException:
@@ -141,8 +146,19 @@ def _slice_tags(cfg: DictConfig) -> dict[str, str]:
     return {"glasswork.flagged_slices": ", ".join(flagged) or "none"}
 
 
-def _champion_score(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> tuple[str, float] | None:
-    """The champion's ``compare_metric`` on *our* test split (re-scored if its split differs)."""
+@dataclass
+class Champion:
+    """The current holder of the alias, scored on *our* test split: ``compare_metric``, and per
+    test text whether it was right (``None`` when its predictions could not be had)."""
+
+    version: str
+    score: float
+    right: np.ndarray | None
+
+
+def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> Champion | None:
+    """The champion on our test split: from its tags and its run's predictions when it was tested
+    on the same split, re-scored through its pyfunc otherwise."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
     if metric not in metrics:
         raise ConfigError(f"registry.compare_metric={metric!r} is not among the test metrics {sorted(metrics)}")
@@ -151,19 +167,63 @@ def _champion_score(cfg: DictConfig, client: MlflowClient, metrics: dict[str, fl
     except MlflowException:
         return None
     tags = champion.tags
-    if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
-        return str(champion.version), float(tags[f"glasswork.test.{metric}"])
-    log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
     test = load_split(cfg, "test")
+    if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
+        right = _logged_right(champion.run_id, test)
+        return Champion(str(champion.version), float(tags[f"glasswork.test.{metric}"]), right)
+    log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
     predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
     probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy()
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
-        return str(champion.version), classification_metrics(test["label"].to_numpy(), probs)[metric]
+        truth = test["label"].to_numpy()
+        score = classification_metrics(truth, probs)[metric]
+        return Champion(str(champion.version), score, probs.argmax(axis=1) == truth)
     raise ConfigError(
         f"champion v{champion.version} of {name!r} predicts other labels than this data's {classes}: "
         "register this model under its own name (registry.model_name=...)"
     )
+
+
+def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
+    """Per test text, whether the run's own evaluate step got it right (its predictions.csv)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="evaluate/predictions.csv", dst_path=folder
+            )
+            logged = pd.read_csv(path, keep_default_na=False)
+        except (MlflowException, OSError) as err:
+            log.warning("register: no predictions of the champion's run %s (%s)", run_id, first_line(err))
+            return None
+    if len(logged) != len(test) or (logged["text"].astype(str) != test["text"].astype(str).to_numpy()).any():
+        log.warning("register: the champion's logged predictions are not of this test split")
+        return None
+    return (logged["actual"] == logged["predicted"]).to_numpy()
+
+
+def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list[dict], list[str]]:
+    """Each test slice of the challenger against the champion on the same texts, and the slices
+    where it is significantly worse, in words (the gate's reasons; ``registry.slice_alpha: null``
+    turns the gate off)."""
+    alpha = cfg.registry.slice_alpha
+    if champion is None or champion.right is None or alpha is None:
+        return [], []
+    test = load_split(cfg, "test")
+    predictions = pd.read_csv(Path(cfg.paths.artifacts_dir) / "evaluate" / "predictions.csv", keep_default_na=False)
+    mine = (predictions["actual"] == predictions["predicted"]).to_numpy()
+    truth = test["label"].to_numpy()
+    descriptors = text_descriptors(test["text"].tolist(), load_tokenizer(model_dir(cfg)))
+    slices = define_slices(descriptors, truth, load_labels(cfg)["names"])
+    rows = compare_slices(slices, champion.right, mine, alpha)
+    failures = [
+        f"slice '{r['slice']}' (n={r['n']}) is worse than champion v{champion.version}'s: accuracy "
+        f"{r['champion_accuracy']:.3f} -> {r['accuracy']:.3f}, {r['lost']} texts lost and {r['won']} won "
+        f"(McNemar p = {r['p_value']:.1e} <= {alpha}/{len(rows)})"
+        for r in rows
+        if r["regressed"]
+    ]
+    return rows, failures
 
 
 def _log_pyfunc(cfg: DictConfig):

@@ -97,3 +97,31 @@ def slices_figure(result: dict):
         title=f"Slices (test): overall accuracy {result['overall_accuracy']:.3f} (dotted)",
     )
     return fig
+
+
+def compare_slices(
+    slices: dict[str, np.ndarray], champion_right: np.ndarray, challenger_right: np.ndarray, alpha: float
+) -> list[dict]:
+    """Per slice, the challenger against the champion on the *same* texts: the texts it gets
+    wrong that the champion got right (``lost``) and the reverse (``won``), and McNemar's exact
+    one-sided test that it is worse. A slice ``regressed`` when that p-value is at or below
+    ``alpha`` over the number of slices (Bonferroni: eight slices, eight chances of a fluke)."""
+    rows = []
+    for name, chosen in slices.items():
+        lost = int((chosen & champion_right & ~challenger_right).sum())
+        won = int((chosen & ~champion_right & challenger_right).sum())
+        # Only the discordant texts carry information; under "no worse", each is a fair coin.
+        p_value = float(binomtest(lost, lost + won, 0.5, alternative="greater").pvalue) if lost + won else 1.0
+        rows.append(
+            {
+                "slice": name,
+                "n": int(chosen.sum()),
+                "champion_accuracy": float(champion_right[chosen].mean()),
+                "accuracy": float(challenger_right[chosen].mean()),
+                "lost": lost,
+                "won": won,
+                "p_value": p_value,
+                "regressed": p_value <= alpha / len(slices),
+            }
+        )
+    return rows

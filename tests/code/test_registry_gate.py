@@ -44,6 +44,12 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     assert second["evaluate"]["macro_f1"] < first["evaluate"]["macro_f1"]
     assert not second["register"]["promote"]
     assert "worse than champion v1" in " ".join(second["register"]["reasons"])
+    # ... and on the same texts, slice by slice (McNemar): the coin flip loses most of them.
+    slices = {row["slice"]: row for row in second["register"]["slices_vs_champion"]}
+    assert slices and all(row["lost"] >= row["won"] for row in slices.values())
+    regressed = [name for name, row in slices.items() if row["regressed"]]
+    assert regressed and all(f"slice '{name}'" in " ".join(second["register"]["reasons"]) for name in regressed)
+    assert first["register"]["slices_vs_champion"] == []  # no champion to compare with yet
 
     client = MlflowClient(tracking_uri=good.tracking.uri, registry_uri=good.tracking.uri)
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{good.registry.model_name}'"))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, slices_figure
+from glasswork.slices import compare_slices, define_slices, slice_log_metrics, slice_metrics, slices_figure
 
 
 def _descriptors(words: list[int], oov: list[float]) -> pd.DataFrame:
@@ -78,3 +78,26 @@ def test_mlflow_metric_names_are_valid_and_count_the_flagged_slices():
     for key in metrics:
         assert re.fullmatch(r"[0-9A-Za-z_./-]+", key), key
     assert len(slices_figure(result).axes[0].patches) == len(result["slices"])
+
+
+def test_a_slice_regresses_only_on_significantly_more_texts_lost_than_won():
+    n = 200
+    champion = np.ones(n, bool)
+    challenger = np.ones(n, bool)
+    short, long_ = np.arange(n) < 100, np.arange(n) >= 100
+    challenger[100:120] = False  # long texts: 20 lost, none won
+    champion[0:3], challenger[3:6] = False, False  # short texts: 3 won, 3 lost: a wash
+    rows = {r["slice"]: r for r in compare_slices({"short": short, "long": long_}, champion, challenger, 0.05)}
+    assert (rows["long"]["lost"], rows["long"]["won"]) == (20, 0) and rows["long"]["regressed"]
+    assert rows["long"]["p_value"] == 0.5**20  # McNemar's exact one-sided p: all 20 discordant texts lost
+    assert rows["long"]["champion_accuracy"] == 1.0 and rows["long"]["accuracy"] == 0.8
+    assert (rows["short"]["lost"], rows["short"]["won"]) == (3, 3) and not rows["short"]["regressed"]
+
+
+def test_the_slice_gate_corrects_for_the_number_of_slices():
+    champion, challenger = np.ones(10, bool), np.ones(10, bool)
+    challenger[:5] = False  # 5 lost, 0 won: p = 1/32 = 0.031
+    one = compare_slices({"all": np.ones(10, bool)}, champion, challenger, 0.05)
+    assert one[0]["regressed"]  # 0.031 <= 0.05
+    many = compare_slices({f"s{i}": np.ones(10, bool) for i in range(2)}, champion, challenger, 0.05)
+    assert not any(r["regressed"] for r in many)  # 0.031 > 0.05 / 2
