@@ -56,7 +56,11 @@ def test_a_model_relying_on_forbidden_tokens_does_not_take_champion(tmp_path):
 
 def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     # Only the explanation rule can block here: no metric thresholds, any score accepted.
-    gate = ("registry.explain_thresholds={integrated_gradients/comprehensiveness_gain: 0.01}", "registry.tolerance=1.0")
+    gate = (
+        "registry.explain_thresholds={integrated_gradients/comprehensiveness_gain: 0.01}",
+        "registry.tolerance=1.0",
+        "registry.slice_alpha=null",  # the slice gate would block the damaged model too
+    )
     good = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate)))
     assert good["promote"], good["reasons"]
     # The damaged challenger: its weights never leave their random start (learning rate 0).
