@@ -90,6 +90,7 @@ def decide(
 
 def register(cfg: DictConfig) -> dict:
     """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
+    check_slice_alpha(cfg.registry.slice_alpha)
     metrics = _test_metrics(cfg)
     run_id = tracking.current_run_id(cfg)
     tracking.configure(cfg)
@@ -202,11 +203,21 @@ def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
     return (logged["actual"] == logged["predicted"]).to_numpy()
 
 
+def check_slice_alpha(alpha: float | None) -> None:
+    """``registry.slice_alpha`` is a significance level in (0, 1), or null for no slice gate."""
+    if alpha is not None and not 0 < alpha < 1:
+        raise ConfigError(
+            f"registry.slice_alpha={alpha}: expected a significance level between 0 and 1 (e.g. 0.05), "
+            "or null to turn the slice gate off"
+        )
+
+
 def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list[dict], list[str]]:
     """Each test slice of the challenger against the champion on the same texts, and the slices
     where it is significantly worse, in words (the gate's reasons; ``registry.slice_alpha: null``
     turns the gate off)."""
     alpha = cfg.registry.slice_alpha
+    check_slice_alpha(alpha)
     if champion is None or champion.right is None or alpha is None:
         return [], []
     test = load_split(cfg, "test")
