@@ -83,3 +83,34 @@ def test_champion_from_another_split_is_rescored_on_this_one(tiny_run):
     out = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/1").predict(test[["text"]])
     expected = classification_metrics(test["label"].to_numpy(), out[["prob_rotten", "prob_fresh"]].to_numpy())
     assert record["champion_score"] == pytest.approx(expected["macro_f1"])
+
+
+def test_the_champions_per_text_results_come_from_its_logged_predictions(monkeypatch, tmp_path, caplog):
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from glasswork.registry import _logged_right
+
+    test = pd.DataFrame({"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
+    logged = pd.DataFrame({"text": test["text"], "actual": ["pos", "neg", "pos"], "predicted": ["pos", "pos", "pos"]})
+
+    def download(rows):
+        def fake(run_id, artifact_path, dst_path):
+            path = tmp_path / "predictions.csv"
+            rows.to_csv(path, index=False)
+            return str(path)
+
+        return fake
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download(logged))
+    assert _logged_right("run", test).tolist() == [True, False, True]
+    # Another split's predictions (a text differs): no per-text comparison, and the log says why.
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download(logged.assign(text=["good", "bad", "x"])))
+    assert _logged_right("run", test) is None and "not of this test split" in caplog.text
+
+    def missing(**_):
+        raise MlflowException("run 'run' not found")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", missing)
+    assert _logged_right("run", test) is None and "no predictions of the champion's run run" in caplog.text
