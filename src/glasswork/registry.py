@@ -170,7 +170,8 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
     tags = champion.tags
     test = load_split(cfg, "test")
     if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
-        right = _logged_right(champion.run_id, test)
+        # Per-text results serve only the slice gate: no download when it is off.
+        right = None if cfg.registry.slice_alpha is None else _logged_right(champion.run_id, test)
         return Champion(str(champion.version), float(tags[f"glasswork.test.{metric}"]), right)
     log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
     predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
