@@ -159,6 +159,7 @@ def projection_page(
 ) -> str:
     """The PNG's two panels as a page: hovering a point shows its text, its true label and the
     model's prediction."""
+    names = [html.escape(n) for n in names]  # class names come from the data: text, never markup
     predicted = probs.argmax(1)
     wrong = predicted != labels
     hover = [
@@ -188,11 +189,12 @@ def batch_map_page(
     embeddings (``reference``: vectors, texts; ``current``: vectors, texts, class
     probabilities), by origin and by the model's prediction; hovering a point shows its text."""
     (ref_vectors, ref_texts), (cur_vectors, cur_texts, probs) = reference, current
+    names, batch = [html.escape(n) for n in names], html.escape(batch)  # data: text, never markup
     points, used = project(np.vstack([ref_vectors, cur_vectors]), method, seed)
     is_current = np.arange(len(points)) >= len(ref_texts)
     predicted = np.concatenate([np.full(len(ref_texts), -1), probs.argmax(1)])
     hover = [f"{_hover(t)}<br><b>training data</b>" for t in ref_texts] + [
-        f"{_hover(t)}<br><b>{html.escape(batch)}</b> · <b>predicted</b> {names[q.argmax()]} ({q.max():.2f})"
+        f"{_hover(t)}<br><b>{batch}</b> · <b>predicted</b> {names[q.argmax()]} ({q.max():.2f})"
         for t, q in zip(cur_texts, probs, strict=True)
     ]
     training = ("training data", ~is_current, {"size": 5, "opacity": 0.35, "color": RIGHT})
@@ -203,15 +205,11 @@ def batch_map_page(
         for k, name in enumerate(names)
     ]
     title = (
-        f"Where {len(cur_texts)} texts of {html.escape(batch)} land among {len(ref_texts)} training texts: "
+        f"Where {len(cur_texts)} texts of {batch} land among {len(ref_texts)} training texts: "
         f"sentence embeddings ({used}); hover a point for its text"
     )
-    return map_page(
-        points,
-        hover,
-        [(f"training data vs {html.escape(batch)}", origin), (f"{html.escape(batch)} by prediction", by_class)],
-        title,
-    )
+    panels = [(f"training data vs {batch}", origin), (f"{batch} by prediction", by_class)]
+    return map_page(points, hover, panels, title)
 
 
 def png_bytes(fig) -> bytes:
