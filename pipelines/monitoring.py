@@ -122,7 +122,8 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     old["label"] = [classes[i] for i in old["label"]]
     path = Path(summary["output_dir"]) / "retraining_data.parquet"
     tmp = path.with_suffix(".partial")
-    pd.concat([old[["text", "label"]], new[["text", "label"]]], ignore_index=True).to_parquet(tmp)
+    # The splits' slice columns (data.slice_columns) stay: the batch's rows have them missing.
+    pd.concat([old, new[["text", "label"]]], ignore_index=True).to_parquet(tmp)
     tmp.rename(path)
     log.info("monitor: retraining on %d reference rows + %d new labelled rows (%s)", len(old), len(new), path)
     return path

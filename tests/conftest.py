@@ -52,6 +52,7 @@ def write_learnable_csv(
     import pandas as pd
 
     frame = pd.DataFrame(learnable_rows(n, seed), columns=[text_col, label_col])
+    frame["source"] = ["print" if i % 3 == 0 else "web" for i in range(n)]  # metadata to slice by
     frame.to_csv(path, index=False)
     return path
 

@@ -28,6 +28,7 @@ class DataConfig:
     format: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    slice_columns: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_rows: int | None = None

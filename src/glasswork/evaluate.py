@@ -83,6 +83,14 @@ def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.
     return frame, probs
 
 
+def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    """The slices of a prepared split: by length and split words (through the trained model's
+    tokenizer), by true class, and by each metadata column ``prepare`` kept in it."""
+    descriptors = text_descriptors(frame["text"].tolist(), load_tokenizer(model_dir(cfg)))
+    metadata = frame.drop(columns=["text", "label"])
+    return define_slices(descriptors, frame["label"].to_numpy(), names, metadata)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Score the test split; write ``artifacts/evaluate/`` (metrics.json, slices.json,
     predictions.csv, PNG plots).
@@ -96,8 +104,7 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = classification_metrics(truth, probs)
     metrics["n"] = len(frame)
     names = labels["names"]
-    descriptors = text_descriptors(frame["text"].tolist(), load_tokenizer(model_dir(cfg)))
-    slices = slice_metrics(define_slices(descriptors, truth, names), truth, probs)
+    slices = slice_metrics(split_slices(cfg, frame, names), truth, probs)
     with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
         predictions = pd.DataFrame(
             {

@@ -25,12 +25,11 @@ from glasswork import serving, tracking
 from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
-from glasswork.evaluate import classification_metrics
+from glasswork.evaluate import classification_metrics, split_slices
 from glasswork.explain.gate import explanation_failures
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
-from glasswork.slices import compare_slices, define_slices
-from glasswork.text_descriptors import text_descriptors
+from glasswork.slices import compare_slices
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +223,7 @@ def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list
     test = load_split(cfg, "test")
     predictions = pd.read_csv(Path(cfg.paths.artifacts_dir) / "evaluate" / "predictions.csv", keep_default_na=False)
     mine = (predictions["actual"] == predictions["predicted"]).to_numpy()
-    truth = test["label"].to_numpy()
-    descriptors = text_descriptors(test["text"].tolist(), load_tokenizer(model_dir(cfg)))
-    slices = define_slices(descriptors, truth, load_labels(cfg)["names"])
+    slices = split_slices(cfg, test, load_labels(cfg)["names"])
     rows = compare_slices(slices, champion.right, mine, alpha)
     failures = [
         f"slice '{r['slice']}' (n={r['n']}) is worse than champion v{champion.version}'s: accuracy "

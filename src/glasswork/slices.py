@@ -2,7 +2,8 @@
 
 The test split is cut three ways: by length (tertiles of the word count), by the share of words
 the model's tokenizer splits into pieces (tertiles of ``oov_share``: rare words, names,
-misspellings), and by true class. Each slice gets its accuracy with a 95% Wilson interval; a
+misspellings), and by true class; and then by each metadata column the user kept
+(``data.slice_columns``: source, language, date). Each slice gets its accuracy with a 95% Wilson interval; a
 slice is *flagged* when the whole interval lies below the overall accuracy, so that a small slice
 is not flagged by chance alone.
 """
@@ -10,6 +11,7 @@ is not flagged by chance alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import matplotlib
 
@@ -20,17 +22,70 @@ import pandas as pd
 from scipy.stats import binomtest
 
 CONFIDENCE = 0.95
+# Per metadata column, the most frequent values get a slice each and the rest one slice together:
+# a column of 500 authors would otherwise give 500 slices of a few texts, unreadable in the plot
+# and, in the registry's slice gate, a Bonferroni correction so strict that no slice could fail.
+MAX_VALUES = 8
 
 
-def define_slices(descriptors: pd.DataFrame, truth: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Named row masks over the split (``descriptors`` from :func:`glasswork.text_descriptors`)."""
-    slices = _tertiles(descriptors["length_words"].to_numpy(), "length {} words", "{:.0f}")
-    slices |= _tertiles(100 * descriptors["oov_share"].to_numpy(), "words split into pieces {}%", "{:.0f}")
+def define_slices(
+    descriptors: pd.DataFrame, truth: np.ndarray, names: list[str], metadata: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
+    """Named row masks over the split (``descriptors`` from :func:`glasswork.text_descriptors`;
+    ``metadata``: the split's own columns besides text and label, see :func:`column_slices`)."""
+    slices = _tertiles(descriptors["length_words"].to_numpy(), "length {} words", "{:.0f}".format)
+    slices |= _tertiles(100 * descriptors["oov_share"].to_numpy(), "words split into pieces {}%", "{:.0f}".format)
     slices |= {f"true class {name}": truth == k for k, name in enumerate(names)}
+    if metadata is not None:
+        for column in metadata.columns:
+            slices |= column_slices(metadata[column])
     return {name: rows for name, rows in slices.items() if rows.any()}
 
 
-def _tertiles(values: np.ndarray, title: str, number: str) -> dict[str, np.ndarray]:
+def column_slices(values: pd.Series) -> dict[str, np.ndarray]:
+    """The slices of one metadata column, named after it.
+
+    A number or date column with more than ``MAX_VALUES`` distinct values is cut at its tertiles
+    (``year 1998–2004``); any other column gets one slice per value (``source = web``), for its
+    ``MAX_VALUES`` most frequent values, and one for the rest together (``source: 3 other
+    values``). Missing values are a slice of their own (``source missing``).
+    """
+    column = str(values.name)
+    present = values.notna().to_numpy()
+    known = values[present]
+    numeric = pd.api.types.is_numeric_dtype(known) and not pd.api.types.is_bool_dtype(known)
+    dates = pd.api.types.is_datetime64_any_dtype(known)
+    if (numeric or dates) and known.nunique() > MAX_VALUES:
+        if dates:
+            numbers, fmt = _date_numbers(pd.DatetimeIndex(known))
+        else:
+            numbers, fmt = known.to_numpy(float), "{:.4g}".format
+        within = _tertiles(numbers, column + " {}", fmt)
+    else:
+        text = known.astype(str).str.slice(0, 40).to_numpy()
+        counts = pd.Series(text).value_counts(sort=True)
+        within = {f"{column} = {value}": text == value for value in counts.index[:MAX_VALUES]}
+        if len(counts) > MAX_VALUES:
+            within[f"{column}: {len(counts) - MAX_VALUES} other values"] = ~np.isin(text, counts.index[:MAX_VALUES])
+    slices = {}
+    for name, rows in within.items():
+        slices[name] = np.zeros(len(values), bool)
+        slices[name][present] = rows
+    slices[f"{column} missing"] = ~present
+    return slices
+
+
+def _date_numbers(stamps: pd.DatetimeIndex) -> tuple[np.ndarray, Callable[[float], str]]:
+    """Dates as numbers to cut at tertiles, and how to write one back (days, or minutes when the
+    column holds times of day)."""
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert(None)
+    stamps = stamps.as_unit("ns")
+    pattern = "%Y-%m-%d" if (stamps == stamps.normalize()).all() else "%Y-%m-%d %H:%M"
+    return stamps.asi8.astype(float), lambda value: pd.Timestamp(int(value)).strftime(pattern)
+
+
+def _tertiles(values: np.ndarray, title: str, fmt: Callable[[float], str]) -> dict[str, np.ndarray]:
     """Up to three slices cut at the tertiles of ``values`` (fewer where values repeat)."""
     edges = np.unique(np.quantile(values, [1 / 3, 2 / 3]))
     bins = np.digitize(values, edges, right=True)  # bin b holds values in (edges[b-1], edges[b]]
@@ -38,8 +93,8 @@ def _tertiles(values: np.ndarray, title: str, number: str) -> dict[str, np.ndarr
     for b in np.unique(bins):
         rows = bins == b
         low, high = values[rows].min(), values[rows].max()
-        span = number.format(low) if low == high else f"{number.format(low)}–{number.format(high)}"
-        slices[title.format(span)] = rows
+        span = fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+        slices[title.replace("{}", span)] = rows  # not format(): a column name may hold braces
     return slices
 
 

@@ -145,6 +145,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/metrics.json",
             f"{A}/explain/attributions.json",
             "src/glasswork/registry.py",
+            "src/glasswork/evaluate.py",
             "src/glasswork/slices.py",
             "src/glasswork/text_descriptors.py",
             "src/glasswork/explain/gate.py",

@@ -234,3 +234,29 @@ def test_an_unknown_on_drift_action_is_named():
 
     with pytest.raises(ConfigError, match=r"monitor.on_drift='page'.*\['alert', 'retrain', 'none'\]"):
         check_on_drift(load_config(["monitor.on_drift=page"]))
+
+
+def test_retraining_data_keeps_the_splits_slice_columns(tmp_path, cfg_factory):
+    from pipelines.monitoring import retraining_data
+
+    from glasswork.outputs import write_json
+
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for name in ("train", "val", "test"):
+        pd.DataFrame({"text": [f"{name} a", f"{name} b"], "label": [0, 1], "source": ["web", "print"]}).to_parquet(
+            splits / f"{name}.parquet"
+        )
+    write_json(splits / "labels.json", {"classes": ["neg", "pos"], "names": ["neg", "pos"]})
+    batch = tmp_path / "batch.csv"
+    new = pd.DataFrame({"text": ["new one", "new two", "new three"], "label": ["pos", "neg", "meh"]})
+    new.to_csv(batch, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = {"reference": str(splits / "train.parquet"), "output_dir": str(out),
+               "batch": {"source": str(batch), "files": [str(batch)]}}  # fmt: skip
+    data = pd.read_parquet(retraining_data(cfg_factory(tiny_overrides(tmp_path)), summary))
+    assert list(data.columns) == ["text", "label", "source"]
+    assert len(data) == 8  # 6 reference rows, 2 batch rows with a known label ("meh" is left out)
+    assert data["source"].tolist()[:6] == ["web", "print"] * 3 and data["source"][6:].isna().all()
+    assert set(data["label"]) == {"neg", "pos"}

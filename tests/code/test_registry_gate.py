@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import learnable_overrides
 
 from glasswork.config import load_config
+from glasswork.outputs import read_json
 from glasswork.registry import decide
 from glasswork.steps import STEPS
 
@@ -33,13 +34,15 @@ def _run_steps(cfg) -> dict:
 
 
 def test_a_worse_model_never_takes_champion(tmp_path):
-    good = load_config(learnable_overrides(tmp_path))
+    good = load_config(learnable_overrides(tmp_path, "data.slice_columns=[source]"))
     first = _run_steps(good)
     assert first["evaluate"]["accuracy"] >= 0.9, "the tiny model should learn the one-word rule"
     assert first["register"]["promote"]
+    sliced = {row["slice"]: row["n"] for row in read_json(tmp_path / "artifacts/evaluate/slices.json")["slices"]}
+    assert sliced["source = web"] + sliced["source = print"] == first["evaluate"]["n"]  # the metadata slices
 
     # Same data and test split, but the weights never move: a coin-flip model.
-    bad = load_config(learnable_overrides(tmp_path, "model.lr=0.0"))
+    bad = load_config(learnable_overrides(tmp_path, "data.slice_columns=[source]", "model.lr=0.0"))
     second = _run_steps(bad)
     assert second["evaluate"]["macro_f1"] < first["evaluate"]["macro_f1"]
     assert not second["register"]["promote"]
@@ -47,6 +50,7 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     # ... and on the same texts, slice by slice (McNemar): the coin flip loses most of them.
     slices = {row["slice"]: row for row in second["register"]["slices_vs_champion"]}
     assert slices and all(row["lost"] >= row["won"] for row in slices.values())
+    assert {"source = web", "source = print"} <= set(slices)
     regressed = [name for name, row in slices.items() if row["regressed"]]
     assert regressed and all(f"slice '{name}'" in " ".join(second["register"]["reasons"]) for name in regressed)
     assert first["register"]["slices_vs_champion"] == []  # no champion to compare with yet

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glasswork.slices import compare_slices, define_slices, slice_log_metrics, slice_metrics, slices_figure
+from glasswork.slices import (
+    MAX_VALUES,
+    column_slices,
+    compare_slices,
+    define_slices,
+    slice_log_metrics,
+    slice_metrics,
+    slices_figure,
+)
 
 
 def _descriptors(words: list[int], oov: list[float]) -> pd.DataFrame:
@@ -101,3 +109,41 @@ def test_the_slice_gate_corrects_for_the_number_of_slices():
     assert one[0]["regressed"]  # 0.031 <= 0.05
     many = compare_slices({f"s{i}": np.ones(10, bool) for i in range(2)}, champion, challenger, 0.05)
     assert not any(r["regressed"] for r in many)  # 0.031 > 0.05 / 2
+
+
+def test_a_metadata_column_gives_one_slice_per_frequent_value_the_rest_together_and_the_missing():
+    values = ["web"] * 30 + ["print"] * 20 + [f"blog {i}" for i in range(MAX_VALUES + 2)] + [None] * 5
+    slices = column_slices(pd.Series(values, name="source", dtype="string"))
+    assert list(slices)[:2] == ["source = web", "source = print"]  # most frequent first
+    assert slices["source = web"].sum() == 30 and slices["source = print"].sum() == 20
+    # MAX_VALUES + 4 values: web, print and MAX_VALUES - 2 blogs get a slice each, 4 blogs share one
+    assert slices["source: 4 other values"].sum() == 4
+    assert slices["source missing"].sum() == 5 and slices["source missing"][-5:].all()
+    assert len(slices) == MAX_VALUES + 2
+    assert (np.sum(list(slices.values()), axis=0) == 1).all()  # disjoint and covering
+
+
+def test_numbers_and_dates_with_many_values_are_cut_at_tertiles_and_few_values_are_categories():
+    rating = column_slices(pd.Series(np.arange(1.0, 31.0), name="rating"))
+    assert list(rating) == ["rating 1–10", "rating 11–20", "rating 21–30", "rating missing"]
+    stars = column_slices(pd.Series([1, 2, 3, 4, 5] * 6, name="stars"))
+    assert [name for name in stars if name != "stars missing"] == [f"stars = {k}" for k in (1, 2, 3, 4, 5)]
+    days = pd.Series(pd.date_range("2024-01-01", periods=30, freq="D", tz="UTC"), name="published")
+    assert list(column_slices(days))[:3] == [
+        "published 2024-01-01–2024-01-10",
+        "published 2024-01-11–2024-01-20",
+        "published 2024-01-21–2024-01-30",
+    ]
+    times = pd.Series(pd.date_range("2024-01-01 08:00", periods=30, freq="h"), name="at")
+    assert list(column_slices(times))[0] == "at 2024-01-01 08:00–2024-01-01 17:00"
+    braces = column_slices(pd.Series(np.arange(30.0), name="score {raw}"))
+    assert list(braces)[0] == "score {raw} 0–9"  # a column name is not a format string
+
+
+def test_metadata_slices_follow_the_built_in_ones_and_empty_slices_are_dropped():
+    truth = np.array([0, 1] * 6)
+    metadata = pd.DataFrame({"lang": ["en"] * 8 + ["de"] * 4})
+    slices = define_slices(_descriptors([5] * 12, [0.0] * 12), truth, ["neg", "pos"], metadata)
+    assert list(slices)[-2:] == ["lang = en", "lang = de"]  # "lang missing" is empty: dropped
+    metrics = slice_log_metrics(slice_metrics(slices, truth, _probs(np.ones(12, bool), truth)))
+    assert "test_slice/lang_en/accuracy" in metrics

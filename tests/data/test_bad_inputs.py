@@ -122,6 +122,30 @@ def test_bad_setting_fails_clearly_and_changes_nothing(case, registered_run, cap
     assert _state(root, cfg) == before
 
 
+WITH_SOURCE = "".join(f"{row},{'web' if i % 3 else 'print'}\n" for i, row in enumerate(GOOD_ROWS.splitlines()))
+BAD_SLICE_COLUMNS = {
+    # name: (header, data.slice_columns, data.text_column, words the error must contain)
+    "no such column": ("text,label,source", "[region]", "text", ["no slice column 'region'", "text, label, source"]),
+    "the label column": ("text,label,source", "[label]", "text", ["names the label column 'label'", "true class"]),
+    "named twice": ("text,label,source", "[source,source]", "text", ["lists 'source' twice"]),
+    "a name the splits use": ("body,label,text", "[text]", "body", ["'text' is a name the prepared splits use"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SLICE_COLUMNS))
+def test_bad_slice_columns_fail_clearly_and_change_nothing(case, registered_run, tmp_path, capsys):
+    root, cfg, before = registered_run
+    header, columns, text, words = BAD_SLICE_COLUMNS[case]
+    table = _write(tmp_path / "sourced.csv", f"{header}\n{WITH_SOURCE}")
+    overrides = ["data=table", f"data.path={table}", f"data.text_column={text}", "data.label_column=label"]
+    code = main(["run", *tiny_overrides(root, *overrides, f"data.slice_columns={columns}")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    for word in words:
+        assert word in err, f"{case}: {word!r} not in {err!r}"
+    assert _state(root, cfg) == before
+
+
 def test_steps_out_of_order_say_which_step_to_run_first(tmp_path, capsys):
     assert main(["evaluate", *tiny_overrides(tmp_path)]) == 2
     assert "run `glasswork" in capsys.readouterr().err

@@ -83,6 +83,31 @@ def test_duplicates_and_conflicting_labels_are_dropped_and_reported(tmp_path):
     assert report["rows_kept"] == 39
 
 
+def test_slice_columns_are_kept_in_the_splits_with_one_type_each(tmp_path):
+    frame = pd.read_csv(write_learnable_csv(tmp_path / "x.csv", n=60))
+    frame["source"] = [["web", "print", " ", 7][i % 4] for i in range(60)]  # mixed types, a blank
+    frame["published"] = [f"2024-0{1 + i % 9}-1{i % 10}" for i in range(60)]  # ISO dates as text
+    frame["stars"] = [None if i % 10 == 0 else i % 5 for i in range(60)]
+    frame["unused"] = "left out"
+    frame.to_csv(tmp_path / "meta.csv", index=False)
+    cfg = load_config(
+        tiny_overrides(
+            tmp_path,
+            "data=table",
+            f"data.path={tmp_path / 'meta.csv'}",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.slice_columns=[source,published,stars]",
+        )
+    )
+    assert prepare(cfg)["slice_columns"] == ["source", "published", "stars"]
+    splits = pd.concat([pd.read_parquet(f"{cfg.paths.processed_dir}/{s}.parquet") for s in SPLITS])
+    assert list(splits.columns) == ["text", "label", "source", "published", "stars"]
+    assert splits["source"].isna().sum() == 15 and set(splits["source"].dropna()) == {"web", "print", "7"}
+    assert pd.api.types.is_datetime64_any_dtype(splits["published"]) and splits["published"].notna().all()
+    assert splits["stars"].isna().sum() == 6
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_parquet_and_jsonl_tables_are_read(tmp_path, fmt):
     csv = write_learnable_csv(tmp_path / "x.csv", n=60)

@@ -44,7 +44,8 @@ def ingest(cfg: DictConfig) -> dict:
 def prepare(cfg: DictConfig) -> dict:
     """Check the raw table, split it (stratified, seeded) and write ``data/processed/``.
 
-    Writes ``train/val/test.parquet`` (columns ``text``, ``label`` as a class index),
+    Writes ``train/val/test.parquet`` (columns ``text``, ``label`` as a class index, then the
+    ``data.slice_columns``),
     ``labels.json`` (class index -> original value and display name) and ``report.json``.
     """
     table = _load_checked(cfg)
@@ -151,7 +152,7 @@ def _load_checked(cfg: DictConfig) -> schema.CleanTable:
             f"{path} is missing: run `glasswork ingest` first (it copies the packaged {cfg.data.source} data)"
         )
     frame = sources.read_table(path, cfg.data.format)
-    return schema.validate(frame, str(path), cfg.data.text_column, cfg.data.label_column)
+    return schema.validate(frame, str(path), cfg.data.text_column, cfg.data.label_column, cfg.data.slice_columns)
 
 
 def _subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:

@@ -5,46 +5,57 @@ Rows are numbered as a spreadsheet shows them: the header is line 1, the first r
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from glasswork.errors import DataError
+from glasswork.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 MIN_ROWS_PER_CLASS = 5  # a stratified train/val/test split needs a few of each class
+ISO_DATE = r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)?(?:Z|[+-]\d\d:?\d\d)?"
 
 
 @dataclass
 class CleanTable:
-    """A checked table: columns ``text`` and ``label`` (the original label values)."""
+    """A checked table: columns ``text`` and ``label`` (the original label values), then the
+    metadata columns kept to slice the evaluation by (``data.slice_columns``), under their names."""
 
     frame: pd.DataFrame
     classes: list
     report: dict = field(default_factory=dict)
 
 
-def validate(frame: pd.DataFrame, source: str, text_column: str, label_column: str) -> CleanTable:
-    """Check a raw table and return the cleaned ``text``/``label`` frame.
+def validate(
+    frame: pd.DataFrame, source: str, text_column: str, label_column: str, slice_columns: Sequence[str] = ()
+) -> CleanTable:
+    """Check a raw table and return the cleaned ``text``/``label`` frame (and ``slice_columns``).
 
     Rules: both columns exist; there is at least one row; the text column holds text; no
     label is missing; rows with empty text are dropped (all empty is an error); exact
     duplicates are dropped and texts seen with two labels are dropped; at least two classes,
-    each with at least ``MIN_ROWS_PER_CLASS`` rows.
+    each with at least ``MIN_ROWS_PER_CLASS`` rows. Slice columns exist, are neither the text nor
+    the label column, and may hold missing values (a slice of their own).
 
     Raises:
         DataError: naming ``source`` and the row, column and rule that failed.
+        ConfigError: ``data.slice_columns`` names a column twice, or the text or label column.
     """
     _require_columns(frame, source, text_column, label_column)
+    _require_slice_columns(frame, source, text_column, label_column, list(slice_columns))
     if frame.empty:
         raise DataError(f"{source} has a header ({', '.join(map(str, frame.columns))}) but no rows")
     texts, labels = frame[text_column], frame[label_column]
     _require_text(texts, source, text_column)
     _require_labels(labels, source, label_column)
     clean = pd.DataFrame({"text": texts.astype("string").fillna("").str.strip(), "label": labels})
-    report = {"source": source, "rows_read": len(clean)}
+    for column in slice_columns:
+        clean[column] = _metadata(frame[column])
+    report = {"source": source, "rows_read": len(clean), "slice_columns": list(slice_columns)}
     empty = clean["text"] == ""
     if empty.all():
         raise DataError(f"{source}: every value of text column {text_column!r} is empty")
@@ -72,6 +83,49 @@ def _require_columns(frame: pd.DataFrame, source: str, text_column: str, label_c
                 f"{source} has no {role} column {column!r} (columns found: {found}); "
                 f"set data.{role}_column to one of them"
             )
+
+
+def _require_slice_columns(
+    frame: pd.DataFrame, source: str, text_column: str, label_column: str, columns: list[str]
+) -> None:
+    for column in columns:
+        if columns.count(column) > 1:
+            raise ConfigError(f"data.slice_columns lists {column!r} twice")
+        if column in (text_column, label_column):
+            role = "text" if column == text_column else "label"
+            built_in = "true class" if role == "label" else "length and split words"
+            raise ConfigError(
+                f"data.slice_columns names the {role} column {column!r}: slices by {built_in} are built in; "
+                "list metadata columns (source, language, date)"
+            )
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns))
+            raise DataError(
+                f"{source} has no slice column {column!r} (columns found: {found}); "
+                "set data.slice_columns to columns of this table, or [] for none"
+            )
+        if column in ("text", "label"):  # the prepared splits' own columns
+            raise ConfigError(
+                f"data.slice_columns: {column!r} is a name the prepared splits use for the text and the label; "
+                f"rename that column of {source}"
+            )
+
+
+def _metadata(values: pd.Series) -> pd.Series:
+    """A slice column as the splits keep it: numbers, flags and dates as they are, ISO dates
+    written as text (CSV, JSONL) as dates, anything else as text; blank cells are missing. One
+    parquet type per column, whatever the file held."""
+    kind = pd.api.types
+    if kind.is_numeric_dtype(values) or kind.is_bool_dtype(values) or kind.is_datetime64_any_dtype(values):
+        return values
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    written = text.dropna()
+    if len(written) and written.str.fullmatch(ISO_DATE).all():
+        zoned = bool(written.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$").any())
+        with contextlib.suppress(ValueError, OverflowError):  # 2024-13-45 looks like a date: keep it as text
+            return pd.to_datetime(text, format="ISO8601", utc=zoned)
+    return text
 
 
 def _require_text(texts: pd.Series, source: str, column: str) -> None:
