@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from glasswork import tracking
 from glasswork.config import to_plain, to_yaml
-from glasswork.data.datamodule import TextCollator, TextDataModule
+from glasswork.data.datamodule import TextCollator, TextDataModule, truncation
 from glasswork.data.prepare import SPLITS, load_labels, load_split, split_files
 from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
@@ -74,6 +74,7 @@ def train(cfg: DictConfig) -> dict:
     with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
         if resume_from is None:
             _log_run_inputs(cfg, labels)
+            _log_truncation(cfg, tokenizer, train_df["text"].tolist())
         else:
             step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
@@ -217,6 +218,25 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
         source = str(processed / f"{split}.parquet")
         dataset = mlflow.data.from_pandas(load_split(cfg, split), source=source, name=split, targets="label")
         mlflow.log_input(dataset, context=split)  # the MLflow UI's "Datasets used", with a digest
+
+
+def _log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
+    """``data/train_truncated_share`` and the like in MLflow, and a warning when the model will
+    not see the end of some training texts."""
+    found = truncation(tokenizer, texts, cfg.model.max_length)
+    mlflow.log_metrics({f"data/train_{k}": float(v) for k, v in found.items()})
+    if found["truncated"]:
+        log.warning(
+            "train: %d of %d training texts (%.1f%%) are longer than model.max_length=%d tokens (the longest: %d) "
+            "and are cut there; raise model.max_length%s if their ends matter",
+            found["truncated"],
+            len(texts),
+            100 * found["truncated_share"],
+            cfg.model.max_length,
+            found["longest_tokens"],
+            # Tokenizers that do not know their model's limit report a huge sentinel instead.
+            f" (at most {limit} for this model)" if (limit := tokenizer.model_max_length) < 100_000 else "",
+        )
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

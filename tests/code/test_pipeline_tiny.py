@@ -142,8 +142,10 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
         "drift/oov_share_drifted",
         "test_slice/true_class_fresh/accuracy",
         "test_slice/n_flagged",
+        "data/train_truncated_share",
     ):
         assert key in run.data.metrics, key
+    assert run.data.metrics["data/train_longest_tokens"] > 20  # reviews: tens of tokens
     assert len(client.get_metric_history(run_id, "train/loss")) >= 2  # a curve, not a number
     for tag in ("glasswork.git_commit", "glasswork.data_md5", "glasswork.registered_version"):
         assert run.data.tags.get(tag), tag

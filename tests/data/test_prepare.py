@@ -10,6 +10,7 @@ from tests.conftest import tiny_overrides, write_learnable_csv
 
 from glasswork.config import load_config
 from glasswork.data.prepare import SPLITS, ingest, prepare
+from glasswork.data.schema import comparison_key
 from glasswork.outputs import read_json
 
 
@@ -66,6 +67,7 @@ def test_string_labels_are_mapped_and_the_mapping_saved(table_cfg):
 def test_duplicates_and_conflicting_labels_are_dropped_and_reported(tmp_path):
     rows = [(f"text {i}", "a" if i % 2 else "b") for i in range(40)]
     rows += [("text 1", "a"), ("text 2", "a")]  # an exact duplicate and a conflicting label
+    rows += [("Text  3!", "a"), ("TEXT-4", "a"), (":)", "a"), (":(", "b")]  # near: a copy, a conflict; not near
     csv = tmp_path / "dups.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(csv, index=False)
     cfg = load_config(
@@ -79,8 +81,12 @@ def test_duplicates_and_conflicting_labels_are_dropped_and_reported(tmp_path):
         )
     )
     report = prepare(cfg)
-    assert report["dropped_duplicates"] == 1 and report["dropped_conflicting_labels"] == 2
-    assert report["rows_kept"] == 39
+    assert report["dropped_duplicates"] == 1 and report["dropped_near_duplicates"] == 1
+    assert report["dropped_conflicting_labels"] == 4  # "text 2" twice, "text 4" and "TEXT-4"
+    assert report["rows_kept"] == 40  # 40 texts, less "text 2" and "text 4", plus ":)" and ":("
+    splits = {s: pd.read_parquet(f"{cfg.paths.processed_dir}/{s}.parquet") for s in SPLITS}
+    keys = [set(comparison_key(frame["text"])) for frame in splits.values()]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2]), "a text leaks between splits"
 
 
 def test_slice_columns_are_kept_in_the_splits_with_one_type_each(tmp_path):

@@ -44,6 +44,15 @@ class TextCollator:
         }
 
 
+def truncation(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, float]:
+    """How many texts are longer than ``max_length`` tokens (special tokens included), so that
+    the model never sees their tails: their count, their share, and the longest text's tokens."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+    over = sum(n > max_length for n in lengths)
+    share = over / max(len(lengths), 1)
+    return {"truncated": over, "truncated_share": share, "longest_tokens": max(lengths, default=0)}
+
+
 def rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
     """``(text, label)`` pairs of a processed split; unlabelled frames get label -1."""
     labels = frame["label"].tolist() if "label" in frame else [-1] * len(frame)

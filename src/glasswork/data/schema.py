@@ -36,10 +36,11 @@ def validate(
     """Check a raw table and return the cleaned ``text``/``label`` frame (and ``slice_columns``).
 
     Rules: both columns exist; there is at least one row; the text column holds text; no
-    label is missing; rows with empty text are dropped (all empty is an error); exact
-    duplicates are dropped and texts seen with two labels are dropped; at least two classes,
-    each with at least ``MIN_ROWS_PER_CLASS`` rows. Slice columns exist, are neither the text nor
-    the label column, and may hold missing values (a slice of their own).
+    label is missing; rows with empty text are dropped (all empty is an error); duplicates are
+    dropped, also texts equal up to case, spacing and punctuation (:func:`comparison_key`), so
+    that no text is both trained and tested on; texts seen with two labels are dropped; at least
+    two classes, each with at least ``MIN_ROWS_PER_CLASS`` rows. Slice columns exist, are neither
+    the text nor the label column, and may hold missing values (a slice of their own).
 
     Raises:
         DataError: naming ``source`` and the row, column and rule that failed.
@@ -61,10 +62,16 @@ def validate(
         raise DataError(f"{source}: every value of text column {text_column!r} is empty")
     report["dropped_empty_text"] = int(empty.sum())
     clean = clean[~empty]
-    before = len(clean)
-    clean = clean.drop_duplicates(subset=["text", "label"])
-    report["dropped_duplicates"] = before - len(clean)
-    conflicting = clean["text"].duplicated(keep=False)
+    exact = clean.duplicated(subset=["text", "label"])
+    report["dropped_duplicates"] = int(exact.sum())
+    clean = clean[~exact]
+    # Texts equal up to case, spacing and punctuation ("A slick melodrama." / "a slick melodrama")
+    # are one text to the model: kept twice, one copy could land in train and one in test.
+    key = comparison_key(clean["text"])
+    near = pd.DataFrame({"key": key, "label": clean["label"]}).duplicated()
+    report["dropped_near_duplicates"] = int(near.sum())
+    clean, key = clean[~near], key[~near]
+    conflicting = key.duplicated(keep=False)
     report["dropped_conflicting_labels"] = int(conflicting.sum())
     clean = clean[~conflicting].reset_index(drop=True)
     classes = _require_classes(clean["label"], source, label_column)
@@ -73,6 +80,13 @@ def validate(
     if dropped:
         log.warning("%s: dropped rows %s", source, dropped)
     return CleanTable(frame=clean, classes=classes, report=report)
+
+
+def comparison_key(texts: pd.Series) -> pd.Series:
+    """Each text case-folded, with every run of spaces and punctuation made one space: texts
+    with the same key are duplicates. A text of punctuation only (":)") is its own key."""
+    key = texts.str.casefold().str.replace(r"[\W_]+", " ", regex=True).str.strip()
+    return key.mask(key == "", texts)
 
 
 def _require_columns(frame: pd.DataFrame, source: str, text_column: str, label_column: str) -> None:
