@@ -103,27 +103,32 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     """The champion's prepared splits plus every row of the batch with a label the model knows,
     as one table (raw label values), or ``None`` when the batch has no such row."""
     from glasswork.batch import batch_files, stream
+    from glasswork.data.schema import conform_metadata
     from glasswork.outputs import read_json
 
     splits = Path(summary["reference"]).parent
     classes = [str(c) for c in read_json(splits / "labels.json")["classes"]]
+    old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
+    old["label"] = [classes[i] for i in old["label"]]
+    # The splits' slice columns (data.slice_columns) come along, from the batch where it has them.
+    batch_columns = ("text", "label", cfg.monitor.text_column, cfg.monitor.label_column)
+    metadata = tuple(c for c in old.columns if c not in batch_columns)
     new = []
     for file in batch_files(Path(summary["batch"]["source"])):
         if str(file) not in summary["batch"]["files"]:
             continue  # skipped as unreadable
-        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column):
+        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata):
             if "label" in chunk.column_names:
                 frame = chunk.to_pandas()
                 new.append(frame[frame["label"].isin(classes)])
     new = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
     if new.empty:
         return None
-    old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
-    old["label"] = [classes[i] for i in old["label"]]
+    for column in metadata:
+        new[column] = conform_metadata(new[column], old[column])
     path = Path(summary["output_dir"]) / "retraining_data.parquet"
     tmp = path.with_suffix(".partial")
-    # The splits' slice columns (data.slice_columns) stay: the batch's rows have them missing.
-    pd.concat([old, new[["text", "label"]]], ignore_index=True).to_parquet(tmp)
+    pd.concat([old, new[["text", "label", *metadata]]], ignore_index=True).to_parquet(tmp)
     tmp.rename(path)
     log.info("monitor: retraining on %d reference rows + %d new labelled rows (%s)", len(old), len(new), path)
     return path

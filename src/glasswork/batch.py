@@ -66,7 +66,8 @@ def batch_files(source: Path) -> list[Path]:
 
 def stream(path: Path, text_column: str, label_column: str, extra: tuple[str, ...] = ()) -> Iterator[pa.Table]:
     """Chunks of ``path`` with ``text`` and, if the file has one, ``label`` (both as strings),
-    then the ``extra`` columns as they are (each must exist)."""
+    then the ``extra`` columns as they are (CSV: as strings), all missing where the file lacks one
+    (so that every file of a batch gives the same columns)."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown format {path.suffix!r} (expected one of {sorted(FORMATS)})")
@@ -76,14 +77,12 @@ def stream(path: Path, text_column: str, label_column: str, extra: tuple[str, ..
             f"{path} has no text column {text_column!r} (columns found: {columns}); "
             "name the right one with monitor.text_column=..."
         )
-    missing = [c for c in extra if c not in columns]
-    if missing:
-        raise DataError(f"{path} lacks the column(s) {missing} (columns found: {columns})")
+    present = [c for c in extra if c in columns]
     wanted = [text_column] + ([label_column] if label_column in columns else [])
-    for chunk in _chunks(path, fmt, wanted + list(extra)):
+    for chunk in _chunks(path, fmt, wanted + present):
         names = ["text", "label"][: len(wanted)]
         renamed = {new: pc.cast(chunk.column(old), pa.string()) for new, old in zip(names, wanted, strict=True)}
-        yield pa.table(renamed | {c: chunk.column(c) for c in extra})
+        yield pa.table(renamed | {c: chunk.column(c) if c in present else pa.nulls(chunk.num_rows) for c in extra})
 
 
 def _columns(path: Path, fmt: str) -> list[str]:

@@ -1,7 +1,8 @@
 """The ``drift`` step: has the data moved? An Evidently report of a current batch against the
 training reference, over the text itself, what describes it (length, words, words the model's
 vocabulary does not know, non-letters), the model's sentence embeddings and predicted
-probability, and the label when both sides have one. ``glasswork monitor`` runs the same
+probability, the label when both sides have one, and the data's metadata columns
+(``data.slice_columns``) that both sides carry. ``glasswork monitor`` runs the same
 comparison (:func:`describe`, :func:`compare`) on each new batch against the champion's own
 reference data.
 """
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_split
+from glasswork.data.schema import conform_metadata
 from glasswork.data.sources import read_table
 from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
@@ -48,6 +50,7 @@ NUMERIC = [*DESCRIPTORS, "predicted_probability"]
 # classifier's verdicts were the same as on all 384 dimensions, and Evidently's t-SNE plot of
 # them takes seconds instead of tens of seconds.
 EMBEDDING_COMPONENTS = 16
+META = "meta:"  # a metadata column of the data (data.slice_columns) as a drift signal
 
 
 def current_batch(cfg: DictConfig) -> pd.DataFrame:
@@ -102,8 +105,34 @@ def describe(texts: list[str], model, tokenizer, cfg: DictConfig, labels: list[s
     return View(frame, vectors, probs)
 
 
+def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
+    """The split's metadata columns (``data.slice_columns``) that the batch carries too, to be
+    tested for drift: numbers, flags and categories. Dates are left out: a later batch always has
+    later dates, so they would always drift."""
+    return [
+        column
+        for column in split.columns
+        if column not in ("text", "label")
+        and not pd.api.types.is_datetime64_any_dtype(split[column])
+        and column in batch.columns
+        and batch[column].notna().any()
+    ]
+
+
+def with_metadata(view: View, frame: pd.DataFrame, columns: list[str], split: pd.DataFrame) -> View:
+    """``view`` with ``frame``'s metadata ``columns`` (rows in the same order) as ``meta:NAME``
+    signals, in the type ``split`` keeps them: numbers, or categories with ``(missing)``."""
+    for column in columns:
+        values = conform_metadata(frame[column], split[column])
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            values = values.astype("string").fillna("(missing)")
+        view.frame[META + column] = values.to_numpy()
+    return view
+
+
 def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
-    """The Evidently report of ``current`` against ``reference`` (see ``drift_report`` for the verdict)."""
+    """The Evidently report of ``current`` against ``reference`` (see ``drift_report`` for the
+    verdict), with the metadata signals (``meta:NAME``) both sides carry."""
     from sklearn.decomposition import PCA
 
     k = min(EMBEDDING_COMPONENTS, len(reference.frame) - 1, reference.embeddings.shape[1])
@@ -115,12 +144,14 @@ def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
         return pd.concat([view.frame.reset_index(drop=True), reduced], axis=1)
 
     labelled = reference.has_labels and current.has_labels
+    metadata = [c for c in reference.frame.columns if c.startswith(META) and c in current.frame.columns]
+    numeric = [c for c in metadata if pd.api.types.is_numeric_dtype(reference.frame[c])]
     return build_drift_report(
         with_embeddings(reference),
         with_embeddings(current),
         text_columns=["text"],
-        numerical_columns=NUMERIC,
-        categorical_columns=["label"] if labelled else None,
+        numerical_columns=NUMERIC + numeric,
+        categorical_columns=(["label"] if labelled else []) + [c for c in metadata if c not in numeric],
         embeddings={"sentence": columns},
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
@@ -292,6 +323,9 @@ def drift(cfg: DictConfig) -> dict:
         reference["text"].tolist(), model, tokenizer, cfg, label_names(reference["label"], labels["names"])
     )
     current_view = describe(texts, model, tokenizer, cfg, label_names(current_labels, labels["names"]))
+    metadata = drift_metadata(reference, current)
+    reference_view = with_metadata(reference_view, reference, metadata, reference)
+    current_view = with_metadata(current_view, current, metadata, reference)
     art = Path(cfg.paths.artifacts_dir)
     scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
     performance = performance_estimate(scored, current_view.probs, current_labels)

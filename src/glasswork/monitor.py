@@ -30,6 +30,7 @@ from glasswork.drift import (
     batch_map,
     compare,
     describe,
+    drift_metadata,
     drift_metrics,
     explanation_drift,
     label_indices,
@@ -37,6 +38,7 @@ from glasswork.drift import (
     performance_estimate,
     save_explanation_page,
     verdict_words,
+    with_metadata,
 )
 from glasswork.errors import GlassworkError, LineageError, first_line
 from glasswork.explain.embeddings import check_projection
@@ -194,6 +196,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
         label_column=cfg.monitor.label_column,
         sample_size=cfg.monitor.sample_size,
         seed=cfg.seed,
+        extra=metadata_columns(ref.train, cfg),
     )
     log.info("monitor: %s rows in %d file(s) of %s, watched with %s", batch.n_rows, len(batch.files), source, ref.label)
     model, tokenizer = load_trained(ref.model_dir, device=inference_device(cfg.trainer)), load_tokenizer(ref.model_dir)
@@ -218,6 +221,13 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
         mlflow.log_artifacts(str(out), "monitor")
     log.info("monitor: %s vs %s's training data -> %s", source, ref.label, summary["verdict_words"])
     return summary
+
+
+def metadata_columns(train: pd.DataFrame, cfg: DictConfig) -> tuple[str, ...]:
+    """The champion's metadata columns (``data.slice_columns``) to read from a batch beside the
+    text and the label, where the batch has them (its drift signals ``meta:NAME``)."""
+    taken = ("text", "label", "file", "row", cfg.monitor.text_column, cfg.monitor.label_column)
+    return tuple(c for c in train.columns if c not in taken)
 
 
 def record_action(summary: dict, action: str) -> None:
@@ -258,6 +268,9 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     current_view = describe(
         texts, model, tokenizer, cfg, label_names(labels, ref.labels["names"]) if test_labels else None
     )
+    metadata = [c for c in drift_metadata(ref.train, sample) if c in metadata_columns(ref.train, cfg)]
+    reference_view = with_metadata(reference_view, reference, metadata, ref.train)
+    current_view = with_metadata(current_view, sample, metadata, ref.train)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
     performance = performance_estimate(ref.predictions, current_view.probs, labels)

@@ -118,6 +118,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/drift.py",
             "src/glasswork/estimate.py",
             "src/glasswork/drift_report.py",
+            "src/glasswork/data/schema.py",
             "src/glasswork/text_descriptors.py",
             "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/global_importance.py",

@@ -236,7 +236,7 @@ def test_an_unknown_on_drift_action_is_named():
         check_on_drift(load_config(["monitor.on_drift=page"]))
 
 
-def test_retraining_data_keeps_the_splits_slice_columns(tmp_path, cfg_factory):
+def test_retraining_data_keeps_the_slice_columns_of_the_splits_and_the_batch(tmp_path, cfg_factory):
     from pipelines.monitoring import retraining_data
 
     from glasswork.outputs import write_json
@@ -249,7 +249,9 @@ def test_retraining_data_keeps_the_splits_slice_columns(tmp_path, cfg_factory):
         )
     write_json(splits / "labels.json", {"classes": ["neg", "pos"], "names": ["neg", "pos"]})
     batch = tmp_path / "batch.csv"
-    new = pd.DataFrame({"text": ["new one", "new two", "new three"], "label": ["pos", "neg", "meh"]})
+    new = pd.DataFrame(
+        {"text": ["new one", "new two", "new three"], "label": ["pos", "neg", "meh"], "source": ["web", " ", "web"]}
+    )
     new.to_csv(batch, index=False)
     out = tmp_path / "out"
     out.mkdir()
@@ -258,5 +260,24 @@ def test_retraining_data_keeps_the_splits_slice_columns(tmp_path, cfg_factory):
     data = pd.read_parquet(retraining_data(cfg_factory(tiny_overrides(tmp_path)), summary))
     assert list(data.columns) == ["text", "label", "source"]
     assert len(data) == 8  # 6 reference rows, 2 batch rows with a known label ("meh" is left out)
-    assert data["source"].tolist()[:6] == ["web", "print"] * 3 and data["source"][6:].isna().all()
+    assert data["source"].tolist()[:6] == ["web", "print"] * 3
+    assert data["source"][6] == "web" and pd.isna(data["source"][7])  # from the batch, blank is missing
     assert set(data["label"]) == {"neg", "pos"}
+
+
+def test_a_champion_with_slice_columns_is_watched_on_them(tmp_path):
+    from tests.conftest import learnable_overrides, learnable_rows
+
+    from glasswork.steps import STEPS
+
+    cfg = load_config(learnable_overrides(tmp_path, "data.slice_columns=[source]"))
+    results = {step.name: step.function()(cfg) for step in STEPS}
+    assert results["register"]["promote"]
+    batch = tmp_path / "incoming"
+    batch.mkdir()
+    rows = pd.DataFrame(learnable_rows(80, seed=5), columns=["text", "label"])
+    rows[:60].assign(source="print").to_csv(batch / "a.csv", index=False)  # training: a third from print
+    rows[60:].to_parquet(batch / "b.parquet")  # a file without the column: its rows have it missing
+    summary = monitor(cfg, batch)
+    assert summary["batch"]["skipped"] == {}
+    assert summary["columns"]["meta:source"]["drifted"] and "meta:source" in summary["drifted_signals"]

@@ -40,6 +40,7 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     assert first["register"]["promote"]
     sliced = {row["slice"]: row["n"] for row in read_json(tmp_path / "artifacts/evaluate/slices.json")["slices"]}
     assert sliced["source = web"] + sliced["source = print"] == first["evaluate"]["n"]  # the metadata slices
+    assert "meta:source" in read_json(tmp_path / "artifacts/drift/drift.json")["columns"]  # and a drift signal
 
     # Same data and test split, but the weights never move: a coin-flip model.
     bad = load_config(learnable_overrides(tmp_path, "data.slice_columns=[source]", "model.lr=0.0"))

@@ -142,6 +142,19 @@ def _metadata(values: pd.Series) -> pd.Series:
     return text
 
 
+def conform_metadata(values: pd.Series, like: pd.Series) -> pd.Series:
+    """A batch's metadata column in the type ``like`` (the same column of a split) has: a batch
+    read from CSV holds text, the splits hold numbers and dates. What does not parse is missing."""
+    kind = pd.api.types
+    if kind.is_bool_dtype(like) or not (kind.is_numeric_dtype(like) or kind.is_datetime64_any_dtype(like)):
+        text = values.astype("string").str.strip()
+        return text.mask(text == "")
+    if kind.is_numeric_dtype(like):
+        return pd.to_numeric(values, errors="coerce")
+    stamps = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    return stamps if like.dt.tz is not None else stamps.dt.tz_convert(None)
+
+
 def _require_text(texts: pd.Series, source: str, column: str) -> None:
     non_missing = texts.dropna()
     if len(non_missing) and pd.api.types.is_numeric_dtype(non_missing) and not pd.api.types.is_bool_dtype(non_missing):

