@@ -45,6 +45,7 @@ def test_numbers_and_categories_are_tested_dates_and_absent_columns_are_not():
     batch = pd.DataFrame({"text": ["a", "b"], "source": ["web", None], "stars": ["4", "x"], "lang": ["en", "de"]})
     assert drift_metadata(split, batch) == ["source", "stars"]  # no dates; "lang" is not the split's
     assert drift_metadata(split, batch.assign(source=None)) == ["stars"]  # all missing: nothing to test
+    assert drift_metadata(split, batch.assign(stars=["five", " "])) == ["source"]  # no number in it
     view = with_metadata(_view(batch, 0), batch, ["source", "stars"], split)
     assert view.frame["meta:source"].tolist() == ["web", "(missing)"]
     assert view.frame["meta:stars"].dtype == float and np.isnan(view.frame["meta:stars"][1])  # CSV text read back
@@ -54,7 +55,7 @@ def test_a_shift_in_a_metadata_column_is_a_drifted_signal(tmp_path):
     fast = ("drift.text_method=abs_text_content_drift", "drift.embeddings_plot=false")
     cfg = load_config(tiny_overrides(tmp_path, *fast))
     reference, same, shifted = _split(200, 1), _split(200, 2), _split(200, 3)
-    shifted["source"] = "web"  # every row of the new batch from one source, and only 5-star ratings
+    shifted["source"] = "blog"  # every row of the new batch from a source never seen, and only 5 stars
     shifted["stars"] = 5.0
     columns = drift_metadata(reference, shifted)
     base = with_metadata(_view(reference, 1), reference, columns, reference)
