@@ -174,6 +174,10 @@ def report(summary: dict, markdown: bool = False) -> str:
             f"- accuracy: estimated {perf['estimated_accuracy']:.3f} without labels{truth} "
             f"(on its test split: {perf['reference_accuracy']:.3f})"
         )
+        for row in perf.get("slices", []):
+            tested = f" (test split: {row['test_accuracy']:.3f})" if "test_accuracy" in row else ""
+            truth = f", actual {row['actual_accuracy']:.3f}" if "actual_accuracy" in row else ""
+            lines.append(f"  - {row['slice']} (n={row['n']}): estimated {row['estimated_accuracy']:.3f}{tested}{truth}")
     if summary["unseen_labels"]:
         lines.append(f"- labels the model never saw (left out): {summary['unseen_labels']}")
     explained = summary["explanation_drift"]

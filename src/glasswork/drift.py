@@ -39,6 +39,7 @@ from glasswork.explain.global_importance import (
 )
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.slices import column_slices, metric_key
 from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,15 @@ def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
     ]
 
 
+def metadata_slices(frame: pd.DataFrame, columns: list[str], split: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``frame``'s slices by its metadata ``columns`` in the split's types, named as the evaluate
+    step names the test split's (``source = web``)."""
+    slices: dict[str, np.ndarray] = {}
+    for column in columns:
+        slices |= column_slices(conform_metadata(frame[column], split[column]).rename(column))
+    return {name: rows for name, rows in slices.items() if rows.any()}
+
+
 def with_metadata(view: View, frame: pd.DataFrame, columns: list[str], split: pd.DataFrame) -> View:
     """``view`` with ``frame``'s metadata ``columns`` (rows in the same order) as ``meta:NAME``
     signals, in the type ``split`` keeps them: numbers, or categories with ``(missing)``."""
@@ -187,11 +197,19 @@ def label_names(index, names: list) -> list[str] | None:
 
 
 def performance_estimate(
-    reference_predictions: pd.DataFrame | None, probs: np.ndarray, labels: np.ndarray | None
+    reference_predictions: pd.DataFrame | None,
+    probs: np.ndarray,
+    labels: np.ndarray | None,
+    slices: dict[str, np.ndarray] | None = None,
+    test_slices: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Accuracy of the current batch estimated from confidence alone (calibrated on the test
     split's predictions from the evaluate step), and the true accuracy where labels are known
-    (``labels``: class indices, -1 for rows without a known label)."""
+    (``labels``: class indices, -1 for rows without a known label).
+
+    With ``slices`` (the batch's rows by metadata value, :func:`metadata_slices`), the same per
+    slice, beside the slice's accuracy on the test split (``test_slices``, rows in the order of
+    ``reference_predictions``) where it has one."""
     if reference_predictions is None:
         return {"status": "not computed: the evaluate step's predictions.csv is missing (run `glasswork evaluate`)"}
     scored = reference_predictions
@@ -207,7 +225,35 @@ def performance_estimate(
         known = labels >= 0
         result["actual_accuracy"] = float((probs[known].argmax(axis=1) == labels[known]).mean())
         result["n_labelled"] = int(known.sum())
+    if slices:
+        tested = {k: v for k, v in (test_slices or {}).items() if len(v) == len(right)}
+        result["slices"] = [
+            _slice_estimate(name, rows, calibration, probs, labels, right, tested) for name, rows in slices.items()
+        ]
     return result
+
+
+def _slice_estimate(
+    name: str,
+    rows: np.ndarray,
+    calibration,
+    probs: np.ndarray,
+    labels: np.ndarray | None,
+    right: np.ndarray,
+    tested: dict[str, np.ndarray],
+) -> dict:
+    """One slice of the batch: its estimated accuracy, its accuracy on the test split, and its
+    true accuracy where the batch has labels."""
+    row: dict = {
+        "slice": name,
+        "n": int(rows.sum()),
+        "estimated_accuracy": estimated_accuracy(calibration, probs[rows].max(axis=1)),
+    }
+    if name in tested and tested[name].any():
+        row["test_accuracy"] = float(right[tested[name]].mean())
+    if labels is not None and (known := rows & (labels >= 0)).any():
+        row["actual_accuracy"] = float((probs[known].argmax(axis=1) == labels[known]).mean())
+    return row
 
 
 def explanation_drift(
@@ -290,6 +336,8 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
         metrics[f"{key}_score"] = info["score"]
         metrics[f"{key}_drifted"] = int(info["drifted"])
     metrics |= {k: v for k, v in performance.items() if k.endswith("accuracy")}
+    for row in performance.get("slices", []):
+        metrics[f"slice/{metric_key(row['slice'])}/estimated_accuracy"] = row["estimated_accuracy"]
     if explained["status"] == "computed":
         metrics |= {
             "explanation_drift": int(explained["drifted"]),
@@ -329,7 +377,9 @@ def drift(cfg: DictConfig) -> dict:
     current_view = with_metadata(current_view, current, metadata, reference)
     art = Path(cfg.paths.artifacts_dir)
     scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
-    performance = performance_estimate(scored, current_view.probs, current_labels)
+    test = load_split(cfg, "test")  # in the order of the evaluate step's predictions.csv
+    slices = metadata_slices(current, metadata, reference), metadata_slices(test, metadata, reference)
+    performance = performance_estimate(scored, current_view.probs, current_labels, *slices)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, labels["names"], cfg.drift.current, cfg)
     global_view = _optional(art / "explain" / "global_importance.json", read_json)

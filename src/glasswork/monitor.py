@@ -35,6 +35,7 @@ from glasswork.drift import (
     explanation_drift,
     label_indices,
     label_names,
+    metadata_slices,
     performance_estimate,
     save_explanation_page,
     verdict_words,
@@ -273,7 +274,9 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     current_view = with_metadata(current_view, sample, metadata, ref.train)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
-    performance = performance_estimate(ref.predictions, current_view.probs, labels)
+    test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions.csv
+    slices = metadata_slices(sample, metadata, ref.train), metadata_slices(test, metadata, ref.train)
+    performance = performance_estimate(ref.predictions, current_view.probs, labels, *slices)
     explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {
         "model": ref.label,

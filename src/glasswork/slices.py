@@ -124,13 +124,13 @@ def slice_metrics(slices: dict[str, np.ndarray], truth: np.ndarray, probs: np.nd
 
 def slice_log_metrics(result: dict) -> dict[str, float]:
     """MLflow metrics: ``test_slice/<slice>/accuracy`` and the number of flagged slices."""
-    metrics = {f"test_slice/{_key(row['slice'])}/accuracy": row["accuracy"] for row in result["slices"]}
+    metrics = {f"test_slice/{metric_key(row['slice'])}/accuracy": row["accuracy"] for row in result["slices"]}
     metrics["test_slice/n_flagged"] = float(sum(row["flagged"] for row in result["slices"]))
     return metrics
 
 
-def _key(name: str) -> str:
-    # MLflow metric names take letters, digits, _ - . / and spaces; keep them short and plain.
+def metric_key(name: str) -> str:
+    """A slice's name as a piece of an MLflow metric name (letters, digits, ``_ - .``)."""
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("–", "-")).strip("_")
 
 

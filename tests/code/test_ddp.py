@@ -18,7 +18,7 @@ DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true", "t
 def test_two_process_ddp_trains_logs_from_rank_zero_only_and_registers_once(tmp_path):
     cfg = load_config(tiny_overrides(tmp_path, *DDP))
     results = {step.name: step.function()(cfg) for step in STEPS}
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     run = client.get_run(results["train"]["run_id"])
     assert run.data.tags["glasswork.train.world_size"] == "2"
     assert run.data.tags["glasswork.train.status"] == "done"

@@ -64,3 +64,28 @@ def test_a_shift_in_a_metadata_column_is_a_drifted_signal(tmp_path):
     assert {"meta:source", "meta:stars"} <= set(moved.columns) and "meta:published" not in moved.columns
     assert moved.columns["meta:source"]["drifted"] and moved.columns["meta:stars"]["drifted"]
     assert not calm.columns["meta:source"]["drifted"] and not calm.columns["meta:stars"]["drifted"]
+
+
+def test_accuracy_is_estimated_per_metadata_slice_beside_the_test_split_and_the_truth():
+    from glasswork.drift import metadata_slices, performance_estimate
+
+    # The test split: confident predictions (0.9) are right, unsure ones (0.6) right half the time.
+    confident = np.array([0.9] * 40 + [0.6] * 40)
+    right = np.array([True] * 40 + [True, False] * 20)
+    predictions = pd.DataFrame(
+        {"actual": "a", "predicted": np.where(right, "a", "b"), "prob_a": confident, "prob_b": 1 - confident}
+    )
+    test = pd.DataFrame({"source": ["web"] * 40 + ["print"] * 40})  # web: all right; print: half
+    batch = pd.DataFrame({"source": ["web"] * 10 + ["print"] * 10 + [None] * 5})
+    probs = np.column_stack([np.r_[[0.9] * 10, [0.6] * 15], 1 - np.r_[[0.9] * 10, [0.6] * 15]])
+    labels = np.r_[[0] * 10, [1] * 10, [-1] * 5]  # the print rows all wrong; the last 5 unlabelled
+    slices = metadata_slices(batch, ["source"], test), metadata_slices(test, ["source"], test)
+    result = performance_estimate(predictions, probs, labels, *slices)
+    rows = {row["slice"]: row for row in result["slices"]}
+    assert set(rows) == {"source = web", "source = print", "source missing"}
+    assert rows["source = web"] == {
+        "slice": "source = web", "n": 10, "estimated_accuracy": 1.0, "test_accuracy": 1.0, "actual_accuracy": 1.0
+    }  # fmt: skip
+    assert rows["source = print"]["estimated_accuracy"] == 0.5 and rows["source = print"]["test_accuracy"] == 0.5
+    assert rows["source = print"]["actual_accuracy"] == 0.0  # the truth, where the estimate cannot see
+    assert rows["source missing"]["n"] == 5 and set(rows["source missing"]) == {"slice", "n", "estimated_accuracy"}

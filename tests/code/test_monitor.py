@@ -266,6 +266,7 @@ def test_retraining_data_keeps_the_slice_columns_of_the_splits_and_the_batch(tmp
 
 
 def test_a_champion_with_slice_columns_is_watched_on_them(tmp_path):
+    from pipelines.monitoring import report
     from tests.conftest import learnable_overrides, learnable_rows
 
     from glasswork.steps import STEPS
@@ -281,3 +282,9 @@ def test_a_champion_with_slice_columns_is_watched_on_them(tmp_path):
     summary = monitor(cfg, batch)
     assert summary["batch"]["skipped"] == {}
     assert summary["columns"]["meta:source"]["drifted"] and "meta:source" in summary["drifted_signals"]
+    # ... and the accuracy is estimated per source, beside the test split's and the truth.
+    by_slice = {row["slice"]: row for row in summary["performance"]["slices"]}
+    assert by_slice["source = print"]["n"] == 60 and by_slice["source missing"]["n"] == 20
+    assert {"estimated_accuracy", "test_accuracy", "actual_accuracy"} <= set(by_slice["source = print"])
+    assert "source = print (n=60): estimated" in report(summary)
+    assert "slice/source_print/estimated_accuracy" in summary["metrics"]

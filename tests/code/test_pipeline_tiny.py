@@ -126,7 +126,7 @@ def test_champion_loads_as_pyfunc_and_predicts(tiny_run):
 
 def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_run):
     root, cfg = tiny_run
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     run_id = read_json(root / "artifacts" / "train" / "run.json")["run_id"]
     run = client.get_run(run_id)
     assert run.data.params["model.name"] == "tiny_bert" and run.data.params["data.split.train"] == "239"

@@ -58,7 +58,7 @@ def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
 
     result = get("train").function()(cfg)
     assert result["run_id"] == run_id
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     run = client.get_run(run_id)
     assert int(run.data.tags["glasswork.train.resumed_from_step"]) >= killed_at
     assert result["train/steps"] == EPOCHS * 15  # the whole schedule, not restarted on top
