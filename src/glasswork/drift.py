@@ -107,8 +107,8 @@ def describe(texts: list[str], model, tokenizer, cfg: DictConfig, labels: list[s
 
 
 def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
-    """The split's metadata columns (``data.slice_columns``) that the batch carries too, with at
-    least one value of the split's type ("five" in a number column is missing), to be tested for
+    """The split's metadata columns (``data.slice_columns``) that both sides carry, with at least
+    one value of the split's type ("five" in a number column is missing), to be tested for
     drift: numbers, flags and categories. Dates are left out: a later batch always has later
     dates, so they would always drift."""
     return [
@@ -116,6 +116,7 @@ def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
         for column in split.columns
         if column not in ("text", "label")
         and not pd.api.types.is_datetime64_any_dtype(split[column])
+        and split[column].notna().any()
         and column in batch.columns
         and conform_metadata(batch[column], split[column]).notna().any()
     ]

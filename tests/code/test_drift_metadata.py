@@ -46,6 +46,7 @@ def test_numbers_and_categories_are_tested_dates_and_absent_columns_are_not():
     assert drift_metadata(split, batch) == ["source", "stars"]  # no dates; "lang" is not the split's
     assert drift_metadata(split, batch.assign(source=None)) == ["stars"]  # all missing: nothing to test
     assert drift_metadata(split, batch.assign(stars=["five", " "])) == ["source"]  # no number in it
+    assert drift_metadata(split.assign(source=pd.NA), batch) == ["stars"]  # never filled in training
     view = with_metadata(_view(batch, 0), batch, ["source", "stars"], split)
     assert view.frame["meta:source"].tolist() == ["web", "(missing)"]
     assert view.frame["meta:stars"].dtype == float and np.isnan(view.frame["meta:stars"][1])  # CSV text read back
