@@ -104,6 +104,7 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     as one table (raw label values), or ``None`` when the batch has no such row."""
     from glasswork.batch import batch_files, stream
     from glasswork.data.schema import conform_metadata
+    from glasswork.monitor import metadata_columns
     from glasswork.outputs import read_json
 
     splits = Path(summary["reference"]).parent
@@ -111,8 +112,7 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
     old["label"] = [classes[i] for i in old["label"]]
     # The splits' slice columns (data.slice_columns) come along, from the batch where it has them.
-    batch_columns = ("text", "label", cfg.monitor.text_column, cfg.monitor.label_column)
-    metadata = tuple(c for c in old.columns if c not in batch_columns)
+    metadata = metadata_columns(old, cfg)
     new = []
     for file in batch_files(Path(summary["batch"]["source"])):
         if str(file) not in summary["batch"]["files"]:
