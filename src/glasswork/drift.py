@@ -122,12 +122,12 @@ def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
     ]
 
 
-def metadata_slices(frame: pd.DataFrame, columns: list[str], split: pd.DataFrame) -> dict[str, np.ndarray]:
-    """``frame``'s slices by its metadata ``columns`` in the split's types, named as the evaluate
-    step names the test split's (``source = web``)."""
+def metadata_slices(frame: pd.DataFrame, columns: list[str], test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``frame``'s slices by its metadata ``columns`` in the test split's types, cut and named as
+    the evaluate step cuts and names the test split's (``source = web``, ``1998 < year ≤ 2004``)."""
     slices: dict[str, np.ndarray] = {}
     for column in columns:
-        slices |= column_slices(conform_metadata(frame[column], split[column]).rename(column))
+        slices |= column_slices(conform_metadata(frame[column], test[column]).rename(column), like=test[column])
     return {name: rows for name, rows in slices.items() if rows.any()}
 
 
@@ -379,7 +379,7 @@ def drift(cfg: DictConfig) -> dict:
     art = Path(cfg.paths.artifacts_dir)
     scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
     test = load_split(cfg, "test")  # in the order of the evaluate step's predictions.csv
-    slices = metadata_slices(current, metadata, reference), metadata_slices(test, metadata, reference)
+    slices = metadata_slices(current, metadata, test), metadata_slices(test, metadata, test)
     performance = performance_estimate(scored, current_view.probs, current_labels, *slices)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, labels["names"], cfg.drift.current, cfg)

@@ -275,7 +275,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
     test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions.csv
-    slices = metadata_slices(sample, metadata, ref.train), metadata_slices(test, metadata, ref.train)
+    slices = metadata_slices(sample, metadata, test), metadata_slices(test, metadata, test)
     performance = performance_estimate(ref.predictions, current_view.probs, labels, *slices)
     explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {

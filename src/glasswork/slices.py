@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from itertools import pairwise
 
 import matplotlib
 
@@ -42,25 +43,28 @@ def define_slices(
     return {name: rows for name, rows in slices.items() if rows.any()}
 
 
-def column_slices(values: pd.Series) -> dict[str, np.ndarray]:
+def column_slices(values: pd.Series, like: pd.Series | None = None) -> dict[str, np.ndarray]:
     """The slices of one metadata column, named after it.
 
     A number or date column with more than ``MAX_VALUES`` distinct values is cut at its tertiles
-    (``year 1998–2004``); any other column gets one slice per value (``source = web``), for its
-    ``MAX_VALUES`` most frequent values, and one for the rest together (``source: 3 other
-    values``). Missing values are a slice of their own (``source missing``).
+    (``year ≤ 1998``, ``1998 < year ≤ 2004``, ``year > 2004``); any other column gets one slice
+    per value (``source = web``), for its ``MAX_VALUES`` most frequent values, and one for the
+    rest together (``source: 3 other values``). Missing values are a slice of their own
+    (``source missing``).
+
+    With ``like`` (the test split's column, in the same type), numbers and dates are cut where
+    ``like`` is cut, so that a batch's slice has the same rows' worth of range, and the same name,
+    as the test split's slice it is set beside: cut on its own, a later batch's tertiles would name
+    other ranges and find no test-split accuracy to compare with.
     """
     column = str(values.name)
     present = values.notna().to_numpy()
     known = values[present]
-    numeric = pd.api.types.is_numeric_dtype(known) and not pd.api.types.is_bool_dtype(known)
-    dates = pd.api.types.is_datetime64_any_dtype(known)
-    if (numeric or dates) and known.nunique() > MAX_VALUES:
-        if dates:
-            numbers, fmt = _date_numbers(pd.DatetimeIndex(known))
-        else:
-            numbers, fmt = known.to_numpy(float), "{:.4g}".format
-        within = _tertiles(numbers, column + " {}", fmt)
+    defining = (values if like is None else like).dropna()
+    numeric = pd.api.types.is_numeric_dtype(defining) and not pd.api.types.is_bool_dtype(defining)
+    dates = pd.api.types.is_datetime64_any_dtype(defining)
+    if (numeric or dates) and defining.nunique() > MAX_VALUES:
+        within = _ranges(_numbers(known)[0], *_numbers(defining), column)
     else:
         text = known.astype(str).str.slice(0, 40).to_numpy()
         counts = pd.Series(text).value_counts(sort=True)
@@ -73,6 +77,26 @@ def column_slices(values: pd.Series) -> dict[str, np.ndarray]:
         slices[name][present] = rows
     slices[f"{column} missing"] = ~present
     return slices
+
+
+def _numbers(values: pd.Series) -> tuple[np.ndarray, Callable[[float], str]]:
+    """A number or date column as floats, and how to write one back."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return _date_numbers(pd.DatetimeIndex(values))
+    return values.to_numpy(float), "{:.6g}".format
+
+
+def _ranges(
+    values: np.ndarray, defining: np.ndarray, fmt: Callable[[float], str], column: str
+) -> dict[str, np.ndarray]:
+    """``values`` cut at the tertiles of ``defining``, named by the cut points. The cut points are
+    values that occur (``inverted_cdf``), so that ``year ≤ 1998`` is exact for whole years."""
+    edges = np.unique(np.quantile(defining, [1 / 3, 2 / 3], method="inverted_cdf"))
+    bins = np.digitize(values, edges, right=True)  # bin b holds values in (edges[b-1], edges[b]]
+    names = [f"{column} ≤ {fmt(edges[0])}"]
+    names += [f"{fmt(low)} < {column} ≤ {fmt(high)}" for low, high in pairwise(edges)]
+    names += [f"{column} > {fmt(edges[-1])}"]
+    return {name: bins == b for b, name in enumerate(names)}
 
 
 def _date_numbers(stamps: pd.DatetimeIndex) -> tuple[np.ndarray, Callable[[float], str]]:
@@ -130,8 +154,11 @@ def slice_log_metrics(result: dict) -> dict[str, float]:
 
 
 def metric_key(name: str) -> str:
-    """A slice's name as a piece of an MLflow metric name (letters, digits, ``_ - .``)."""
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name.replace("–", "-")).strip("_")
+    """A slice's name as a piece of an MLflow metric name (letters, digits, ``_ - .``); the signs
+    of a range become words, so that ``score ≤ 0`` and ``score > 0`` stay two metrics."""
+    for sign, word in (("–", "-"), ("≤", " le "), ("<", " lt "), (">", " gt ")):
+        name = name.replace(sign, word)
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name).strip("_")
 
 
 def slices_figure(result: dict):

@@ -90,3 +90,18 @@ def test_accuracy_is_estimated_per_metadata_slice_beside_the_test_split_and_the_
     assert rows["source = print"]["estimated_accuracy"] == 0.5 and rows["source = print"]["test_accuracy"] == 0.5
     assert rows["source = print"]["actual_accuracy"] == 0.0  # the truth, where the estimate cannot see
     assert rows["source missing"]["n"] == 5 and set(rows["source missing"]) == {"slice", "n", "estimated_accuracy"}
+
+
+def test_a_numeric_column_is_sliced_at_the_test_splits_tertiles_in_the_batch():
+    from glasswork.drift import metadata_slices, performance_estimate
+
+    test = pd.DataFrame({"year": np.arange(1991, 2021)})  # 30 years: cut at 2000 and 2010
+    right = np.arange(30) < 20  # the last tertile is all wrong on the test split
+    predictions = pd.DataFrame({"actual": "a", "predicted": np.where(right, "a", "b"), "prob_a": 0.8, "prob_b": 0.2})
+    batch = pd.DataFrame({"year": [1995, 2005, 2022, 2023, 2024, 2025]})  # mostly later than any test year
+    probs = np.tile([0.8, 0.2], (6, 1))
+    slices = metadata_slices(batch, ["year"], test), metadata_slices(test, ["year"], test)
+    rows = {row["slice"]: row for row in performance_estimate(predictions, probs, None, *slices)["slices"]}
+    assert set(rows) == {"year ≤ 2000", "2000 < year ≤ 2010", "year > 2010"}
+    assert rows["year > 2010"]["n"] == 4 and rows["year > 2010"]["test_accuracy"] == 0.0
+    assert rows["year ≤ 2000"]["test_accuracy"] == rows["2000 < year ≤ 2010"]["test_accuracy"] == 1.0

@@ -13,6 +13,7 @@ from glasswork.slices import (
     column_slices,
     compare_slices,
     define_slices,
+    metric_key,
     slice_log_metrics,
     slice_metrics,
     slices_figure,
@@ -125,19 +126,38 @@ def test_a_metadata_column_gives_one_slice_per_frequent_value_the_rest_together_
 
 def test_numbers_and_dates_with_many_values_are_cut_at_tertiles_and_few_values_are_categories():
     rating = column_slices(pd.Series(np.arange(1.0, 31.0), name="rating"))
-    assert list(rating) == ["rating 1–10", "rating 11–20", "rating 21–30", "rating missing"]
+    assert list(rating) == ["rating ≤ 10", "10 < rating ≤ 20", "rating > 20", "rating missing"]
+    assert [rows.sum() for rows in rating.values()] == [10, 10, 10, 0]
     stars = column_slices(pd.Series([1, 2, 3, 4, 5] * 6, name="stars"))
     assert [name for name in stars if name != "stars missing"] == [f"stars = {k}" for k in (1, 2, 3, 4, 5)]
     days = pd.Series(pd.date_range("2024-01-01", periods=30, freq="D", tz="UTC"), name="published")
     assert list(column_slices(days))[:3] == [
-        "published 2024-01-01–2024-01-10",
-        "published 2024-01-11–2024-01-20",
-        "published 2024-01-21–2024-01-30",
+        "published ≤ 2024-01-10",
+        "2024-01-10 < published ≤ 2024-01-20",
+        "published > 2024-01-20",
     ]
     times = pd.Series(pd.date_range("2024-01-01 08:00", periods=30, freq="h"), name="at")
-    assert list(column_slices(times))[0] == "at 2024-01-01 08:00–2024-01-01 17:00"
+    assert list(column_slices(times))[0] == "at ≤ 2024-01-01 17:00"
     braces = column_slices(pd.Series(np.arange(30.0), name="score {raw}"))
-    assert list(braces)[0] == "score {raw} 0–9"  # a column name is not a format string
+    assert list(braces)[0] == "score {raw} ≤ 9"  # a column name is not a format string
+    halves = column_slices(pd.Series([0.0] * 20 + list(np.arange(1.0, 11.0)), name="score"))
+    assert list(halves)[:2] == ["score ≤ 0", "score > 0"]  # both tertiles at 0: two slices
+    assert [metric_key(name) for name in halves] == ["score_le_0", "score_gt_0", "score_missing"]
+    assert metric_key("2000 < year ≤ 2010") == "2000_lt_year_le_2010"
+
+
+def test_a_batch_is_cut_where_the_test_split_is_cut_so_its_slices_meet_the_test_splits():
+    test = pd.Series(np.arange(1.0, 31.0), name="rating")
+    # 45 and 60 lie beyond the test split's values.
+    later = pd.Series([5.0, 15.0, 25.0, 45.0, 60.0, 8, 9, 10, 11, 12, np.nan], name="rating")
+    slices = column_slices(later, like=test)
+    assert list(slices) == list(column_slices(test))  # the same names, whatever the batch's own tertiles
+    assert slices["rating ≤ 10"].nonzero()[0].tolist() == [0, 5, 6, 7]
+    assert slices["rating > 20"].nonzero()[0].tolist() == [2, 3, 4]
+    assert slices["rating missing"].nonzero()[0].tolist() == [10]
+    # Few values in the batch, many in the test split: still cut at the test split's tertiles.
+    few = column_slices(pd.Series([3.0, 3.0, 29.0], name="rating"), like=test)
+    assert [name for name, rows in few.items() if rows.any()] == ["rating ≤ 10", "rating > 20"]
 
 
 def test_metadata_slices_follow_the_built_in_ones_and_empty_slices_are_dropped():
