@@ -58,8 +58,8 @@ for exp in client.search_experiments():
     for run in client.search_runs([exp.experiment_id]):
         keep = {k: round(v, 4) for k, v in run.data.metrics.items() if k.startswith(("test/", "val/", "throughput/", "train/steps"))}
         print(exp.name, run.info.run_id, run.info.status, keep)
-for mv in client.search_model_versions():
-    print("version", mv.name, mv.version, mv.aliases if hasattr(mv, "aliases") else "")
+for mv in client.search_model_versions():  # a search leaves aliases out: read each version
+    print("version", mv.name, mv.version, "aliases", client.get_model_version(mv.name, mv.version).aliases)
 EOF
   exit 0
 fi

@@ -1,4 +1,5 @@
-"""`dvc repro` in a real git repo: runs every stage, then nothing, then only what a param touches."""
+"""`dvc repro` in a real git repo: runs every stage, then nothing, then only what a param touches;
+then a teammate's clone gets every output from a DVC remote and has nothing left to run."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _sh(cmd: list[str], cwd: Path) -> str:
 
 
 @pytest.mark.slow
-def test_dvc_repro_twice_then_only_the_drift_stage(tmp_path):
+def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_path):
     repo = tmp_path / "clone"
     repo.mkdir()
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -58,3 +59,21 @@ def test_dvc_repro_twice_then_only_the_drift_stage(tmp_path):
     third = _sh(["dvc", "repro"], repo)
     ran = [line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage")]
     assert ran == ["drift"], third
+
+    # The team's way to share results: commit the lock file and the metrics, push the outputs to a
+    # DVC remote (a folder here; s3:// or ssh:// for a team), and a teammate clones and pulls them.
+    _sh(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "results"], repo)
+    _sh(["dvc", "push"], repo)
+    mate = tmp_path / "teammate"
+    _sh(["git", "clone", "-q", str(repo), str(mate)], tmp_path)
+    assert not (mate / "artifacts" / "train" / "model").exists()  # outputs are not in git
+    _sh(["dvc", "pull"], mate)
+    for out in ("artifacts/train/model/config.json", "artifacts/evaluate/predictions.csv", "data/processed"):
+        assert (mate / out).exists(), out
+    assert (mate / "artifacts/evaluate/predictions.csv").read_bytes() == (
+        repo / "artifacts/evaluate/predictions.csv"
+    ).read_bytes()
+    status = _sh(["dvc", "status"], mate)
+    assert "up to date" in status, status  # nothing to re-run: the teammate has what the lock file names
