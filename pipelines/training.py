@@ -120,7 +120,8 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",
             "Where to look:",
             f"  MLflow UI:     {_ui(cfg.tracking.uri)}",
-            f"  explanations:  {art / 'explain' / 'attributions.html'} (embedding map: embeddings.html)",
+            f"  explanations:  {art / 'explain' / 'attributions.html'} (faithfulness.png; "
+            "embedding map: embeddings.html)",
             f"  drift report:  {art / 'drift' / 'report.html'} (explanations: explanation_report.html; "
             "where the batch lands: embeddings.html)",
             f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, slices.png, confusion_matrix.png, roc.png, "

@@ -99,6 +99,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/contrast.json",
             f"{A}/explain/global_importance.json",
             f"{A}/explain/global_importance.png",
+            f"{A}/explain/faithfulness.png",
         ),
         metrics=(f"{A}/explain/metrics.json",),
         params=("explain", "seed"),

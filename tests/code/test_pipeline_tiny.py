@@ -60,6 +60,8 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
     assert page.count('class="item"') == cfg.explain.n_probe
     assert "<script" not in page and "http" not in page  # self-contained
     assert _png_ok(out / "embeddings.png") and 'src="data:image/png;base64,' in page
+    assert _png_ok(out / "faithfulness.png") and "How faithful each explanation is" in page
+    assert page.count('src="data:image/png;base64,') == 3  # faithfulness, global words, embedding map
     view = (out / "embeddings.html").read_text(encoding="utf-8")
     assert "by true label (PCA)" in view and "hover a point for its text" in view
     # plotly.js inlined, no <script src=...>: the page works offline, in the MLflow UI too

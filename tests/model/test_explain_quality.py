@@ -7,7 +7,7 @@ import numpy as np
 from tests.conftest import learnable_overrides
 
 from glasswork.config import load_config
-from glasswork.explain.faithfulness import _perturb, _ranking
+from glasswork.explain.faithfulness import _perturb, _ranking, faithfulness_figure
 from glasswork.steps import get
 
 
@@ -18,6 +18,27 @@ def test_perturbation_deletes_or_keeps_the_top_tokens_and_never_the_special_ones
     ids = [[101, 1, 2, 3, 4, 102]]
     assert _perturb(ids, [ranking], 0.5, keep_top=False) == [[101, 1, 4, 102]]
     assert _perturb(ids, [ranking], 0.5, keep_top=True) == [[101, 2, 3, 102]]
+
+
+def test_the_faithfulness_figure_draws_each_method_beside_its_random_ranking():
+    fractions = [0.1, 0.5]
+    metrics = {}
+    for k, method in enumerate(("integrated_gradients", "kernel_shap")):
+        for name in ("comprehensiveness", "sufficiency"):
+            for prefix, base in (("", 0.3 + k), ("random_", 0.1 + k)):
+                for f in fractions:
+                    metrics[f"{method}/{prefix}{name}_top{f:g}"] = base + f
+                metrics[f"{method}/{prefix}{name}_aopc"] = base + 0.3
+    fig = faithfulness_figure(metrics, ["integrated_gradients", "kernel_shap"], fractions)
+    left, right = fig.axes
+    solid = [line for line in left.lines if line.get_linestyle() == "-" and line.get_marker() == "o"]
+    dashed = [line for line in left.lines if line.get_linestyle() == "--"]
+    assert np.allclose([line.get_xdata() for line in solid], [[10, 50]] * 2)
+    assert np.allclose([line.get_ydata() for line in solid], [[0.4, 0.8], [1.4, 1.8]])
+    assert np.allclose([line.get_ydata() for line in dashed], [[0.2, 0.6], [1.2, 1.6]])
+    assert solid[0].get_color() == dashed[0].get_color() != solid[1].get_color()  # a method and its chance
+    assert "sufficiency" in right.get_title() and len(right.lines) == 5  # 2 methods x 2 lines + the zero line
+    assert [t.get_text() for t in left.get_legend().get_texts()][0] == "integrated_gradients: AOPC 0.600 (random 0.400)"
 
 
 def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_path):

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -55,6 +59,33 @@ def faithfulness(
     metrics["comprehensiveness_gain"] = metrics["comprehensiveness_aopc"] - metrics["random_comprehensiveness_aopc"]
     metrics["sufficiency_gain"] = metrics["random_sufficiency_aopc"] - metrics["sufficiency_aopc"]
     return metrics
+
+
+def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fractions: Sequence[float]):
+    """Comprehensiveness and sufficiency per fraction of tokens (``metrics``: the explain step's,
+    keyed ``<method>/<name>_top<fraction>``), each method as a solid line beside its random
+    ranking, dashed in the same colour. A faithful explanation's solid line stands above its
+    dashed one on the left and below it on the right."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    x = 100 * np.asarray(fractions, float)
+    panels = (
+        ("comprehensiveness", "comprehensiveness: top tokens deleted (higher is better)"),
+        ("sufficiency", "sufficiency: top tokens kept alone (lower is better)"),
+    )
+    for ax, (name, title) in zip(axes, panels, strict=True):
+        for i, method in enumerate(methods):
+            ours = [metrics[f"{method}/{name}_top{f:g}"] for f in fractions]
+            chance = [metrics[f"{method}/random_{name}_top{f:g}"] for f in fractions]
+            aopc, random_aopc = metrics[f"{method}/{name}_aopc"], metrics[f"{method}/random_{name}_aopc"]
+            ax.plot(x, ours, "o-", color=f"C{i}", label=f"{method}: AOPC {aopc:.3f} (random {random_aopc:.3f})")
+            ax.plot(x, chance, "--", color=f"C{i}", alpha=0.6)
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("% of tokens, ranked by the explanation")
+        ax.legend(fontsize=7, title="dashed: a random ranking", title_fontsize=7)
+    axes[0].set_ylabel("drop in the predicted class's probability")
+    fig.tight_layout()
+    return fig
 
 
 def _ranking(scores: Sequence[float], tokens: Sequence[str]) -> np.ndarray:

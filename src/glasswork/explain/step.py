@@ -28,7 +28,7 @@ from glasswork.explain.embeddings import (
     projection_figure,
     projection_page,
 )
-from glasswork.explain.faithfulness import SPECIAL, faithfulness
+from glasswork.explain.faithfulness import SPECIAL, faithfulness, faithfulness_figure
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -130,12 +130,15 @@ def explain(cfg: DictConfig) -> dict:
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
     )
     projection, projection_html = _projection(model, tokenizer, test, names, cfg)
+    quality_png = png_bytes(faithfulness_figure(metrics, list(explained), list(cfg.explain.fractions)))
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
         (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
         (out / "global_importance.png").write_bytes(top_png)
+        (out / "faithfulness.png").write_bytes(quality_png)
         write_json(out / "global_importance.json", global_view)
         figures = {
+            "How faithful each explanation is (probe texts; dashed: a random ranking)": data_uri(quality_png),
             "Words that push the model towards each class (test split)": data_uri(top_png),
             "Where the model puts the test texts (embeddings.html: hover a point for its text)": data_uri(projection),
         }
