@@ -29,6 +29,7 @@ from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
+from glasswork.explain.faithfulness import faithfulness_summary
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
@@ -292,7 +293,19 @@ def explanation_drift(
         for name, moved in descriptor_shift(reference["descriptors"], current).items()
     }
     summary = {"status": "computed", "n_current": n, "n_reference": reference["n_texts"]}
-    return summary | {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests, **shift}, report
+    summary |= {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests, **shift}
+    return summary | {"faithfulness": batch_faithfulness(reference, model, tokenizer, items, cfg)}, report
+
+
+def batch_faithfulness(reference: dict, model, tokenizer, items, cfg: DictConfig) -> dict:
+    """How faithful the attributions are on the batch (comprehensiveness and sufficiency, and
+    their gains over a random ranking) beside the same on the test split: explanations that
+    stop carrying the prediction on new data are explanations to stop trusting there. Reported,
+    not voted: the drift verdict tests where attribution falls."""
+    current = faithfulness_summary(model, tokenizer, items, cfg)
+    if "faithfulness" not in reference:
+        return {"current": current, "reference": None, "status": "no reference: the explain step predates it"}
+    return {"current": current, "reference": reference["faithfulness"], "status": "computed"}
 
 
 def explanation_report(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> DriftResult:
@@ -346,6 +359,7 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
             "explanation_unseen_mass": explained["unseen_mass"],
         }
         metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
+        metrics |= {f"explanation_{k}": v for k, v in explained["faithfulness"]["current"].items()}
     return metrics
 
 
@@ -437,4 +451,11 @@ def _explanation_words(explained: dict) -> str:
         f"{k} {t['reference_mean']:.3f}->{t['current_mean']:.3f} (p={t['p_value']:.1e})"
         for k, t in explained["tests"].items()
     )
-    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}"
+    quality = explained["faithfulness"]
+    faithful = ", ".join(
+        f"{k.removesuffix('_gain')} gain {v:+.3f}"
+        + (f" (test split {quality['reference'][k]:+.3f})" if quality["reference"] else "")
+        for k, v in quality["current"].items()
+        if k.endswith("_gain")
+    )
+    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}; faithfulness: {faithful}"

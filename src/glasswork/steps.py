@@ -121,7 +121,10 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/drift_report.py",
             "src/glasswork/data/schema.py",
             "src/glasswork/text_descriptors.py",
+            "src/glasswork/slices.py",
+            "src/glasswork/explain/attributions.py",
             "src/glasswork/explain/embeddings.py",
+            "src/glasswork/explain/faithfulness.py",
             "src/glasswork/explain/global_importance.py",
         ),
         outs=(

@@ -76,6 +76,9 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     out = next(p for p in folder.iterdir() if not p.name.startswith("."))
     assert (out / "report.html").stat().st_size > 10_000 and (out / "metrics.json").is_file()
     assert "mass_top_word" in (out / "explanation_report.html").read_text(encoding="utf-8")
+    # The champion's own explain step is the faithfulness reference, read from its MLflow run.
+    assert summary["explanation_drift"]["faithfulness"]["status"] == "computed"
+    assert "faithfulness: comprehensiveness gain" in summary["verdict_words"]
     assert "texts of incoming land among" in (out / "embeddings.html").read_text(encoding="utf-8")
     assert pq.read_metadata(out / "predictions.parquet").num_rows == 160  # every row scored, not the sample
 

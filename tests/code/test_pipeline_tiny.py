@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from tests.conftest import tiny_overrides
 
+from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.outputs import read_json
 
 
@@ -53,6 +54,7 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
     for method in explained:
         assert f"{method}/comprehensiveness_aopc" in metrics and f"{method}/random_sufficiency_aopc" in metrics
     assert -1 <= metrics["agreement/integrated_gradients_vs_attention_rollout"] <= 1
+    assert {f"global/{k}" for k in FAITHFULNESS_SUMMARY} <= set(metrics)  # faithfulness of the global view
     for method in explained:
         assert -1 <= metrics[f"{method}/randomisation_spearman"] <= 1
         assert metrics[f"{method}/randomisation_passed"] in (0.0, 1.0)
@@ -93,6 +95,14 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     }
     assert explained["drifted"] == any(t["drifted"] for t in explained["tests"].values())
     assert all(0 <= t["p_value"] <= 1 and 0 <= t["ks_statistic"] <= 1 for t in explained["tests"].values())
+    # Faithfulness on the batch beside the explain step's on the test split (its global view).
+    quality = explained["faithfulness"]
+    reference = read_json(root / "artifacts" / "explain" / "global_importance.json")["faithfulness"]
+    assert quality["status"] == "computed" and quality["reference"] == reference
+    assert set(quality["current"]) == set(reference) == set(FAITHFULNESS_SUMMARY)
+    assert all(-1 <= v <= 1 for v in quality["current"].values())
+    metrics = read_json(out / "metrics.json")["drift"]
+    assert metrics["explanation_comprehensiveness_gain"] == quality["current"]["comprehensiveness_gain"]
     page = (out / "explanation_report.html").read_text(encoding="utf-8")
     assert len(page) > 10_000 and "mass_top_word" in page  # Evidently's page of the same tests
     landing = (out / "embeddings.html").read_text(encoding="utf-8")
@@ -111,6 +121,18 @@ def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):
     assert {"estimated_accuracy", "actual_accuracy", "reference_accuracy"} <= set(performance)
     # The batch is drawn from the test split the calibration was fitted on: they must agree.
     assert abs(performance["estimated_accuracy"] - performance["actual_accuracy"]) < 0.1
+
+
+def test_an_explain_step_older_than_the_faithfulness_reference_still_gives_the_batchs_own(tiny_run):
+    from glasswork.drift import drift
+    from glasswork.outputs import write_json
+
+    root, cfg = tiny_run
+    path = root / "artifacts" / "explain" / "global_importance.json"
+    write_json(path, {k: v for k, v in read_json(path).items() if k != "faithfulness"})
+    quality = drift(cfg)["explanation_drift"]["faithfulness"]
+    assert quality["reference"] is None and quality["status"].startswith("no reference")
+    assert set(quality["current"]) == set(FAITHFULNESS_SUMMARY)
 
 
 def test_champion_loads_as_pyfunc_and_predicts(tiny_run):

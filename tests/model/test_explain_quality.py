@@ -60,6 +60,8 @@ def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_
     shap = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("kernel_shap/")}
     assert shap["comprehensiveness_aopc"] > 1.3 * shap["random_comprehensiveness_aopc"], shap
     assert np.isfinite(metrics["integrated_gradients/random_comprehensiveness_aopc"])
+    # The global view (fewer steps, more texts) is faithful too: the drift step's reference.
+    assert metrics["global/comprehensiveness_gain"] > 0 and metrics["global/sufficiency_gain"] > 0, metrics
 
 
 def test_a_model_whose_attention_cannot_be_read_gets_a_clear_error(trained_tiny_root):

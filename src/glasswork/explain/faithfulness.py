@@ -61,6 +61,18 @@ def faithfulness(
     return metrics
 
 
+SUMMARY = ("comprehensiveness_aopc", "sufficiency_aopc", "comprehensiveness_gain", "sufficiency_gain")
+
+
+def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
+    """The AOPCs and the gains over a random ranking of ``items``, with the explain step's
+    fractions and number of random rankings (``cfg.explain``): the figures compared between the
+    test split and a batch."""
+    e = cfg.explain
+    quality = faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+    return {k: quality[k] for k in SUMMARY}
+
+
 def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fractions: Sequence[float]):
     """Comprehensiveness and sufficiency per fraction of tokens (``metrics``: the explain step's,
     keyed ``<method>/<name>_top<fraction>``), each method as a solid line beside its random
@@ -110,12 +122,17 @@ def _perturb(ids: list[list[int]], rankings: list[np.ndarray], fraction: float, 
 
 
 @torch.inference_mode()
-def _probabilities(model, tokenizer, ids: list[list[int]], targets: list[int]) -> np.ndarray:
-    """The probability of each text's target class, for token-id sequences of any lengths."""
-    width = max(len(s) for s in ids)
+def _probabilities(model, tokenizer, ids: list[list[int]], targets: list[int], chunk: int = 256) -> np.ndarray:
+    """The probability of each text's target class, for token-id sequences of any lengths
+    (``chunk`` texts per forward pass: a whole test split at once would not fit a CPU's cache)."""
     pad = tokenizer.pad_token_id
     device = model_device(model)
-    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in ids], device=device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids], device=device)
-    probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1).cpu()
-    return probs[torch.arange(len(ids)), torch.tensor(targets)].numpy()
+    out = []
+    for start in range(0, len(ids), chunk):
+        rows = ids[start : start + chunk]
+        width = max(len(s) for s in rows)
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in rows], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in rows], device=device)
+        probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1).cpu()
+        out.append(probs[torch.arange(len(rows)), torch.tensor(targets[start : start + chunk])].numpy())
+    return np.concatenate(out)

@@ -28,7 +28,7 @@ from glasswork.explain.embeddings import (
     projection_figure,
     projection_page,
 )
-from glasswork.explain.faithfulness import SPECIAL, faithfulness, faithfulness_figure
+from glasswork.explain.faithfulness import SPECIAL, faithfulness, faithfulness_figure, faithfulness_summary
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -125,6 +125,7 @@ def explain(cfg: DictConfig) -> dict:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
     global_view = global_explanation(model, tokenizer, test, names, cfg)
     metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
+    metrics |= {f"global/{k}": v for k, v in global_view["faithfulness"].items()}
     summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus) | _global_summary(global_view)
     top_png = png_bytes(
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
@@ -177,17 +178,28 @@ def global_explanation(model, tokenizer, test, names: list[str], cfg: DictConfig
         "top_words": top_words(table, names, min_count=e.global_min_count, top_k=e.global_top_k),
         "attribution_mass": attribution_mass(items),
         "descriptors": descriptor_columns(items),  # per text: the explanation-drift reference
+        # How faithful these attributions are: the reference of the drift step's faithfulness on a batch.
+        "faithfulness": faithfulness_summary(model, tokenizer, items, cfg),
     }
 
 
 def _global_summary(view: dict) -> dict[str, str]:
     summary = {
         "global view": f"integrated gradients ({view['n_steps']} steps, mean |delta| {view['mean_abs_delta']:.1e}) "
-        f"over {view['n_texts']} test texts; words seen in at least {view['min_count']} texts"
+        f"over {view['n_texts']} test texts; words seen in at least {view['min_count']} texts",
+        "global view's faithfulness": _faithfulness_words(view["faithfulness"]),
     }
     for name, rows in view["top_words"].items():
         summary[f"words pushing towards '{name}'"] = ", ".join(f"{r['word']} (x{r['count']})" for r in rows[:10])
     return summary
+
+
+def _faithfulness_words(quality: dict[str, float]) -> str:
+    return (
+        f"comprehensiveness AOPC {quality['comprehensiveness_aopc']:.3f} (gain over a random ranking "
+        f"{quality['comprehensiveness_gain']:+.3f}), sufficiency AOPC {quality['sufficiency_aopc']:.3f} "
+        f"(gain {quality['sufficiency_gain']:+.3f})"
+    )
 
 
 def _contrast_summary(method: str, versus: dict) -> dict[str, str]:
