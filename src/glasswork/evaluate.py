@@ -135,6 +135,14 @@ def evaluate(cfg: DictConfig) -> dict:
                 row["accuracy_high"],
                 slices["overall_accuracy"],
             )
+    for row in slices["crossings"]["flagged"]:
+        log.info(
+            "evaluate: crossing '%s' (n=%d) is significantly worse than both its slices (%s): %.3f",
+            row["slice"],
+            row["n"],
+            ", ".join(f"{v:.3f}" for v in row["parents"].values()),
+            row["accuracy"],
+        )
     return metrics
 
 

@@ -142,8 +142,12 @@ def _slice_tags(cfg: DictConfig) -> dict[str, str]:
     path = Path(cfg.paths.artifacts_dir) / "evaluate" / "slices.json"
     if not path.is_file():  # written by evaluate since slices exist; older outputs lack it
         return {}
-    flagged = [row["slice"] for row in read_json(path)["slices"] if row["flagged"]]
-    return {"glasswork.flagged_slices": ", ".join(flagged) or "none"}
+    result = read_json(path)
+    flagged = [row["slice"] for row in result["slices"] if row["flagged"]]
+    tags = {"glasswork.flagged_slices": ", ".join(flagged) or "none"}
+    if "crossings" in result:
+        tags["glasswork.flagged_crossings"] = ", ".join(r["slice"] for r in result["crossings"]["flagged"]) or "none"
+    return tags
 
 
 @dataclass

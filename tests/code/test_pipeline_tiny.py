@@ -36,6 +36,8 @@ def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
     for row in slices["slices"]:
         by_family[row["slice"].split()[0]] = by_family.get(row["slice"].split()[0], 0) + row["n"]
     assert by_family == {"length": 30, "words": 30, "true": 30}  # each family cuts the whole split
+    # 30 texts: no crossing of two slices reaches the size at which crossings are tested.
+    assert slices["crossings"]["n_tested"] == 0 and slices["crossings"]["flagged"] == []
 
 
 def test_explain_writes_a_page_and_attributions(tiny_run):
@@ -178,6 +180,8 @@ def test_one_mlflow_run_holds_params_curves_metrics_artifacts_and_lineage(tiny_r
     version = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
     assert version.run_id == run_id
     assert "seed: 42" in version.tags["glasswork.config"] and version.tags["glasswork.data_md5"]
-    slices = read_json(root / "artifacts" / "evaluate" / "slices.json")["slices"]
-    flagged = [row["slice"] for row in slices if row["flagged"]]
+    sliced = read_json(root / "artifacts" / "evaluate" / "slices.json")
+    flagged = [row["slice"] for row in sliced["slices"] if row["flagged"]]
     assert version.tags["glasswork.flagged_slices"] == (", ".join(flagged) or "none")
+    crossed = [row["slice"] for row in sliced["crossings"]["flagged"]]
+    assert version.tags["glasswork.flagged_crossings"] == (", ".join(crossed) or "none")

@@ -7,11 +7,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
 from glasswork.slices import (
     MAX_VALUES,
     column_slices,
     compare_slices,
+    crossed_slices,
     define_slices,
     metric_key,
     slice_log_metrics,
@@ -167,3 +169,63 @@ def test_metadata_slices_follow_the_built_in_ones_and_empty_slices_are_dropped()
     assert list(slices)[-2:] == ["lang = en", "lang = de"]  # "lang missing" is empty: dropped
     metrics = slice_log_metrics(slice_metrics(slices, truth, _probs(np.ones(12, bool), truth)))
     assert "test_slice/lang_en/accuracy" in metrics
+
+
+def test_a_crossing_where_two_weaknesses_meet_is_flagged_and_drawn():
+    # 400 texts: "long" and "web" are independent halves; right 90% of the time except where
+    # they meet (100 texts, right half the time). Each alone is 0.7; together 0.5.
+    long_texts, web = np.arange(400) < 200, np.arange(400) % 2 == 0
+    right = np.ones(400, bool)
+    cells = {50: [long_texts & web], 10: [long_texts & ~web, ~long_texts & web, ~long_texts & ~web]}
+    for n_wrong, masks in cells.items():
+        for cell in masks:  # 100 texts each
+            right[np.flatnonzero(cell)[:n_wrong]] = False
+    truth = np.zeros(400, int)
+    slices = {"long": long_texts, "short": ~long_texts, "source = web": web, "source = print": ~web}
+    result = slice_metrics(slices, truth, _probs(right, truth))
+    crossings = result["crossings"]
+    assert crossings["n_tested"] == 4  # long & short, web & print are empty
+    assert 1 - crossings["confidence_level"] == pytest.approx(0.05 / 4)  # Bonferroni over the pairs tested
+    assert [row["slice"] for row in crossings["flagged"]] == ["long & source = web"]
+    row = crossings["flagged"][0]
+    assert row["n"] == 100 and row["accuracy"] == 0.5 and row["accuracy_high"] < result["overall_accuracy"]
+    assert row["parents"] == {"long": 0.7, "source = web": 0.7}
+    assert slice_log_metrics(result)["test_slice/n_flagged_crossings"] == 1.0
+    bars = slices_figure(result).axes[0].patches
+    assert len(bars) == len(result["slices"]) + 1 and bars[0].get_hatch() == "//"  # the crossing, at the bottom
+
+
+def test_a_part_of_a_weak_slice_is_not_flagged_for_the_slices_own_weakness():
+    # "rotten" is weak (0.70 against 0.825 overall); its long half is a little weaker (0.68), its
+    # whole interval below overall, but not significantly below "rotten" itself: nothing new.
+    rotten, long_texts = np.arange(1000) < 500, np.arange(1000) % 2 == 0
+    right = np.ones(1000, bool)
+    cells = (
+        (rotten & long_texts, 80),
+        (rotten & ~long_texts, 70),
+        (~rotten & long_texts, 13),
+        (~rotten & ~long_texts, 12),
+    )
+    for cell, n_wrong in cells:  # 250 texts each
+        right[np.flatnonzero(cell)[:n_wrong]] = False
+    slices = {"rotten": rotten, "fresh": ~rotten, "long": long_texts, "short": ~long_texts}
+    overall = float(right.mean())
+    assert overall == 0.825 and right[rotten & long_texts].mean() == 0.68 and right[rotten].mean() == 0.70
+    result = crossed_slices(slices, right, overall)
+    assert result["n_tested"] == 4 and result["flagged"] == []
+    level = result["confidence_level"]
+    interval = binomtest(170, 250).proportion_ci(confidence_level=level, method="wilson")
+    assert interval.high < overall  # below overall alone would have flagged it
+
+
+def test_crossings_are_not_flagged_by_chance_alone_nor_when_too_small():
+    rng = np.random.default_rng(0)
+    right = rng.random(1000) > 0.2  # errors at random: no crossing is really worse
+    slices = {f"s{i}": rng.random(1000) < 0.3 for i in range(12)}
+    # Uncorrected 95% intervals flag one of these 66 crossings by chance; the corrected ones none.
+    assert crossed_slices(slices, right, float(right.mean()))["n_flagged"] == 0
+    small = {"a": np.arange(200) < 40, "b": np.arange(200) >= 15}  # they meet on 25 texts, all wrong
+    wrong = np.ones(200, bool)
+    wrong[15:40] = False
+    result = crossed_slices(small, wrong, float(wrong.mean()))
+    assert result["n_tested"] == 0 and result["flagged"] == []
