@@ -81,6 +81,7 @@ class ExplainConfig:
     token_budget: int | None = None
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
     n_random: int = 2
+    faithfulness_max_texts: int = 64
     sanity_max_spearman: float = 0.5
     sanity_n_probe: int | None = 4
     projection: str = "pca"

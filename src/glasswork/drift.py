@@ -29,7 +29,8 @@ from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
-from glasswork.explain.faithfulness import faithfulness_summary
+from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
+from glasswork.explain.faithfulness import check_sample, faithfulness_summary
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
@@ -359,7 +360,7 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
             "explanation_unseen_mass": explained["unseen_mass"],
         }
         metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
-        metrics |= {f"explanation_{k}": v for k, v in explained["faithfulness"]["current"].items()}
+        metrics |= {f"explanation_{k}": explained["faithfulness"]["current"][k] for k in FAITHFULNESS_SUMMARY}
     return metrics
 
 
@@ -374,6 +375,7 @@ def drift(cfg: DictConfig) -> dict:
     if n < 10:
         raise ConfigError(f"drift.sample_size={n}: expected at least 10 rows per side")
     check_projection(cfg.explain.projection)
+    check_sample(cfg.explain.faithfulness_max_texts)
     current = current_batch(cfg)
     reference = load_split(cfg, "train")
     current = current.sample(n=min(n, len(current)), random_state=cfg.seed)

@@ -101,8 +101,9 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     quality = explained["faithfulness"]
     reference = read_json(root / "artifacts" / "explain" / "global_importance.json")["faithfulness"]
     assert quality["status"] == "computed" and quality["reference"] == reference
-    assert set(quality["current"]) == set(reference) == set(FAITHFULNESS_SUMMARY)
-    assert all(-1 <= v <= 1 for v in quality["current"].values())
+    assert set(quality["current"]) == set(reference) == {*FAITHFULNESS_SUMMARY, "n_texts"}
+    assert all(-1 <= quality["current"][k] <= 1 for k in FAITHFULNESS_SUMMARY)
+    assert quality["current"]["n_texts"] == min(cfg.drift.explain_sample, cfg.explain.faithfulness_max_texts)
     metrics = read_json(out / "metrics.json")["drift"]
     assert metrics["explanation_comprehensiveness_gain"] == quality["current"]["comprehensiveness_gain"]
     page = (out / "explanation_report.html").read_text(encoding="utf-8")
@@ -134,7 +135,7 @@ def test_an_explain_step_older_than_the_faithfulness_reference_still_gives_the_b
     write_json(path, {k: v for k, v in read_json(path).items() if k != "faithfulness"})
     quality = drift(cfg)["explanation_drift"]["faithfulness"]
     assert quality["reference"] is None and quality["status"].startswith("no reference")
-    assert set(quality["current"]) == set(FAITHFULNESS_SUMMARY)
+    assert set(quality["current"]) == {*FAITHFULNESS_SUMMARY, "n_texts"}
 
 
 def test_champion_loads_as_pyfunc_and_predicts(tiny_run):

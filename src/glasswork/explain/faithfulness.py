@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from glasswork.errors import ConfigError
 from glasswork.explain.attributions import TokenAttribution, model_device
 
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
@@ -65,12 +66,20 @@ SUMMARY = ("comprehensiveness_aopc", "sufficiency_aopc", "comprehensiveness_gain
 
 
 def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
-    """The AOPCs and the gains over a random ranking of ``items``, with the explain step's
-    fractions and number of random rankings (``cfg.explain``): the figures compared between the
-    test split and a batch."""
+    """The AOPCs and the gains over a random ranking of the first ``explain.faithfulness_max_texts``
+    of ``items``, with the explain step's fractions and number of random rankings: the figures
+    compared between the test split and a batch."""
     e = cfg.explain
+    check_sample(e.faithfulness_max_texts)
+    items = items[: e.faithfulness_max_texts]
     quality = faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
-    return {k: quality[k] for k in SUMMARY}
+    return {k: quality[k] for k in SUMMARY} | {"n_texts": len(items)}
+
+
+def check_sample(max_texts: int) -> None:
+    """Refuse a faithfulness sample of no texts."""
+    if max_texts < 1:
+        raise ConfigError(f"explain.faithfulness_max_texts={max_texts}: expected at least 1 text")
 
 
 def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fractions: Sequence[float]):
@@ -122,17 +131,20 @@ def _perturb(ids: list[list[int]], rankings: list[np.ndarray], fraction: float, 
 
 
 @torch.inference_mode()
-def _probabilities(model, tokenizer, ids: list[list[int]], targets: list[int], chunk: int = 256) -> np.ndarray:
-    """The probability of each text's target class, for token-id sequences of any lengths
-    (``chunk`` texts per forward pass: a whole test split at once would not fit a CPU's cache)."""
+def _probabilities(model, tokenizer, ids: list[list[int]], targets: list[int], chunk: int = 64) -> np.ndarray:
+    """The probability of each text's target class, for token-id sequences of any lengths: in
+    chunks of ``chunk`` texts of similar length, so that little of each pass is padding (a
+    perturbed text keeps as little as a tenth of its tokens)."""
     pad = tokenizer.pad_token_id
     device = model_device(model)
-    out = []
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    out = np.empty(len(ids))
     for start in range(0, len(ids), chunk):
-        rows = ids[start : start + chunk]
+        picked = order[start : start + chunk]
+        rows = [ids[i] for i in picked]
         width = max(len(s) for s in rows)
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in rows], device=device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in rows], device=device)
         probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1).cpu()
-        out.append(probs[torch.arange(len(rows)), torch.tensor(targets[start : start + chunk])].numpy())
-    return np.concatenate(out)
+        out[picked] = probs[torch.arange(len(rows)), torch.tensor([targets[i] for i in picked])].numpy()
+    return out

@@ -28,7 +28,14 @@ from glasswork.explain.embeddings import (
     projection_figure,
     projection_page,
 )
-from glasswork.explain.faithfulness import SPECIAL, faithfulness, faithfulness_figure, faithfulness_summary
+from glasswork.explain.faithfulness import (
+    SPECIAL,
+    check_sample,
+    faithfulness,
+    faithfulness_figure,
+    faithfulness_summary,
+)
+from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
@@ -89,6 +96,7 @@ def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     check_methods(cfg.explain.methods)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
+    check_sample(cfg.explain.faithfulness_max_texts)
     test = load_split(cfg, "test")
     probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
@@ -125,7 +133,7 @@ def explain(cfg: DictConfig) -> dict:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
     global_view = global_explanation(model, tokenizer, test, names, cfg)
     metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
-    metrics |= {f"global/{k}": v for k, v in global_view["faithfulness"].items()}
+    metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
     summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus) | _global_summary(global_view)
     top_png = png_bytes(
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
