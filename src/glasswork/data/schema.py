@@ -132,8 +132,7 @@ def _metadata(values: pd.Series) -> pd.Series:
     kind = pd.api.types
     if kind.is_numeric_dtype(values) or kind.is_bool_dtype(values) or kind.is_datetime64_any_dtype(values):
         return values
-    text = values.astype("string").str.strip()
-    text = text.mask(text == "")
+    text = as_text(values)
     written = text.dropna()
     if len(written) and written.str.fullmatch(ISO_DATE).all():
         zoned = bool(written.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$").any())
@@ -142,13 +141,18 @@ def _metadata(values: pd.Series) -> pd.Series:
     return text
 
 
+def as_text(values: pd.Series) -> pd.Series:
+    """A metadata column as text, trimmed, with blank cells missing."""
+    text = values.astype("string").str.strip()
+    return text.mask(text == "")
+
+
 def conform_metadata(values: pd.Series, like: pd.Series) -> pd.Series:
     """A batch's metadata column in the type ``like`` (the same column of a split) has: a batch
     read from CSV holds text, the splits hold numbers and dates. What does not parse is missing."""
     kind = pd.api.types
     if kind.is_bool_dtype(like) or not (kind.is_numeric_dtype(like) or kind.is_datetime64_any_dtype(like)):
-        text = values.astype("string").str.strip()
-        return text.mask(text == "")
+        return as_text(values)
     if kind.is_numeric_dtype(like):
         return pd.to_numeric(values, errors="coerce")
     stamps = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
