@@ -330,10 +330,11 @@ def save_explanation_page(report: DriftResult | None, explained: dict, path: Pat
     """Evidently's page of the explanation-drift tests, or a page that says why there is none."""
     if report is not None:
         report.save_html(path)
-        # Evidently's preset calls its verdict "Dataset Drift"; here the columns are explanation
-        # descriptors. The words occur only in the page's data (its counter widget), not its code.
+        # Evidently's preset says "Dataset Drift" and "Data Drift"; here the columns are explanation
+        # descriptors. The words occur only in the page's data (widget titles), not in its code.
         page = path.read_text(encoding="utf-8")
-        page = page.replace("Dataset Drift", "Explanation Drift").replace("Dataset drift", "Explanation drift")
+        for words in ("Dataset Drift", "Dataset drift", "Data Drift"):
+            page = page.replace(words, "Explanation " + words.split()[1])
         path.write_text(page, encoding="utf-8")
         return path
     path.write_text(
