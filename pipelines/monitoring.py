@@ -156,6 +156,8 @@ def retrain(overrides: list[str], data: Path) -> str:
 
 def report(summary: dict, markdown: bool = False) -> str:
     """The verdict for people: what drifted, the accuracy estimate, where the files are."""
+    from glasswork.drift import faithfulness_words  # late: the flow module stays light to import
+
     verdict = "DRIFT" if summary["dataset_drift"] else "no drift"
     perf = summary["performance"]
     lines = [
@@ -183,6 +185,7 @@ def report(summary: dict, markdown: bool = False) -> str:
     explained = summary["explanation_drift"]
     if explained["status"] == "computed":
         lines.append(f"- explanation drift: {'DRIFT' if explained['drifted'] else 'none'}")
+        lines.append(f"- explanations' faithfulness on the batch: {faithfulness_words(explained['faithfulness'])}")
     lines += [
         f"- action: {summary.get('action', 'pending')}",
         f"- report: {summary['output_dir']}/report.html (explanations: explanation_report.html; "

@@ -460,11 +460,15 @@ def _explanation_words(explained: dict) -> str:
         f"{k} {t['reference_mean']:.3f}->{t['current_mean']:.3f} (p={t['p_value']:.1e})"
         for k, t in explained["tests"].items()
     )
-    quality = explained["faithfulness"]
-    faithful = ", ".join(
+    faithful = faithfulness_words(explained["faithfulness"])
+    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}; faithfulness: {faithful}"
+
+
+def faithfulness_words(quality: dict) -> str:
+    """The batch's faithfulness gains beside the test split's, in one line."""
+    return ", ".join(
         f"{k.removesuffix('_gain')} gain {v:+.3f}"
         + (f" (test split {quality['reference'][k]:+.3f})" if quality["reference"] else "")
         for k, v in quality["current"].items()
         if k.endswith("_gain")
     )
-    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}; faithfulness: {faithful}"

@@ -79,6 +79,9 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     # The champion's own explain step is the faithfulness reference, read from its MLflow run.
     assert summary["explanation_drift"]["faithfulness"]["status"] == "computed"
     assert "faithfulness: comprehensiveness gain" in summary["verdict_words"]
+    from pipelines.monitoring import report
+
+    assert "faithfulness on the batch: comprehensiveness gain" in report(summary, markdown=True)
     assert "texts of incoming land among" in (out / "embeddings.html").read_text(encoding="utf-8")
     assert pq.read_metadata(out / "predictions.parquet").num_rows == 160  # every row scored, not the sample
 
