@@ -87,7 +87,7 @@ def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fract
     keyed ``<method>/<name>_top<fraction>``), each method as a solid line beside its random
     ranking, dashed in the same colour. A faithful explanation's solid line stands above its
     dashed one on the left and below it on the right."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharex=True)
     x = 100 * np.asarray(fractions, float)
     panels = (
         ("comprehensiveness", "comprehensiveness: top tokens deleted (higher is better)"),
@@ -103,7 +103,14 @@ def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fract
         ax.axhline(0, color="0.7", linewidth=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("% of tokens, ranked by the explanation")
-        ax.legend(fontsize=7, title="dashed: a random ranking", title_fontsize=7)
+        # Below the panel: inside it, the legend would cover the lines it names.
+        ax.legend(
+            fontsize=7,
+            title="dashed: a random ranking",
+            title_fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+        )
     axes[0].set_ylabel("drop in the predicted class's probability")
     fig.tight_layout()
     return fig
