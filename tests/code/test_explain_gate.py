@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tests.conftest import NEGATIVE, POSITIVE, learnable_overrides
 
 from glasswork.config import load_config
@@ -63,6 +64,8 @@ def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     )
     good = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate)))
     assert good["promote"], good["reasons"]
+    metrics_path = tmp_path / "artifacts" / "explain" / "metrics.json"
+    good_gain = json.loads(metrics_path.read_text())["explain"]["integrated_gradients/comprehensiveness_gain"]
     # The damaged challenger: its weights never leave their random start (learning rate 0).
     damaged = _register_after_all_steps(load_config(learnable_overrides(tmp_path, *CONFIDENT, *gate, "model.lr=0.0")))
     assert not damaged["promote"]
@@ -70,6 +73,15 @@ def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     versus = json.loads((tmp_path / "artifacts" / "explain" / "contrast.json").read_text())
     assert versus["status"] == "compared with champion v1" and versus["n_compared"] == 12
     assert -1 <= versus["rank_correlation"] < 0.9 and versus["moved_most"][0]["count"] >= 1
+    # The champion's faithfulness, measured again on the same texts, is what its own run measured;
+    # the damaged model's explanations are the less faithful.
+    explained = json.loads(metrics_path.read_text())["explain"]
+    champion = versus["champion_faithfulness"]["comprehensiveness_gain"]
+    assert champion == pytest.approx(good_gain, abs=1e-6)
+    assert explained["integrated_gradients/comprehensiveness_gain"] < champion
+    assert explained["contrast/comprehensiveness_gain_change"] == pytest.approx(
+        explained["integrated_gradients/comprehensiveness_gain"] - champion
+    )
     assert any(
         "explain/integrated_gradients/comprehensiveness_gain" in r and "below the required" in r
         for r in damaged["reasons"]

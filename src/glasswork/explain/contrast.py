@@ -3,7 +3,9 @@
 The current ``champion`` (if any) is loaded from the registry and explained with the same
 method on the same probe; per text, the Spearman correlation of the two attributions, and
 over all texts, the words whose attribution moved most (with how often they occur, so that a
-rare word cannot top the list by accident).
+rare word cannot top the list by accident); and how faithful the champion's attributions are on
+those texts, measured as the challenger's are, so that a new model whose explanations carry its
+predictions less well shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork.explain.attributions import TokenAttribution
+from glasswork.explain.faithfulness import SUMMARY, faithfulness
 from glasswork.explain.gate import whole_words
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import read_json
@@ -52,7 +55,10 @@ def contrast(
     if read_json(folder / "labels.json")["classes"] != labels["classes"]:
         return {"status": f"champion v{version} predicts other classes: not compared"}
     device = inference_device(cfg.trainer)
-    champion = explain_fn(load_trained(folder, attn_implementation="eager", device=device), load_tokenizer(folder))
+    model, tokenizer = load_trained(folder, attn_implementation="eager", device=device), load_tokenizer(folder)
+    champion = explain_fn(model, tokenizer)
+    e = cfg.explain
+    quality = faithfulness(model, tokenizer, champion, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
     rhos: list[float] = []
     moved: defaultdict[str, float] = defaultdict(float)
     counts: defaultdict[str, int] = defaultdict(int)
@@ -73,4 +79,5 @@ def contrast(
         "n_compared": len(rhos),
         "rank_correlation": float(np.mean(rhos)) if rhos else float("nan"),
         "moved_most": [{"word": w, "mean_change": moved[w] / counts[w], "count": counts[w]} for w in ranked],
+        "champion_faithfulness": {k: quality[k] for k in SUMMARY},
     }

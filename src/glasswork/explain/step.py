@@ -131,10 +131,14 @@ def explain(cfg: DictConfig) -> dict:
     )
     if "rank_correlation" in versus:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
+        for k, champion in versus["champion_faithfulness"].items():  # this model's minus the champion's
+            metrics[f"contrast/{k}_change"] = metrics[f"{method}/{k}"] - champion
     global_view = global_explanation(model, tokenizer, test, names, cfg)
     metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
     metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
-    summary = _summary(cfg, explained, metrics) | _contrast_summary(method, versus) | _global_summary(global_view)
+    summary = (
+        _summary(cfg, explained, metrics) | _contrast_summary(method, versus, metrics) | _global_summary(global_view)
+    )
     top_png = png_bytes(
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
     )
@@ -210,14 +214,20 @@ def _faithfulness_words(quality: dict[str, float]) -> str:
     )
 
 
-def _contrast_summary(method: str, versus: dict) -> dict[str, str]:
+def _contrast_summary(method: str, versus: dict, metrics: dict[str, float]) -> dict[str, str]:
     if "rank_correlation" not in versus:
         return {"champion vs this model": versus["status"]}
     moved = ", ".join(f"{m['word']} {m['mean_change']:+.3f} (x{m['count']})" for m in versus["moved_most"][:8])
+    champion = versus["champion_faithfulness"]
     return {
         "champion vs this model": f"{versus['status']}: mean Spearman of {method} over "
         f"{versus['n_compared']} texts = {versus['rank_correlation']:.3f}",
         "words whose attribution moved most (this model minus champion)": moved,
+        "faithfulness, this model (champion)": ", ".join(
+            f"{k.removesuffix('_gain')} gain {metrics[f'{method}/{k}']:+.3f} ({champion[k]:+.3f})"
+            for k in champion
+            if k.endswith("_gain")
+        ),
     }
 
 
