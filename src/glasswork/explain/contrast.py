@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork.explain.attributions import TokenAttribution
-from glasswork.explain.faithfulness import SUMMARY, faithfulness
+from glasswork.explain.faithfulness import SUMMARY, measure
 from glasswork.explain.gate import whole_words
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import read_json
@@ -57,8 +57,7 @@ def contrast(
     device = inference_device(cfg.trainer)
     model, tokenizer = load_trained(folder, attn_implementation="eager", device=device), load_tokenizer(folder)
     champion = explain_fn(model, tokenizer)
-    e = cfg.explain
-    quality = faithfulness(model, tokenizer, champion, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+    quality = measure(model, tokenizer, champion, cfg)  # as the explain step measures the challenger
     rhos: list[float] = []
     moved: defaultdict[str, float] = defaultdict(float)
     counts: defaultdict[str, int] = defaultdict(int)

@@ -65,14 +65,20 @@ def faithfulness(
 SUMMARY = ("comprehensiveness_aopc", "sufficiency_aopc", "comprehensiveness_gain", "sufficiency_gain")
 
 
+def measure(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
+    """:func:`faithfulness` with the config's fractions, random rankings and seed (``cfg.explain``,
+    ``cfg.seed``): one measure wherever explanations are compared."""
+    e = cfg.explain
+    return faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+
+
 def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
     """The AOPCs and the gains over a random ranking of the first ``explain.faithfulness_max_texts``
     of ``items``, with the explain step's fractions and number of random rankings: the figures
     compared between the test split and a batch."""
-    e = cfg.explain
-    check_sample(e.faithfulness_max_texts)
-    items = items[: e.faithfulness_max_texts]
-    quality = faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+    check_sample(cfg.explain.faithfulness_max_texts)
+    items = items[: cfg.explain.faithfulness_max_texts]
+    quality = measure(model, tokenizer, items, cfg)
     return {k: quality[k] for k in SUMMARY} | {"n_texts": len(items)}
 
 

@@ -31,9 +31,9 @@ from glasswork.explain.embeddings import (
 from glasswork.explain.faithfulness import (
     SPECIAL,
     check_sample,
-    faithfulness,
     faithfulness_figure,
     faithfulness_summary,
+    measure,
 )
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.explain.global_importance import (
@@ -258,10 +258,8 @@ def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg
     if "integrated_gradients" in explained:
         deltas = np.abs([i.delta for i in explained["integrated_gradients"]])
         metrics |= {"ig_mean_abs_delta": float(deltas.mean()), "ig_max_abs_delta": float(deltas.max())}
-    e = cfg.explain
     for method, items in explained.items():
-        quality = faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
-        metrics |= {f"{method}/{k}": v for k, v in quality.items()}
+        metrics |= {f"{method}/{k}": v for k, v in measure(model, tokenizer, items, cfg).items()}
     methods = list(explained)
     for i, a in enumerate(methods):
         for b in methods[i + 1 :]:
