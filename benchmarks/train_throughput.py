@@ -262,14 +262,14 @@ def main() -> None:
                 sys.exit(f"{setup} failed (round {round_ + 1}):\n{done.stderr[-3000:]}")
             result = json.loads(line[7:]) | {"round": round_ + 1}
             results.append(result)
+            if args.json:  # after every process: a run stopped at a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
             print(
                 f"round {round_ + 1} {setup:18s} {result['examples_per_s']:9.1f} examples/s  "
                 f"acc {result['test_accuracy']:.4f}",
                 flush=True,
             )
     _report(results, setups)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 def _report(results: list[dict], setups: list[str]) -> None:
