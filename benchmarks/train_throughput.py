@@ -22,6 +22,12 @@ after ``--warmup`` (synchronised), then scores the test split. Printed per setup
 examples/s, real (unpadded) tokens/s, MFU (model FLOPs of the padded batches over the card's peak
 bf16 rate), test accuracy, and the ratio of examples/s to ``plain``.
 
+``--profile-steps N`` also runs torch.profiler over the last N steps, which the timing leaves out
+(so the figures above stay unperturbed), and reports, per step: the wall time, the time the device spent
+in kernels and copies, the kernels launched, and the operators that took the most host and
+device time. Device time far below the wall time means the host sets the pace (per-step Python
+and launch overhead), not the arithmetic: then fewer FLOPs (less padding) cannot help.
+
     .venv/bin/python benchmarks/train_throughput.py --device cpu --epochs 1 --max-steps 30 --batch-size 32
     python benchmarks/train_throughput.py --data-dir DIR --model-dir DIR      # on a GPU worker
 """
@@ -71,6 +77,56 @@ def _flops_per_token(model, seq: int) -> float:
     return 6 * dense + 3 * 4 * cfg.num_hidden_layers * seq * cfg.hidden_size
 
 
+class StepProfile:
+    """torch.profiler over the steps [first, first + n), called at the start of every step."""
+
+    def __init__(self, first: int, n: int, sync) -> None:
+        self.first, self.n, self.sync = first, n, sync
+        self.prof = None
+        self.summary: dict | None = None
+
+    def at_step(self, step: int) -> None:
+        import torch
+
+        if not self.n:
+            return
+        if step == self.first:
+            self.sync()
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=activities)
+            self.prof.__enter__()
+            self.start = time.perf_counter()
+        elif step == self.first + self.n and self.prof is not None:
+            self.sync()
+            wall = time.perf_counter() - self.start
+            self.prof.__exit__(None, None, None)
+            self.summary = self._summarise(wall)
+            self.prof = None
+
+    def _summarise(self, wall: float) -> dict:
+        from torch.autograd import DeviceType
+
+        events = self.prof.key_averages()
+        on_device = [e for e in events if e.device_type == DeviceType.CUDA]
+        on_host = [e for e in events if e.device_type == DeviceType.CPU]
+
+        def top(rows, key):
+            rows = sorted(rows, key=lambda e: getattr(e, key), reverse=True)[:8]
+            return [[e.key[:70], round(getattr(e, key) / 1e3 / self.n, 3), round(e.count / self.n, 1)] for e in rows]
+
+        return {
+            "steps": self.n,
+            "wall_ms_per_step": 1e3 * wall / self.n,
+            "device_ms_per_step": sum(e.self_device_time_total for e in on_device) / 1e3 / self.n,
+            "kernels_per_step": sum(e.count for e in on_device) / self.n,
+            "host_ops_per_step": sum(e.count for e in on_host) / self.n,
+            "top_host_ms_per_step": top(on_host, "self_cpu_time_total"),
+            "top_device_ms_per_step": top(on_device, "self_device_time_total"),
+        }
+
+
 def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script per setup)
     """One setup, in this process: train, time, score; return the figures."""
     import pandas as pd
@@ -99,9 +155,14 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     gpu = device == "cuda"
     precision = {"glasswork-true": "bf16-true"}.get(setup, "bf16-mixed" if gpu else "32-true")
     seen = {"examples": 0, "tokens": 0, "padded": 0, "seconds": 0.0, "width": 0}
+    # The last --profile-steps steps are profiled, after the timed window: the profiler's own cost
+    # stays out of the timing.
+    timed_end = total - args.profile_steps
+    if timed_end <= args.warmup:
+        sys.exit(f"--profile-steps {args.profile_steps} leaves no timed step after --warmup {args.warmup} of {total}")
 
     def count(batch, step: int) -> None:
-        if step >= args.warmup:
+        if args.warmup <= step < timed_end:
             seen["examples"] += batch["labels"].numel()
             seen["tokens"] += int(batch["attention_mask"].sum())
             seen["padded"] += batch["input_ids"].numel()
@@ -110,6 +171,8 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     def sync() -> None:
         if gpu:
             torch.cuda.synchronize()
+
+    profile = StepProfile(timed_end, args.profile_steps, sync)
 
     if setup == "plain":
         net.to(device)
@@ -127,6 +190,10 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
                 if step == args.warmup:
                     sync()
                     start = time.perf_counter()
+                if step == timed_end:
+                    sync()
+                    seen["seconds"] = time.perf_counter() - start
+                profile.at_step(step)
                 count(batch, step)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=gpu):
@@ -138,10 +205,12 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-        sync()
-        seen["seconds"] = time.perf_counter() - start
+        if step == timed_end:
+            sync()
+            seen["seconds"] = time.perf_counter() - start
+        profile.at_step(step)
     else:
-        net = _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen)
+        net = _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen, profile)
     accuracy = _accuracy(net.to(device).eval(), tokenizer, test, device)
     width = seen["padded"] / max(1, seen["examples"])
     flops = _flops_per_token(net, int(width)) * seen["padded"]
@@ -154,12 +223,13 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         "padding_share": 1 - seen["tokens"] / max(1, seen["padded"]),
         "mfu": flops / seen["seconds"] / peak if peak else None,
         "test_accuracy": accuracy,
-        "timed_steps": total - args.warmup,
+        "timed_steps": timed_end - args.warmup,
+        "profile": profile.summary,
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)",
     }
 
 
-def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen):
+def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, count, sync, seen, profile):
     """Train with the train step's module and Trainer; return the trained network."""
     import tempfile
 
@@ -179,13 +249,19 @@ def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, 
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == args.warmup:
-                sync()
-                seen["start"] = time.perf_counter()
+            self._at(trainer.global_step)
 
         def on_train_end(self, trainer, pl_module):
-            sync()
-            seen["seconds"] = time.perf_counter() - seen.pop("start")
+            self._at(trainer.global_step)
+
+        def _at(self, step: int) -> None:
+            if step == args.warmup:
+                sync()
+                seen["start"] = time.perf_counter()
+            if step == steps_per_epoch * args.epochs - args.profile_steps:
+                sync()
+                seen["seconds"] = time.perf_counter() - seen.pop("start")
+            profile.at_step(step)
 
     module = Counted(net, 2, lr=5e-5, weight_decay=0.01, warmup_fraction=0.1)
     if args.child == "glasswork-compile" or (args.compile and args.child.startswith("glasswork")):
@@ -230,6 +306,7 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="override the Lightning precision of Glasswork setups")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the 'glasswork' setup")
     parser.add_argument("--no-bar", action="store_true", help="no progress bar in the Glasswork setups")
+    parser.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over the last N steps (untimed)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "processed"))
     parser.add_argument("--model-dir", default=None)
@@ -269,6 +346,15 @@ def main() -> None:
                 f"acc {result['test_accuracy']:.4f}",
                 flush=True,
             )
+            if result["profile"]:
+                prof = result["profile"]
+                host = ", ".join(f"{name} {ms:.2f}" for name, ms, _ in prof["top_host_ms_per_step"][:4])
+                print(
+                    f"  profile: {prof['wall_ms_per_step']:.1f} ms/step wall, {prof['device_ms_per_step']:.1f} ms "
+                    f"on the device, {prof['kernels_per_step']:.0f} kernels and {prof['host_ops_per_step']:.0f} "
+                    f"host ops a step; host: {host}",
+                    flush=True,
+                )
     _report(results, setups)
 
 

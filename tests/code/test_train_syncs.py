@@ -139,3 +139,12 @@ def test_checkpoints_by_steps_or_by_time_not_both(tmp_path, cfg_factory):
     trainer = build_trainer(timed, tmp_path / "ckpt", logger=False)
     step_checkpoint = [c for c in trainer.checkpoint_callbacks if c.filename == "step-{step}"][0]
     assert step_checkpoint._train_time_interval.total_seconds() == 300
+
+
+def test_a_trainer_without_the_progress_bar(tmp_path, cfg_factory):
+    """The benchmark's ``--no-bar``: Lightning refuses a bar callback once the bar is off."""
+    cfg = cfg_factory(tiny_overrides(tmp_path))
+    shown = build_trainer(cfg.trainer, tmp_path / "ckpt", logger=False)
+    assert shown.progress_bar_callback is not None
+    hidden = build_trainer(cfg.trainer, tmp_path / "ckpt", logger=False, enable_progress_bar=False)
+    assert hidden.progress_bar_callback is None

@@ -118,8 +118,9 @@ def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overri
         ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_last=True, **_checkpoint_cadence(t)),
         LearningRateMonitor(logging_interval="step"),
         StepThroughput(),
-        LossBar(refresh_rate=t.progress_bar_refresh),
     ]
+    if overrides.get("enable_progress_bar", True):  # Lightning refuses a bar callback with the bar off
+        callbacks.append(LossBar(refresh_rate=t.progress_bar_refresh))
     limit = t.limit_train_batches
     options = {
         "accelerator": t.accelerator,
