@@ -109,7 +109,9 @@ class StepProfile:
         from torch.autograd import DeviceType
 
         events = self.prof.key_averages()
-        on_device = [e for e in events if e.device_type == DeviceType.CUDA]
+        # Kernels, copies and sets; not the spans that annotations (``Optimizer.step#AdamW.step``,
+        # which holds Lightning's whole forward and backward closure) draw on the device's timeline.
+        on_device = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", 0)]
         on_host = [e for e in events if e.device_type == DeviceType.CPU]
 
         def top(rows, key):
