@@ -20,7 +20,9 @@
 #      not import under pandas 3, and the image's pandas version is unknown) and typing-extensions
 #      (45 KiB; pydantic 2.14 and pydantic-core need >= 4.16.0, the newest release, and the image's
 #      version is unknown) and python-dateutil (230 KiB; prefect 3.9.1 needs < 3, PyPI's newest is
-#      4.0.0, and the image's version is unknown);
+#      4.0.0, and the image's version is unknown) and certifi (160 KiB; the image's 2026.7.22 is
+#      older than prefect 3.9.1 and databricks-sdk ask for, >= 2026.10.19: `--check` on an H200,
+#      2026-11-27);
 #   4. downloads each remaining wheel with `pip download --no-deps --only-binary=:all:` (glibc ≤ 2.28
 #      builds preferred) and replaces the wheels in .whl/ with exactly that set, one per package;
 #      antlr4-python3-runtime 4.9.3 (hydra's) is an sdist only on PyPI: its pure-Python wheel is
@@ -58,7 +60,7 @@
 #                          together wheels that write one top-level folder (mlflow/, opentelemetry/)
 #   MLFLOW_FLAVOUR=skinny  skinny | full
 #   WITH_DVC=0             1: ship dvc and its dependencies too (+9.8 MiB, pygit2 4.7 of it)
-#   KEEP="pandas typing-extensions python-dateutil"   image packages shipped anyway (they shadow the image's copy)
+#   KEEP="pandas typing-extensions python-dateutil certifi"   image packages shipped anyway (they shadow the image's copy)
 #   DROP=""                packages left out of the resolution, with what only they need (the run
 #                          fails if it imports one: see the trace above before dropping)
 #   EXTRA=""               more requirements to resolve with the rest, e.g. "scattertext==0.2.2"
@@ -71,7 +73,7 @@ DEST=${DEST:-.whl}
 BUDGET_MIB=${BUDGET_MIB:-40}
 MLFLOW_FLAVOUR=${MLFLOW_FLAVOUR:-skinny}
 WITH_DVC=${WITH_DVC:-0}
-KEEP=${KEEP:-pandas typing-extensions python-dateutil}
+KEEP=${KEEP:-pandas typing-extensions python-dateutil certifi}
 SPLIT=${SPLIT:-0}
 DROP=${DROP:-}
 EXTRA=${EXTRA:-}
