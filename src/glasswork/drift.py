@@ -29,8 +29,8 @@ from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
+from glasswork.explain.faithfulness import GAINS, check_sample, faithfulness_summary, gain_change
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
-from glasswork.explain.faithfulness import check_sample, faithfulness_summary
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
@@ -300,13 +300,19 @@ def explanation_drift(
 
 def batch_faithfulness(reference: dict, model, tokenizer, items, cfg: DictConfig) -> dict:
     """How faithful the attributions are on the batch (comprehensiveness and sufficiency, and
-    their gains over a random ranking) beside the same on the test split: explanations that
+    their gains over a random ranking) beside the same on the test split, with an interval on
+    each gain's change (``change``: ``lower`` when it fell by more than chance): explanations that
     stop carrying the prediction on new data are explanations to stop trusting there. Reported,
     not voted: the drift verdict tests where attribution falls."""
     current = faithfulness_summary(model, tokenizer, items, cfg)
     if "faithfulness" not in reference:
         return {"current": current, "reference": None, "status": "no reference: the explain step predates it"}
-    return {"current": current, "reference": reference["faithfulness"], "status": "computed"}
+    known = reference["faithfulness"]
+    if "by_text" not in known:  # an explain step from before the per-text gains: the means alone
+        status = "computed; no interval: the reference has no per-text gains"
+        return {"current": current, "reference": known, "status": status}
+    change = gain_change(known["by_text"], current["by_text"], cfg.drift.explanation_alpha)
+    return {"current": current, "reference": known, "change": change, "status": "computed"}
 
 
 def explanation_report(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> DriftResult:
@@ -368,6 +374,10 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
         }
         metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
         metrics |= {f"explanation_{k}": explained["faithfulness"]["current"][k] for k in FAITHFULNESS_SUMMARY}
+        for k, moved in explained["faithfulness"].get("change", {}).items():
+            if "difference" in moved:  # 1 when the gain fell by more than chance
+                metrics[f"explanation_{k}_change"] = moved["difference"]
+                metrics[f"explanation_{k}_fell"] = int(moved["verdict"] == "lower")
     return metrics
 
 
@@ -465,10 +475,19 @@ def _explanation_words(explained: dict) -> str:
 
 
 def faithfulness_words(quality: dict) -> str:
-    """The batch's faithfulness gains beside the test split's, in one line."""
-    return ", ".join(
-        f"{k.removesuffix('_gain')} gain {v:+.3f}"
-        + (f" (test split {quality['reference'][k]:+.3f})" if quality["reference"] else "")
-        for k, v in quality["current"].items()
-        if k.endswith("_gain")
-    )
+    """The batch's faithfulness gains beside the test split's, in one line, with the interval on
+    their difference where there is one."""
+    words = []
+    for k in GAINS:
+        line = f"{k.removesuffix('_gain')} gain {quality['current'][k]:+.3f}"
+        if quality["reference"]:
+            line += f" (test split {quality['reference'][k]:+.3f}"
+            moved = quality.get("change", {}).get(k, {})
+            if "difference" in moved:
+                line += (
+                    f"; {moved['verdict']}, {moved['difference']:+.3f}, "
+                    f"{moved['confidence']:.1%} interval {moved['ci_low']:+.3f} to {moved['ci_high']:+.3f}"
+                )
+            line += ")"
+        words.append(line)
+    return ", ".join(words)

@@ -7,6 +7,7 @@ import json
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import tiny_overrides
 
@@ -73,6 +74,8 @@ def test_explain_writes_a_page_and_attributions(tiny_run):
 
 
 def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
+    from glasswork.drift import faithfulness_words
+
     root, cfg = tiny_run
     out = root / "artifacts" / "drift"
     summary = read_json(out / "drift.json")
@@ -101,11 +104,22 @@ def test_drift_against_tweets_has_a_verdict_and_a_report(tiny_run):
     quality = explained["faithfulness"]
     reference = read_json(root / "artifacts" / "explain" / "global_importance.json")["faithfulness"]
     assert quality["status"] == "computed" and quality["reference"] == reference
-    assert set(quality["current"]) == set(reference) == {*FAITHFULNESS_SUMMARY, "n_texts"}
+    assert set(quality["current"]) == set(reference) == {*FAITHFULNESS_SUMMARY, "n_texts", "by_text"}
     assert all(-1 <= quality["current"][k] <= 1 for k in FAITHFULNESS_SUMMARY)
-    assert quality["current"]["n_texts"] == min(cfg.drift.explain_sample, cfg.explain.faithfulness_max_texts)
+    n_texts = min(cfg.drift.explain_sample, cfg.explain.faithfulness_max_texts)
+    assert quality["current"]["n_texts"] == n_texts
+    for side in (quality["current"], reference):  # each text's gains average to the side's gain
+        assert all(len(side["by_text"][k]) == side["n_texts"] for k in ("comprehensiveness_gain", "sufficiency_gain"))
+        assert np.mean(side["by_text"]["sufficiency_gain"]) == pytest.approx(side["sufficiency_gain"], abs=1e-5)
     metrics = read_json(out / "metrics.json")["drift"]
     assert metrics["explanation_comprehensiveness_gain"] == quality["current"]["comprehensiveness_gain"]
+    change = quality["change"]["comprehensiveness_gain"]  # the interval on the batch minus the test split
+    assert change["ci_low"] <= change["difference"] <= change["ci_high"]
+    assert change["difference"] == pytest.approx(
+        quality["current"]["comprehensiveness_gain"] - reference["comprehensiveness_gain"], abs=1e-5
+    )
+    assert metrics["explanation_comprehensiveness_gain_fell"] == int(change["verdict"] == "lower")
+    assert f"interval {change['ci_low']:+.3f} to {change['ci_high']:+.3f}" in faithfulness_words(quality)
     page = (out / "explanation_report.html").read_text(encoding="utf-8")
     assert len(page) > 10_000 and "mass_top_word" in page  # Evidently's page of the same tests
     assert "Explanation Drift" in page and "Dataset Drift" not in page and "Data Drift" not in page
@@ -136,7 +150,7 @@ def test_an_explain_step_older_than_the_faithfulness_reference_still_gives_the_b
     write_json(path, {k: v for k, v in read_json(path).items() if k != "faithfulness"})
     quality = drift(cfg)["explanation_drift"]["faithfulness"]
     assert quality["reference"] is None and quality["status"].startswith("no reference")
-    assert set(quality["current"]) == {*FAITHFULNESS_SUMMARY, "n_texts"}
+    assert set(quality["current"]) == {*FAITHFULNESS_SUMMARY, "n_texts", "by_text"}
 
 
 def test_champion_loads_as_pyfunc_and_predicts(tiny_run):

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy import stats
 
 from glasswork.errors import ConfigError
 from glasswork.explain.attributions import TokenAttribution, model_device
@@ -38,28 +39,53 @@ def faithfulness(
     Returns flat metrics: ``comprehensiveness_aopc``, ``sufficiency_aopc``, the same with a
     ``random_`` prefix, their differences (``*_gain``), and one value per fraction.
     """
+    return _aggregate(by_text(model, tokenizer, items, fractions, n_random=n_random, seed=seed), fractions)
+
+
+def _aggregate(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> dict[str, float]:
+    metrics = {key: float(values.mean()) for key, values in texts.items()}
+    for prefix in ("", "random_"):
+        for name in ("comprehensiveness", "sufficiency"):
+            metrics[f"{prefix}{name}_aopc"] = float(np.mean([metrics[f"{prefix}{name}_top{f:g}"] for f in fractions]))
+    metrics["comprehensiveness_gain"] = metrics["comprehensiveness_aopc"] - metrics["random_comprehensiveness_aopc"]
+    metrics["sufficiency_gain"] = metrics["random_sufficiency_aopc"] - metrics["sufficiency_aopc"]
+    return metrics
+
+
+def by_text(
+    model, tokenizer, items: Sequence[TokenAttribution], fractions: Sequence[float], *, n_random: int = 5, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Per text, in the order of ``items``: comprehensiveness and sufficiency at each fraction
+    (``comprehensiveness_top0.1``, ...) for the explanation's ranking, and the same averaged over
+    ``n_random`` random rankings (``random_`` prefix). :func:`faithfulness` averages them."""
     rng = np.random.default_rng(seed)
-    ranked = {"": [_ranking(item.scores, item.tokens) for item in items]}
-    random_rankings = [[rng.permutation(r) for r in ranked[""]] for _ in range(n_random)]
+    ranked = [_ranking(item.scores, item.tokens) for item in items]
+    random_rankings = [[rng.permutation(r) for r in ranked] for _ in range(n_random)]
     ids = [tokenizer.convert_tokens_to_ids(item.tokens) for item in items]
     targets = [item.predicted for item in items]
     full = _probabilities(model, tokenizer, ids, targets)
-    metrics: dict[str, float] = {}
-    for prefix, rankings_sets in (("", [ranked[""]]), ("random_", random_rankings)):
+    texts: dict[str, np.ndarray] = {}
+    for prefix, rankings_sets in (("", [ranked]), ("random_", random_rankings)):
         for name, keep_top in (("comprehensiveness", False), ("sufficiency", True)):
-            per_fraction = []
             for fraction in fractions:
                 drops = [
                     full - _probabilities(model, tokenizer, _perturb(ids, rankings, fraction, keep_top), targets)
                     for rankings in rankings_sets
                 ]
-                value = float(np.mean(drops))
-                metrics[f"{prefix}{name}_top{fraction:g}"] = value  # MLflow keys allow no "@"
-                per_fraction.append(value)
-            metrics[f"{prefix}{name}_aopc"] = float(np.mean(per_fraction))
-    metrics["comprehensiveness_gain"] = metrics["comprehensiveness_aopc"] - metrics["random_comprehensiveness_aopc"]
-    metrics["sufficiency_gain"] = metrics["random_sufficiency_aopc"] - metrics["sufficiency_aopc"]
-    return metrics
+                texts[f"{prefix}{name}_top{fraction:g}"] = np.mean(drops, axis=0)  # MLflow keys allow no "@"
+    return texts
+
+
+def gains_by_text(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> dict[str, np.ndarray]:
+    """Each text's gains over its random rankings, AOPC over ``fractions`` (from :func:`by_text`)."""
+
+    def aopc(key: str) -> np.ndarray:
+        return np.mean([texts[f"{key}_top{f:g}"] for f in fractions], axis=0)
+
+    return {
+        "comprehensiveness_gain": aopc("comprehensiveness") - aopc("random_comprehensiveness"),
+        "sufficiency_gain": aopc("random_sufficiency") - aopc("sufficiency"),
+    }
 
 
 SUMMARY = ("comprehensiveness_aopc", "sufficiency_aopc", "comprehensiveness_gain", "sufficiency_gain")
@@ -72,14 +98,51 @@ def measure(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[st
     return faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
 
 
-def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
+def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict:
     """The AOPCs and the gains over a random ranking of the first ``explain.faithfulness_max_texts``
-    of ``items``, with the explain step's fractions and number of random rankings: the figures
-    compared between the test split and a batch."""
+    of ``items``, with the explain step's fractions and number of random rankings, and each text's
+    gains (``by_text``, for an interval on a difference): the figures compared between the test
+    split and a batch."""
     check_sample(cfg.explain.faithfulness_max_texts)
     items = items[: cfg.explain.faithfulness_max_texts]
-    quality = measure(model, tokenizer, items, cfg)
-    return {k: quality[k] for k in SUMMARY} | {"n_texts": len(items)}
+    e = cfg.explain
+    texts = by_text(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+    quality, gains = _aggregate(texts, list(e.fractions)), gains_by_text(texts, list(e.fractions))
+    return {k: quality[k] for k in SUMMARY} | {
+        "n_texts": len(items),
+        "by_text": {k: [round(float(x), 6) for x in v] for k, v in gains.items()},
+    }
+
+
+GAINS = ("comprehensiveness_gain", "sufficiency_gain")
+
+
+def gain_change(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> dict[str, dict]:
+    """Did each gain over a random ranking move from ``reference`` to ``current`` (two sets of
+    texts' ``by_text`` gains from :func:`faithfulness_summary`)? The difference of the means
+    (current - reference) with Welch's t interval at ``1 - alpha / 2`` (Bonferroni over the two
+    gains), and ``lower`` or ``higher`` when the interval lies wholly below or above zero, else
+    ``unchanged``. The texts of each set are independent draws; the two sets are different texts,
+    so a gain that differs by chance alone stays inside the interval at rate ``1 - alpha``."""
+    changes: dict[str, dict] = {}
+    for name in GAINS:
+        ref, cur = np.asarray(reference[name], dtype=float), np.asarray(current[name], dtype=float)
+        if min(len(ref), len(cur)) < 2:
+            changes[name] = {"verdict": f"not tested: {len(ref)} and {len(cur)} texts (at least 2 a side)"}
+            continue
+        difference = float(cur.mean() - ref.mean())
+        if np.ptp(ref) == 0 and np.ptp(cur) == 0:  # no spread: the difference is exact
+            difference = 0.0 if abs(difference) < 1e-9 else difference  # but for the means' rounding
+            low = high = difference
+            p_value = 1.0 if difference == 0 else 0.0
+        else:
+            test = stats.ttest_ind(cur, ref, equal_var=False)
+            low, high = (float(x) for x in test.confidence_interval(1 - alpha / len(GAINS)))
+            p_value = float(test.pvalue)
+        verdict = "lower" if high < 0 else "higher" if low > 0 else "unchanged"
+        changes[name] = {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value,
+                         "confidence": 1 - alpha / len(GAINS), "verdict": verdict}  # fmt: skip
+    return changes
 
 
 def check_sample(max_texts: int) -> None:
