@@ -13,6 +13,13 @@ another's compiled kernels, allocator cache or clock state):
   ``--compile`` change both, and ``glasswork-true`` / ``glasswork-compile`` are shorthands for
   bf16-true and bf16-mixed + torch.compile.
 
+A setup takes variants after ``+`` signs, so that levers run in the same alternated rounds as
+their baseline: ``b512`` (batch size), ``lr1e-4`` (peak learning rate, 5e-5 otherwise), ``p32``
+(pad each batch to a multiple of 32 tokens: fewer distinct shapes), ``c`` (torch.compile) and
+``cg`` (torch.compile with ``mode="reduce-overhead"``: CUDA graphs, one launch a step instead of
+hundreds of kernels); e.g. ``--setups plain,glasswork+p32+cg,glasswork+b512+lr1e-4``. Compiling
+happens inside the run, so its cost lands in the timing unless ``--warmup`` covers every shape.
+
 The Trainer logs to a CSV file in a temporary folder instead of MLflow (same cadence) and saves no
 checkpoints (the plain loop saves none; a ``trainer=gpu`` run saves one per epoch and every 10
 minutes). Batches are counted on the host before they move to the device.
@@ -46,6 +53,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = ("plain", "same", "glasswork", "glasswork-bucket", "glasswork-true", "glasswork-compile")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 FLOP/s
+
+
+def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespace]:
+    """``glasswork+b512+lr1e-4+p32+cg`` -> ``("glasswork", args with batch_size=512, lr=1e-4,
+    pad_multiple=32, compile_mode="reduce-overhead")``; a ValueError names what is not understood."""
+    base, *tokens = setup.split("+")
+    if base not in SETUPS:
+        raise ValueError(f"unknown setup {base!r} in {setup!r}; valid: {', '.join(SETUPS)}")
+    out = argparse.Namespace(**vars(args))
+    out.lr, out.pad_multiple = getattr(args, "lr", 5e-5), getattr(args, "pad_multiple", 8)
+    compiled = base == "glasswork-compile" or (args.compile and base.startswith("glasswork"))
+    out.compile_mode = "default" if compiled else None
+    for token in tokens:
+        try:
+            if token in ("c", "cg"):
+                if base in ("plain", "same"):
+                    raise ValueError("compiling is built for the glasswork setups only")
+                out.compile_mode = "reduce-overhead" if token == "cg" else "default"
+            elif token.startswith("lr"):
+                out.lr = float(token[2:])
+            elif token.startswith("b"):
+                out.batch_size = int(token[1:])
+            elif token.startswith("p"):
+                if base in ("plain", "same"):
+                    raise ValueError("plain and same pad to 128 tokens: that is what they measure")
+                out.pad_multiple = int(token[1:])
+            else:
+                raise ValueError("expected b<batch>, lr<rate>, p<multiple>, c or cg")
+        except ValueError as err:
+            raise ValueError(f"setup {setup!r}: variant {token!r}: {err}") from None
+    return base, out
 
 
 def _peak(device: str) -> float | None:
@@ -138,7 +176,8 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     sys.path.insert(0, str(ROOT / "src"))
     from glasswork.data.datamodule import TextCollator, loader
 
-    setup, device = args.child, args.device
+    name, device = args.child, args.device
+    setup, args = variant(name, args)
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high")
     train = pd.read_parquet(Path(args.data_dir) / "train.parquet")
@@ -147,7 +186,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     net = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=2, dtype=torch.float32)
     net = net.train()
     static = setup in ("plain", "same")
-    collate = TextCollator(tokenizer, 128, None if static else 8, fixed_length=static)
+    collate = TextCollator(tokenizer, 128, None if static else args.pad_multiple, fixed_length=static)
     batches = loader(
         train, collate, args.batch_size, shuffle=True, seed=0, num_workers=args.workers,
         bucket_by_length=setup == "glasswork-bucket", pin_memory=device == "cuda",
@@ -181,7 +220,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         decay = [p for p in net.parameters() if p.ndim >= 2]
         no_decay = [p for p in net.parameters() if p.ndim < 2]
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=5e-5, fused=gpu
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, fused=gpu
         )
         sched = get_linear_schedule_with_warmup(opt, int(0.1 * total), total)
         step = 0
@@ -218,8 +257,11 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     flops = _flops_per_token(net, int(width)) * seen["padded"]
     peak = _peak(device)
     return {
-        "setup": setup,
+        "setup": name,
         "precision": args.precision or precision,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "compile_mode": args.compile_mode,
         "examples_per_s": seen["examples"] / seen["seconds"],
         "real_tokens_per_s": seen["tokens"] / seen["seconds"],
         "padding_share": 1 - seen["tokens"] / max(1, seen["padded"]),
@@ -265,9 +307,9 @@ def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, 
                 seen["seconds"] = time.perf_counter() - seen.pop("start")
             profile.at_step(step)
 
-    module = Counted(net, 2, lr=5e-5, weight_decay=0.01, warmup_fraction=0.1)
-    if args.child == "glasswork-compile" or (args.compile and args.child.startswith("glasswork")):
-        module.net = torch.compile(module.net)
+    module = Counted(net, 2, lr=args.lr, weight_decay=0.01, warmup_fraction=0.1)
+    if args.compile_mode:
+        module.net = torch.compile(module.net, mode=args.compile_mode)
     gpu = args.device == "cuda"
     t = load_config(["trainer=gpu" if gpu else "trainer=cpu", f"trainer.batch_size={args.batch_size}"]).trainer
     folder = Path(tempfile.mkdtemp(prefix="throughput-"))
@@ -298,7 +340,9 @@ def _accuracy(net, tokenizer, test, device: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setups", default="plain,same,glasswork", help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument(
+        "--setups", default="plain,same,glasswork", help=f"comma-separated, of {', '.join(SETUPS)}, each +variants"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="each round runs every setup once, in turn")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=0, help="cap on steps per epoch (0: the whole split)")
@@ -324,12 +368,20 @@ def main() -> None:
         return
     args.model_dir = _model_dir(args.model_dir)
     setups = args.setups.split(",")
-    unknown = [s for s in setups if s not in SETUPS]
-    if unknown:
-        parser.error(f"unknown setups {unknown}; valid: {', '.join(SETUPS)}")
+    for setup in setups:
+        try:
+            variant(setup, args)
+        except ValueError as err:
+            parser.error(str(err))
     if not (Path(args.data_dir) / "train.parquet").is_file():
         parser.error(f"{args.data_dir}/train.parquet is missing: run `glasswork prepare` first (or pass --data-dir)")
+    _report(_rounds(args, setups), setups)
+
+
+def _rounds(args: argparse.Namespace, setups: list[str]) -> list[dict]:
+    """Every setup once a round, each in a fresh process, in turn; the figures as they come."""
     results: list[dict] = []
+    width = max(18, *map(len, setups))
     passthrough = [a for a in sys.argv[1:] if not a.startswith("--json") and a != args.json]
     for round_ in range(args.rounds):
         for setup in setups:
@@ -344,7 +396,7 @@ def main() -> None:
             if args.json:  # after every process: a run stopped at a time limit keeps what it measured
                 Path(args.json).write_text(json.dumps(results, indent=1))
             print(
-                f"round {round_ + 1} {setup:18s} {result['examples_per_s']:9.1f} examples/s  "
+                f"round {round_ + 1} {setup:{width}s} {result['examples_per_s']:9.1f} examples/s  "
                 f"acc {result['test_accuracy']:.4f}",
                 flush=True,
             )
@@ -357,7 +409,7 @@ def main() -> None:
                     f"host ops a step; host: {host}",
                     flush=True,
                 )
-    _report(results, setups)
+    return results
 
 
 def _report(results: list[dict], setups: list[str]) -> None:
@@ -367,13 +419,14 @@ def _report(results: list[dict], setups: list[str]) -> None:
 
     base = median("plain", "examples_per_s") if "plain" in setups else None
     print(f"\ndevice: {results[0]['device']}; medians over {max(r['round'] for r in results)} rounds")
-    print(f"{'setup':18s} {'precision':11s} {'examples/s':>11s} {'real tok/s':>11s} {'padding':>8s} "
+    width = max(18, *map(len, setups))
+    print(f"{'setup':{width}s} {'precision':11s} {'examples/s':>11s} {'real tok/s':>11s} {'padding':>8s} "
           f"{'MFU':>6s} {'test acc':>9s} {'vs plain':>9s}")  # fmt: skip
     for setup in setups:
         rate, mfu = median(setup, "examples_per_s"), median(setup, "mfu")
         precision = next(r["precision"] for r in results if r["setup"] == setup)
         print(
-            f"{setup:18s} {precision:11s} {rate:11.1f} {median(setup, 'real_tokens_per_s'):11.0f} "
+            f"{setup:{width}s} {precision:11s} {rate:11.1f} {median(setup, 'real_tokens_per_s'):11.0f} "
             f"{median(setup, 'padding_share'):8.1%} {(f'{mfu:.1%}' if mfu else 'n/a'):>6s} "
             f"{median(setup, 'test_accuracy'):9.4f} {(f'{rate / base:.2f}x' if base else '-'):>9s}"
         )
