@@ -9,9 +9,10 @@
 #   1. carry .gpu:    MODE=bench bash benchmarks/run_on_gpu.sh     # GPU tests, explain_cost, train_throughput
 #   2. carry .whl-2:  MODE=install WHEELS_DIR=.whl-2 bash benchmarks/run_on_gpu.sh
 #   3. carry .whl:    MODE=full bash benchmarks/run_on_gpu.sh      # `glasswork run trainer=gpu`, all 12,808 reviews
-#   4. optional, carry nothing (.gpu/ and /tmp/site stay): the levers not yet measured, each beside
-#      the plain loop in the same alternated rounds (train_throughput.py's setup variants):
-#      SKIP_INSTALL=1 SKIP_EXPLAIN=1 SETUPS=plain,glasswork+p32+cg,glasswork+b512+lr1e-4 WARMUP=20 TAG=_levers \
+#   4. the levers not yet measured, each beside the plain loop in the same alternated rounds
+#      (train_throughput.py's setup variants); after call 1 carry nothing and add SKIP_INSTALL=1
+#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu:
+#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork+p32+cg,glasswork+b512+lr1e-4 WARMUP=20 TAG=_levers \
 #        bash benchmarks/run_on_gpu.sh
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
