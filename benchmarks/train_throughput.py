@@ -62,7 +62,7 @@ def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespa
     if base not in SETUPS:
         raise ValueError(f"unknown setup {base!r} in {setup!r}; valid: {', '.join(SETUPS)}")
     out = argparse.Namespace(**vars(args))
-    out.lr, out.pad_multiple = getattr(args, "lr", 5e-5), getattr(args, "pad_multiple", 8)
+    out.lr, out.pad_multiple = 5e-5, 8  # the train step's (conf/model/minilm.yaml, conf/trainer)
     compiled = base == "glasswork-compile" or (args.compile and base.startswith("glasswork"))
     out.compile_mode = "default" if compiled else None
     for token in tokens:

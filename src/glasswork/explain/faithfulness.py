@@ -47,9 +47,7 @@ def _aggregate(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> dict
     for prefix in ("", "random_"):
         for name in ("comprehensiveness", "sufficiency"):
             metrics[f"{prefix}{name}_aopc"] = float(np.mean([metrics[f"{prefix}{name}_top{f:g}"] for f in fractions]))
-    metrics["comprehensiveness_gain"] = metrics["comprehensiveness_aopc"] - metrics["random_comprehensiveness_aopc"]
-    metrics["sufficiency_gain"] = metrics["random_sufficiency_aopc"] - metrics["sufficiency_aopc"]
-    return metrics
+    return metrics | {k: float(v.mean()) for k, v in gains_by_text(texts, fractions).items()}
 
 
 def by_text(
@@ -122,8 +120,8 @@ def gain_change(reference: dict[str, list[float]], current: dict[str, list[float
     texts' ``by_text`` gains from :func:`faithfulness_summary`)? The difference of the means
     (current - reference) with Welch's t interval at ``1 - alpha / 2`` (Bonferroni over the two
     gains), and ``lower`` or ``higher`` when the interval lies wholly below or above zero, else
-    ``unchanged``. The texts of each set are independent draws; the two sets are different texts,
-    so a gain that differs by chance alone stays inside the interval at rate ``1 - alpha``."""
+    ``unchanged``. With independent draws of different texts on the two sides, gains that differ
+    by chance alone are called ``lower`` or ``higher`` (either gain) at a rate of at most ``alpha``."""
     changes: dict[str, dict] = {}
     for name in GAINS:
         ref, cur = np.asarray(reference[name], dtype=float), np.asarray(current[name], dtype=float)
