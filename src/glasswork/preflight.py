@@ -34,6 +34,7 @@ def preflight(cfg: DictConfig) -> None:
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)
+    check_compile_mode(cfg)
     # Last: the only check that may wait on the network (a tracking server's /health).
     tracking.check_store(cfg)
 
@@ -47,3 +48,14 @@ def check_accelerator(cfg: DictConfig) -> None:
             raise ConfigError(
                 "trainer=gpu but no CUDA GPU is visible here: use trainer=cpu (the default) on this machine"
             )
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(cfg: DictConfig) -> None:
+    """A ``trainer.compile_mode`` torch.compile knows, refused before training rather than at the
+    first step."""
+    mode = cfg.trainer.compile_mode
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile_mode={mode!r}: expected one of {list(COMPILE_MODES)}")

@@ -36,9 +36,10 @@ def train(cfg: DictConfig) -> dict:
     Writes ``artifacts/train/``: ``model/`` (weights, tokenizer, label mapping),
     ``checkpoints/``, ``run.json`` (the MLflow run id) and ``metrics.json``.
     """
-    from glasswork.preflight import check_accelerator  # late: preflight imports the steps
+    from glasswork.preflight import check_accelerator, check_compile_mode  # late: preflight imports the steps
 
     check_accelerator(cfg)
+    check_compile_mode(cfg)
     if world_size(cfg) > 1 and not os.environ.get(LAUNCHED):
         return _launch_own_process(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -55,6 +56,8 @@ def train(cfg: DictConfig) -> dict:
         weight_decay=cfg.model.weight_decay,
         warmup_fraction=cfg.model.warmup_fraction,
     )
+    if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
+        module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode)
     datamodule = TextDataModule(
         train_df,
         val_df,
@@ -80,8 +83,6 @@ def train(cfg: DictConfig) -> dict:
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
             mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
         trainer = _trainer(cfg, partial / "checkpoints", run_id)
-        if cfg.trainer.compile:
-            module.net = torch.compile(module.net)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         mlflow.set_tag("glasswork.train.world_size", str(trainer.world_size))
         best = _restore_best(module, trainer)

@@ -1,0 +1,35 @@
+"""``trainer.compile``: the train step compiles the network, saves it as a plain transformers model,
+and refuses a mode torch.compile does not know before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.conftest import tiny_overrides
+
+from glasswork.config import load_config
+from glasswork.data.prepare import ingest, prepare
+from glasswork.errors import ConfigError
+from glasswork.models.backbone import load_trained
+from glasswork.train import train
+
+
+@pytest.mark.slow  # compiling the tiny model takes ~40 s on two cores
+def test_a_compiled_network_trains_and_saves_as_a_plain_model(tmp_path: Path):
+    # reduce-overhead: CUDA graphs on a GPU; on a CPU torch.compile runs it without them.
+    cfg = load_config(tiny_overrides(tmp_path, "trainer.compile=true", "trainer.compile_mode=reduce-overhead"))
+    ingest(cfg)
+    prepare(cfg)
+    result = train(cfg)
+    assert result["run_id"] and result["train/steps"] > 0
+    saved = tmp_path / "artifacts" / "train" / "model"
+    model = load_trained(saved)  # a plain transformers folder: no compiled wrapper's "_orig_mod." keys
+    assert not any("_orig_mod" in key for key in model.state_dict())
+
+
+def test_an_unknown_compile_mode_is_refused_before_training(tmp_path: Path):
+    cfg = load_config(tiny_overrides(tmp_path, "trainer.compile=true", "trainer.compile_mode=fastest"))
+    with pytest.raises(ConfigError, match=r"trainer.compile_mode='fastest': expected one of \['default'"):
+        train(cfg)
+    assert not (tmp_path / "artifacts").exists()
