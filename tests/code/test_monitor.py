@@ -79,6 +79,8 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     # The champion's own explain step is the faithfulness reference, read from its MLflow run.
     assert summary["explanation_drift"]["faithfulness"]["status"] == "computed"
     assert "faithfulness: comprehensiveness gain" in summary["verdict_words"]
+    change = summary["explanation_drift"]["faithfulness"]["change"]["sufficiency_gain"]
+    assert f"interval {change['ci_low']:+.3f} to {change['ci_high']:+.3f}" in summary["verdict_words"]
     from pipelines.monitoring import report
 
     assert "faithfulness on the batch: comprehensiveness gain" in report(summary, markdown=True)
