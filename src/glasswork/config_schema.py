@@ -83,6 +83,7 @@ class ExplainConfig:
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
     n_random: int = 2
     faithfulness_max_texts: int = 64
+    contrast_alpha: float = 0.05
     sanity_max_spearman: float = 0.5
     sanity_n_probe: int | None = 4
     projection: str = "pca"
@@ -128,6 +129,7 @@ class RegistryConfig:
     forbidden_tokens: list[str] = field(default_factory=list)
     forbidden_top_k: int = 3
     slice_alpha: float | None = 0.05
+    faithfulness_gate: bool = True
 
 
 @dataclass

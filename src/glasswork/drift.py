@@ -29,7 +29,14 @@ from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
-from glasswork.explain.faithfulness import GAINS, check_sample, faithfulness_summary, gain_change
+from glasswork.explain.faithfulness import (
+    GAINS,
+    change_words,
+    check_alpha,
+    check_sample,
+    faithfulness_summary,
+    gain_change,
+)
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
@@ -393,6 +400,7 @@ def drift(cfg: DictConfig) -> dict:
         raise ConfigError(f"drift.sample_size={n}: expected at least 10 rows per side")
     check_projection(cfg.explain.projection)
     check_sample(cfg.explain.faithfulness_max_texts)
+    check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
     current = current_batch(cfg)
     reference = load_split(cfg, "train")
     current = current.sample(n=min(n, len(current)), random_state=cfg.seed)
@@ -484,10 +492,7 @@ def faithfulness_words(quality: dict) -> str:
             line += f" (test split {quality['reference'][k]:+.3f}"
             moved = quality.get("change", {}).get(k, {})
             if "difference" in moved:
-                line += (
-                    f"; {moved['verdict']}, {moved['difference']:+.3f}, "
-                    f"{moved['confidence']:.1%} interval {moved['ci_low']:+.3f} to {moved['ci_high']:+.3f}"
-                )
+                line += f"; {change_words(moved)}"
             line += ")"
         words.append(line)
     return ", ".join(words)

@@ -43,7 +43,7 @@ from glasswork.drift import (
 )
 from glasswork.errors import GlassworkError, LineageError, first_line
 from glasswork.explain.embeddings import check_projection
-from glasswork.explain.faithfulness import check_sample
+from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.serving import predict_proba
@@ -187,6 +187,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     (``drift.json``)."""
     check_projection(cfg.explain.projection)
     check_sample(cfg.explain.faithfulness_max_texts)
+    check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
     tracking.check_store(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)
     mlflow.set_registry_uri(cfg.tracking.uri)

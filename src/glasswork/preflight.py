@@ -14,7 +14,7 @@ from glasswork.data.prepare import check_table
 from glasswork.drift import CURRENT_CHOICES
 from glasswork.errors import ConfigError
 from glasswork.explain.embeddings import check_projection
-from glasswork.explain.faithfulness import check_sample
+from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 from glasswork.registry import check_slice_alpha
@@ -30,6 +30,8 @@ def preflight(cfg: DictConfig) -> None:
     check_methods(cfg.explain.methods)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
+    check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
+    check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
     check_slice_alpha(cfg.registry.slice_alpha)
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")

@@ -26,7 +26,7 @@ from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
 from glasswork.evaluate import classification_metrics, split_slices
-from glasswork.explain.gate import explanation_failures
+from glasswork.explain.gate import explanation_failures, faithfulness_failures
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import compare_slices
@@ -103,7 +103,9 @@ def register(cfg: DictConfig) -> dict:
         cfg.registry.compare_metric,
         cfg.registry.tolerance,
         None if champion is None else (champion.version, champion.score),
-        explanation_failures(cfg) + slice_failures,
+        explanation_failures(cfg)
+        + faithfulness_failures(cfg, None if champion is None else champion.version)
+        + slice_failures,
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)

@@ -149,6 +149,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/evaluate/predictions.csv",
             f"{A}/explain/metrics.json",
             f"{A}/explain/attributions.json",
+            f"{A}/explain/contrast.json",
             "src/glasswork/registry.py",
             "src/glasswork/evaluate.py",
             "src/glasswork/slices.py",

@@ -86,3 +86,67 @@ def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
         "explain/integrated_gradients/comprehensiveness_gain" in r and "below the required" in r
         for r in damaged["reasons"]
     )
+    # On the global view's test texts, both models explained: the paired interval on the change
+    # lies below zero, and the faithfulness gate names it among the reasons.
+    paired = versus["global_faithfulness"]
+    fell = paired["change"]["comprehensiveness_gain"]
+    assert (
+        paired["n_texts"]
+        == json.loads((tmp_path / "artifacts/explain/global_importance.json").read_text())["faithfulness"]["n_texts"]
+    )
+    assert fell["verdict"] == "lower" and fell["ci_low"] <= fell["difference"] <= fell["ci_high"] < 0
+    assert paired["this_model"]["comprehensiveness_gain"] - paired["champion"]["comprehensiveness_gain"] == (
+        pytest.approx(fell["difference"])
+    )
+    assert explained["contrast/global_comprehensiveness_gain_fell"] == 1.0
+    assert explained["contrast/global_comprehensiveness_gain_change"] == pytest.approx(fell["difference"])
+    assert any(
+        r.startswith("integrated_gradients's comprehensiveness gain fell from champion v1's")
+        for r in damaged["reasons"]
+    )
+    assert good["reasons"] and not any("gain fell" in r for r in good["reasons"])  # no champion then
+
+
+def _contrast(tmp_path, versus: dict | None):
+    folder = tmp_path / "artifacts" / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    if versus is not None:
+        (folder / "contrast.json").write_text(json.dumps(versus))
+
+
+FELL = {"difference": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_value": 1e-4, "confidence": 0.975, "verdict": "lower"}
+HELD = {
+    "difference": 0.01,
+    "ci_low": -0.02,
+    "ci_high": 0.04,
+    "p_value": 0.5,
+    "confidence": 0.975,
+    "verdict": "unchanged",
+}
+
+
+def test_the_faithfulness_gate_reads_the_comparison_with_the_champion_of_now(tmp_path):
+    from glasswork.errors import PipelineOrderError
+    from glasswork.explain.gate import faithfulness_failures
+
+    cfg = load_config(learnable_overrides(tmp_path))
+    paired = {"n_texts": 64, "change": {"comprehensiveness_gain": FELL, "sufficiency_gain": HELD}}
+    _contrast(tmp_path, None)
+    assert faithfulness_failures(cfg, None) == []  # no champion: nothing to compare with
+    with pytest.raises(PipelineOrderError, match="contrast.json is missing: the faithfulness gate needs"):
+        faithfulness_failures(cfg, "1")
+    _contrast(tmp_path, {"method": "integrated_gradients", "champion_version": "1", "global_faithfulness": paired})
+    (reason,) = faithfulness_failures(cfg, "1")
+    assert reason == (
+        "integrated_gradients's comprehensiveness gain fell from champion v1's on 64 test texts: "
+        "lower, -0.100, 97.5% interval -0.150 to -0.050"
+    )
+    # The alias moved to v2 after the explain step compared with v1: it must be compared again.
+    (stale,) = faithfulness_failures(cfg, "2")
+    assert "no paired faithfulness measure against champion v2 (the explain step compared with champion v1)" in stale
+    assert "re-run `glasswork explain`" in stale
+    _contrast(tmp_path, {"status": "no champion to compare with"})
+    (unknown,) = faithfulness_failures(cfg, "1")
+    assert "against champion v1 (the explain step said 'no champion to compare with')" in unknown
+    off = load_config(learnable_overrides(tmp_path, "registry.faithfulness_gate=false"))
+    assert faithfulness_failures(off, "1") == []

@@ -70,6 +70,8 @@ BAD_SETTINGS = {
     "one-text map": ("explain.projection_max=1", ["explain.projection_max=1", "at least 2 texts"]),
     "no faithfulness sample": ("explain.faithfulness_max_texts=0", ["explain.faithfulness_max_texts=0", "at least 1"]),
     "slice gate level": ("registry.slice_alpha=5", ["registry.slice_alpha=5.0", "between 0 and 1", "null"]),
+    "champion contrast level": ("explain.contrast_alpha=1.5", ["explain.contrast_alpha=1.5", "between 0 and 1"]),
+    "explanation drift level": ("drift.explanation_alpha=0", ["drift.explanation_alpha=0", "between 0 and 1"]),
     "compile mode": ("trainer.compile_mode=fast", ["trainer.compile_mode='fast'", "reduce-overhead"]),
 }
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -22,7 +24,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork.explain.attributions import TokenAttribution
-from glasswork.explain.faithfulness import SUMMARY, measure
+from glasswork.explain.faithfulness import SUMMARY, gain_change, measure
 from glasswork.explain.gate import whole_words
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import read_json
@@ -45,9 +47,20 @@ def champion_model_dir(cfg: DictConfig, this_run_id: str) -> tuple[str, Path] | 
 
 
 def contrast(
-    cfg: DictConfig, explain_fn, challenger: list[TokenAttribution], labels: dict, this_run_id: str, top: int = 10
+    cfg: DictConfig,
+    explain_fn,
+    challenger: list[TokenAttribution],
+    labels: dict,
+    this_run_id: str,
+    top: int = 10,
+    global_faithfulness: tuple[Callable[[Any, Any], dict], dict] | None = None,
 ) -> dict:
-    """Compare the challenger's attributions with the champion's on the same probe texts."""
+    """Compare the challenger's attributions with the champion's on the same probe texts.
+
+    ``global_faithfulness``: a function that measures a model's faithfulness on the global view's
+    texts (``faithfulness_summary``'s output) and the challenger's own measure there; the
+    champion is measured the same way and each gain's change gets a paired interval at
+    ``explain.contrast_alpha``."""
     found = champion_model_dir(cfg, this_run_id)
     if found is None:
         return {"status": "no champion to compare with"}
@@ -72,7 +85,21 @@ def contrast(
             moved[word] += a - b
             counts[word] += 1
     ranked = sorted(moved, key=lambda w: -abs(moved[w] / counts[w]))[:top]
-    return {
+    paired = {}
+    if global_faithfulness is not None:
+        measure_on_texts, mine = global_faithfulness
+        theirs = measure_on_texts(model, tokenizer)
+        alpha = cfg.explain.contrast_alpha
+        paired = {
+            "global_faithfulness": {
+                "n_texts": theirs["n_texts"],
+                "champion": {k: theirs[k] for k in SUMMARY},
+                "this_model": {k: mine[k] for k in SUMMARY},
+                "alpha": alpha,
+                "change": gain_change(theirs["by_text"], mine["by_text"], alpha, paired=True),
+            }
+        }
+    return paired | {
         "status": f"compared with champion v{version}",
         "champion_version": version,
         "n_compared": len(rhos),

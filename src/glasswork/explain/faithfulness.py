@@ -115,32 +115,57 @@ def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cf
 GAINS = ("comprehensiveness_gain", "sufficiency_gain")
 
 
-def gain_change(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> dict[str, dict]:
-    """Did each gain over a random ranking move from ``reference`` to ``current`` (two sets of
-    texts' ``by_text`` gains from :func:`faithfulness_summary`)? The difference of the means
-    (current - reference) with Welch's t interval at ``1 - alpha / 2`` (Bonferroni over the two
-    gains), and ``lower`` or ``higher`` when the interval lies wholly below or above zero, else
-    ``unchanged``. With independent draws of different texts on the two sides, gains that differ
-    by chance alone are called ``lower`` or ``higher`` (either gain) at a rate of at most ``alpha``."""
+def gain_change(
+    reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float, *, paired: bool = False
+) -> dict[str, dict]:
+    """Did each gain over a random ranking move from ``reference`` to ``current`` (``by_text``
+    gains from :func:`faithfulness_summary`)? The difference of the means (current - reference)
+    with a t interval at ``1 - alpha / 2`` (Bonferroni over the two gains), and ``lower`` or
+    ``higher`` when the interval lies wholly below or above zero, else ``unchanged``.
+
+    Two sets of different texts (a batch against the test split) take Welch's interval; with
+    ``paired`` the two lists hold the same texts in the same order (two models on one sample),
+    and the interval is on the per-text differences, which leaves out how hard each text is and
+    so is much narrower. Gains that differ by chance alone are called ``lower`` or ``higher``
+    (either gain) at a rate of at most ``alpha``."""
     changes: dict[str, dict] = {}
     for name in GAINS:
         ref, cur = np.asarray(reference[name], dtype=float), np.asarray(current[name], dtype=float)
+        if paired and len(ref) != len(cur):
+            raise ValueError(f"paired gains need the same texts: {len(ref)} and {len(cur)} values of {name}")
         if min(len(ref), len(cur)) < 2:
             changes[name] = {"verdict": f"not tested: {len(ref)} and {len(cur)} texts (at least 2 a side)"}
             continue
         difference = float(cur.mean() - ref.mean())
-        if np.ptp(ref) == 0 and np.ptp(cur) == 0:  # no spread: the difference is exact
+        spread = np.ptp(cur - ref) if paired else max(np.ptp(ref), np.ptp(cur))
+        if spread == 0:  # no spread: the difference is exact
             difference = 0.0 if abs(difference) < 1e-9 else difference  # but for the means' rounding
             low = high = difference
             p_value = 1.0 if difference == 0 else 0.0
         else:
-            test = stats.ttest_ind(cur, ref, equal_var=False)
+            test = stats.ttest_rel(cur, ref) if paired else stats.ttest_ind(cur, ref, equal_var=False)
             low, high = (float(x) for x in test.confidence_interval(1 - alpha / len(GAINS)))
             p_value = float(test.pvalue)
         verdict = "lower" if high < 0 else "higher" if low > 0 else "unchanged"
         changes[name] = {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value,
                          "confidence": 1 - alpha / len(GAINS), "verdict": verdict}  # fmt: skip
     return changes
+
+
+def change_words(change: dict) -> str:
+    """One gain's entry of :func:`gain_change` in words: verdict, difference and interval."""
+    if "difference" not in change:
+        return change["verdict"]
+    return (
+        f"{change['verdict']}, {change['difference']:+.3f}, "
+        f"{change['confidence']:.1%} interval {change['ci_low']:+.3f} to {change['ci_high']:+.3f}"
+    )
+
+
+def check_alpha(setting: str, alpha: float) -> None:
+    """A significance level lies strictly between 0 and 1."""
+    if not 0 < alpha < 1:
+        raise ConfigError(f"{setting}={alpha}: expected a significance level between 0 and 1 (e.g. 0.05)")
 
 
 def check_sample(max_texts: int) -> None:

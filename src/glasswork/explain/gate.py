@@ -5,7 +5,10 @@
   ``{integrated_gradients/comprehensiveness_gain: 0.05}``;
 - ``registry.forbidden_tokens``: tokens the model must not rely on (names of people or places,
   say): none of them may be among a probe text's ``registry.forbidden_top_k`` most supportive
-  tokens under any method.
+  tokens under any method;
+- ``registry.faithfulness_gate``: no faithfulness gain of the model's integrated gradients may
+  be significantly lower than the champion's on the same test texts (the explain step's paired
+  interval, ``contrast.json``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from glasswork.errors import PipelineOrderError
-from glasswork.explain.faithfulness import SPECIAL
+from glasswork.explain.faithfulness import SPECIAL, change_words
 from glasswork.outputs import read_json
 
 
@@ -42,6 +45,34 @@ def explanation_failures(cfg: DictConfig) -> list[str]:
             read_json(folder / "attributions.json"), set(rules.forbidden_tokens), rules.forbidden_top_k
         )
     return failures
+
+
+def faithfulness_failures(cfg: DictConfig, champion_version: str | None) -> list[str]:
+    """The faithfulness gate's reasons against promotion, in words: each gain that fell
+    significantly from the champion's (``champion_version``, the alias's holder now), or why the
+    comparison cannot be read. Empty when the gate is off, there is no champion, or nothing fell."""
+    if not cfg.registry.faithfulness_gate or champion_version is None:
+        return []
+    path = Path(cfg.paths.artifacts_dir) / "explain" / "contrast.json"
+    if not path.is_file():
+        raise PipelineOrderError(
+            f"{path} is missing: the faithfulness gate needs `glasswork explain` first "
+            "(or registry.faithfulness_gate=false)"
+        )
+    versus = read_json(path)
+    compared, paired = versus.get("champion_version"), versus.get("global_faithfulness")
+    if compared != champion_version or paired is None:
+        found = f"compared with champion v{compared}" if compared else f"said {versus.get('status', 'nothing')!r}"
+        return [
+            f"faithfulness gate: no paired faithfulness measure against champion v{champion_version} (the explain "
+            f"step {found}): re-run `glasswork explain` (or set registry.faithfulness_gate=false)"
+        ]
+    return [
+        f"{versus['method']}'s {name.removesuffix('_gain')} gain fell from champion v{champion_version}'s "
+        f"on {paired['n_texts']} test texts: {change_words(change)}"
+        for name, change in paired["change"].items()
+        if change["verdict"] == "lower"
+    ]
 
 
 def _forbidden(explained: dict, forbidden: set[str], top_k: int) -> list[str]:

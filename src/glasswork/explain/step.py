@@ -30,6 +30,8 @@ from glasswork.explain.embeddings import (
 )
 from glasswork.explain.faithfulness import (
     SPECIAL,
+    change_words,
+    check_alpha,
     check_sample,
     faithfulness_figure,
     faithfulness_summary,
@@ -97,6 +99,7 @@ def explain(cfg: DictConfig) -> dict:
     check_methods(cfg.explain.methods)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
+    check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
     test = load_split(cfg, "test")
     probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
@@ -121,6 +124,10 @@ def explain(cfg: DictConfig) -> dict:
         n_texts=cfg.explain.sanity_n_probe,
     )
     method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
+    sample = _global_sample(test, cfg)
+    global_view = global_explanation(model, tokenizer, sample, names, cfg)
+    metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
+    metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
     tracking.configure(cfg)
     versus = contrast(
         cfg,
@@ -128,14 +135,16 @@ def explain(cfg: DictConfig) -> dict:
         explained[method],
         load_labels(cfg),
         tracking.current_run_id(cfg),
+        global_faithfulness=(lambda net, tok: _global_faithfulness(net, tok, sample, cfg), global_view["faithfulness"]),
     )
     if "rank_correlation" in versus:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
         for k, champion in versus["champion_faithfulness"].items():  # this model's minus the champion's
             metrics[f"contrast/{k}_change"] = metrics[f"{method}/{k}"] - champion
-    global_view = global_explanation(model, tokenizer, test, names, cfg)
-    metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
-    metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
+    for k, change in versus.get("global_faithfulness", {}).get("change", {}).items():
+        if "difference" in change:  # the paired interval over the global view's texts
+            metrics[f"contrast/global_{k}_change"] = change["difference"]
+            metrics[f"contrast/global_{k}_fell"] = float(change["verdict"] == "lower")
     summary = (
         _summary(cfg, explained, metrics) | _contrast_summary(method, versus, metrics) | _global_summary(global_view)
     )
@@ -166,13 +175,15 @@ def explain(cfg: DictConfig) -> dict:
     return metrics
 
 
-def global_explanation(model, tokenizer, test, names: list[str], cfg: DictConfig) -> dict:
-    """Integrated gradients over (a seeded sample of) the test split: the words with most
-    evidence per class, and the attribution mass over words (the drift step's reference)."""
+def _global_sample(test, cfg: DictConfig):
+    """The global view's seeded sample of the test split (``explain.global_max_texts``; null: all)."""
+    n = len(test) if cfg.explain.global_max_texts is None else min(len(test), cfg.explain.global_max_texts)
+    return test.sample(n=n, random_state=cfg.seed)
+
+
+def _global_attributions(model, tokenizer, sample, cfg: DictConfig) -> list[TokenAttribution]:
     e = cfg.explain
-    n = len(test) if e.global_max_texts is None else min(len(test), e.global_max_texts)
-    sample = test.sample(n=n, random_state=cfg.seed)
-    items = attribute_many(
+    return attribute_many(
         model,
         tokenizer,
         sample["text"].tolist(),
@@ -181,16 +192,31 @@ def global_explanation(model, tokenizer, test, names: list[str], cfg: DictConfig
         n_steps=e.global_n_steps,
         token_budget=e.token_budget,
     )
+
+
+def _global_faithfulness(model, tokenizer, sample, cfg: DictConfig) -> dict:
+    """The global view's faithfulness of another model (the champion) on the same texts: only the
+    first ``explain.faithfulness_max_texts`` of the sample, the ones it is measured on, are explained."""
+    first = sample.head(cfg.explain.faithfulness_max_texts)
+    return faithfulness_summary(model, tokenizer, _global_attributions(model, tokenizer, first, cfg), cfg)
+
+
+def global_explanation(model, tokenizer, sample, names: list[str], cfg: DictConfig) -> dict:
+    """Integrated gradients over the global view's ``sample`` of the test split: the words with
+    most evidence per class, and the attribution mass over words (the drift step's reference)."""
+    e = cfg.explain
+    items = _global_attributions(model, tokenizer, sample, cfg)
     table = class_evidence(items, len(names))
     return {
-        "n_texts": n,
+        "n_texts": len(sample),
         "n_steps": e.global_n_steps,
         "mean_abs_delta": mean_abs_delta(items),
         "min_count": e.global_min_count,
         "top_words": top_words(table, names, min_count=e.global_min_count, top_k=e.global_top_k),
         "attribution_mass": attribution_mass(items),
         "descriptors": descriptor_columns(items),  # per text: the explanation-drift reference
-        # How faithful these attributions are: the reference of the drift step's faithfulness on a batch.
+        # How faithful these attributions are: the reference of the drift step's faithfulness on a
+        # batch, and of the champion's on the same texts.
         "faithfulness": faithfulness_summary(model, tokenizer, items, cfg),
     }
 
@@ -219,7 +245,7 @@ def _contrast_summary(method: str, versus: dict, metrics: dict[str, float]) -> d
         return {"champion vs this model": versus["status"]}
     moved = ", ".join(f"{m['word']} {m['mean_change']:+.3f} (x{m['count']})" for m in versus["moved_most"][:8])
     champion = versus["champion_faithfulness"]
-    return {
+    summary = {
         "champion vs this model": f"{versus['status']}: mean Spearman of {method} over "
         f"{versus['n_compared']} texts = {versus['rank_correlation']:.3f}",
         "words whose attribution moved most (this model minus champion)": moved,
@@ -229,6 +255,13 @@ def _contrast_summary(method: str, versus: dict, metrics: dict[str, float]) -> d
             if k.endswith("_gain")
         ),
     }
+    if "global_faithfulness" in versus:
+        paired = versus["global_faithfulness"]
+        title = f"faithfulness change from the champion ({paired['n_texts']} global-view test texts, paired)"
+        summary[title] = "; ".join(
+            f"{k.removesuffix('_gain')} gain: {change_words(c)}" for k, c in paired["change"].items()
+        )
+    return summary
 
 
 def _projection(model, tokenizer, test, names: list[str], cfg: DictConfig) -> tuple[bytes, str]:
