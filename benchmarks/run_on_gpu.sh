@@ -11,12 +11,15 @@
 #   3. carry .whl:    MODE=full bash benchmarks/run_on_gpu.sh      # `glasswork run trainer=gpu`, all 12,808 reviews
 #   4. the levers not yet measured, each beside the plain loop in the same alternated rounds
 #      (train_throughput.py's setup variants); after call 1 carry nothing and add SKIP_INSTALL=1
-#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu:
-#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork+p32+cg,glasswork+b512+lr1e-4 WARMUP=20 TAG=_levers \
-#        bash benchmarks/run_on_gpu.sh
+#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu. Batches of 1024 at 4x the
+#      learning rate (10 steps an epoch, 3 untimed) reached 0.8212 test accuracy on the CPU
+#      (benchmarks/README.md); the compiled setup needs its widths seen before the clock starts:
+#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr2e-4+w3,glasswork+b1024+lr2e-4+w3,glasswork+p32+cg+w20 \
+#        TAG=_levers bash benchmarks/run_on_gpu.sh
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
-# with the machine's start: call 4 fits in what is left of 15 minutes, barely.
+# with the machine's start. A session that starts with call 4 (carrying .gpu) has its whole budget
+# for it: the compiled setup's compiles cost minutes, so ROUNDS=2 at most.
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 MODE=${MODE:-bench}

@@ -55,9 +55,30 @@ SETUPS = ("plain", "same", "glasswork", "glasswork-bucket", "glasswork-true", "g
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 FLOP/s
 
 
+# Numeric variants: prefix -> (attribute, type).
+NUMERIC = {"lr": ("lr", float), "b": ("batch_size", int), "p": ("pad_multiple", int), "w": ("warmup", int)}
+
+
+def _apply(token: str, base: str, out: argparse.Namespace) -> None:
+    if token in ("c", "cg"):
+        if base in ("plain", "same"):
+            raise ValueError("compiling is built for the glasswork setups only")
+        out.compile_mode = "reduce-overhead" if token == "cg" else "default"
+        return
+    prefix = next((k for k in NUMERIC if token.startswith(k)), None)
+    if prefix is None:
+        raise ValueError("expected b<batch>, lr<rate>, p<multiple>, w<untimed steps>, c or cg")
+    if prefix == "p" and base in ("plain", "same"):
+        raise ValueError("plain and same pad to 128 tokens: that is what they measure")
+    name, kind = NUMERIC[prefix]
+    setattr(out, name, kind(token[len(prefix) :]))
+
+
 def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespace]:
-    """``glasswork+b512+lr1e-4+p32+cg`` -> ``("glasswork", args with batch_size=512, lr=1e-4,
-    pad_multiple=32, compile_mode="reduce-overhead")``; a ValueError names what is not understood."""
+    """``glasswork+b512+lr1e-4+p32+cg+w20`` -> ``("glasswork", args with batch_size=512, lr=1e-4,
+    pad_multiple=32, compile_mode="reduce-overhead", warmup=20)``; a ValueError names what is not
+    understood. ``w`` sets this setup's untimed steps (a compiled setup needs every width seen
+    before the clock starts; a batch of 1024 has only 10 steps an epoch)."""
     base, *tokens = setup.split("+")
     if base not in SETUPS:
         raise ValueError(f"unknown setup {base!r} in {setup!r}; valid: {', '.join(SETUPS)}")
@@ -67,20 +88,7 @@ def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespa
     out.compile_mode = "default" if compiled else None
     for token in tokens:
         try:
-            if token in ("c", "cg"):
-                if base in ("plain", "same"):
-                    raise ValueError("compiling is built for the glasswork setups only")
-                out.compile_mode = "reduce-overhead" if token == "cg" else "default"
-            elif token.startswith("lr"):
-                out.lr = float(token[2:])
-            elif token.startswith("b"):
-                out.batch_size = int(token[1:])
-            elif token.startswith("p"):
-                if base in ("plain", "same"):
-                    raise ValueError("plain and same pad to 128 tokens: that is what they measure")
-                out.pad_multiple = int(token[1:])
-            else:
-                raise ValueError("expected b<batch>, lr<rate>, p<multiple>, c or cg")
+            _apply(token, base, out)
         except ValueError as err:
             raise ValueError(f"setup {setup!r}: variant {token!r}: {err}") from None
     return base, out
