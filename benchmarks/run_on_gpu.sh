@@ -11,10 +11,11 @@
 #   3. carry .whl:    MODE=full bash benchmarks/run_on_gpu.sh      # `glasswork run trainer=gpu`, all 12,808 reviews
 #   4. the levers not yet measured, each beside the plain loop in the same alternated rounds
 #      (train_throughput.py's setup variants); after call 1 carry nothing and add SKIP_INSTALL=1
-#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu. Batches of 1024 at 4x the
-#      learning rate (10 steps an epoch, 3 untimed) reached 0.8212 test accuracy on the CPU
-#      (benchmarks/README.md); the compiled setup needs its widths seen before the clock starts:
-#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr2e-4+w3,glasswork+b1024+lr2e-4+w3,glasswork+p32+cg+w20 \
+#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu. Batches of 1024 at 8x the
+#      learning rate (10 steps an epoch, 3 untimed) reached 0.8345 test accuracy on the CPU and
+#      512 at 2x 0.8259, against 0.8267 at 256 (benchmarks/README.md); the compiled setup needs
+#      its widths seen before the clock starts:
+#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b512+lr1e-4+w5,glasswork+p32+cg+w20 \
 #        TAG=_levers bash benchmarks/run_on_gpu.sh
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
