@@ -101,8 +101,7 @@ def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     assert explained["contrast/global_comprehensiveness_gain_fell"] == 1.0
     assert explained["contrast/global_comprehensiveness_gain_change"] == pytest.approx(fell["difference"])
     assert any(
-        r.startswith("integrated_gradients's comprehensiveness gain fell from champion v1's")
-        for r in damaged["reasons"]
+        r.startswith("integrated gradients' comprehensiveness gain fell from champion v1's") for r in damaged["reasons"]
     )
     assert good["reasons"] and not any("gain fell" in r for r in good["reasons"])  # no champion then
 
@@ -138,7 +137,7 @@ def test_the_faithfulness_gate_reads_the_comparison_with_the_champion_of_now(tmp
     _contrast(tmp_path, {"method": "integrated_gradients", "champion_version": "1", "global_faithfulness": paired})
     (reason,) = faithfulness_failures(cfg, "1")
     assert reason == (
-        "integrated_gradients's comprehensiveness gain fell from champion v1's on 64 test texts: "
+        "integrated gradients' comprehensiveness gain fell from champion v1's on 64 test texts: "
         "lower, -0.100, 97.5% interval -0.150 to -0.050"
     )
     # The alias moved to v2 after the explain step compared with v1: it must be compared again.

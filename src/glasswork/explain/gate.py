@@ -68,7 +68,8 @@ def faithfulness_failures(cfg: DictConfig, champion_version: str | None) -> list
             f"step {found}): re-run `glasswork explain` (or set registry.faithfulness_gate=false)"
         ]
     return [
-        f"{versus['method']}'s {name.removesuffix('_gain')} gain fell from champion v{champion_version}'s "
+        # The global view is always integrated gradients, whatever explain.methods lists.
+        f"integrated gradients' {name.removesuffix('_gain')} gain fell from champion v{champion_version}'s "
         f"on {paired['n_texts']} test texts: {change_words(change)}"
         for name, change in paired["change"].items()
         if change["verdict"] == "lower"
