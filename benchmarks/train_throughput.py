@@ -17,8 +17,9 @@ A setup takes variants after ``+`` signs, so that levers run in the same alterna
 their baseline: ``b512`` (batch size), ``lr1e-4`` (peak learning rate, 5e-5 otherwise), ``p32``
 (pad each batch to a multiple of 32 tokens: fewer distinct shapes), ``c`` (torch.compile) and
 ``cg`` (torch.compile with ``mode="reduce-overhead"``: CUDA graphs, one launch a step instead of
-hundreds of kernels); e.g. ``--setups plain,glasswork+p32+cg,glasswork+b512+lr1e-4``. Compiling
-happens inside the run, so its cost lands in the timing unless ``--warmup`` covers every shape.
+hundreds of kernels) and ``w20`` (this setup's untimed steps, ``--warmup`` otherwise); e.g.
+``--setups plain,glasswork+p32+cg+w20,glasswork-bucket+b1024+lr4e-4+w3``. Compiling happens
+inside the run, so its cost lands in the timing unless the untimed steps cover every shape.
 
 The Trainer logs to a CSV file in a temporary folder instead of MLflow (same cadence) and saves no
 checkpoints (the plain loop saves none; a ``trainer=gpu`` run saves one per epoch and every 10

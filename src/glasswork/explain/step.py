@@ -144,7 +144,7 @@ def explain(cfg: DictConfig) -> dict:
     for k, change in versus.get("global_faithfulness", {}).get("change", {}).items():
         if "difference" in change:  # the paired interval over the global view's texts
             metrics[f"contrast/global_{k}_change"] = change["difference"]
-            metrics[f"contrast/global_{k}_fell"] = float(change["verdict"] == "lower")
+            metrics[f"contrast/global_{k}_fell"] = int(change["verdict"] == "lower")  # as drift's
     summary = (
         _summary(cfg, explained, metrics) | _contrast_summary(method, versus, metrics) | _global_summary(global_view)
     )
