@@ -17,7 +17,8 @@ A setup takes variants after ``+`` signs, so that levers run in the same alterna
 their baseline: ``b512`` (batch size), ``lr1e-4`` (peak learning rate, 5e-5 otherwise), ``p32``
 (pad each batch to a multiple of 32 tokens: fewer distinct shapes), ``c`` (torch.compile) and
 ``cg`` (torch.compile with ``mode="reduce-overhead"``: CUDA graphs, one launch a step instead of
-hundreds of kernels) and ``w20`` (this setup's untimed steps, ``--warmup`` otherwise); e.g.
+hundreds of kernels), ``w20`` (this setup's untimed steps, ``--warmup`` otherwise) and ``s1``
+(the seed of the new head's weights and of the batch order, 0 otherwise); e.g.
 ``--setups plain,glasswork+p32+cg+w20,glasswork-bucket+b1024+lr4e-4+w3``. Compiling happens
 inside the run, so its cost lands in the timing unless the untimed steps cover every shape.
 
@@ -57,7 +58,13 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # de
 
 
 # Numeric variants: prefix -> (attribute, type).
-NUMERIC = {"lr": ("lr", float), "b": ("batch_size", int), "p": ("pad_multiple", int), "w": ("warmup", int)}
+NUMERIC = {
+    "lr": ("lr", float),
+    "b": ("batch_size", int),
+    "p": ("pad_multiple", int),
+    "w": ("warmup", int),
+    "s": ("seed", int),
+}
 
 
 def _apply(token: str, base: str, out: argparse.Namespace) -> None:
@@ -68,7 +75,7 @@ def _apply(token: str, base: str, out: argparse.Namespace) -> None:
         return
     prefix = next((k for k in NUMERIC if token.startswith(k)), None)
     if prefix is None:
-        raise ValueError("expected b<batch>, lr<rate>, p<multiple>, w<untimed steps>, c or cg")
+        raise ValueError("expected b<batch>, lr<rate>, p<multiple>, w<untimed steps>, s<seed>, c or cg")
     if prefix == "p" and base in ("plain", "same"):
         raise ValueError("plain and same pad to 128 tokens: that is what they measure")
     name, kind = NUMERIC[prefix]
@@ -84,7 +91,7 @@ def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespa
     if base not in SETUPS:
         raise ValueError(f"unknown setup {base!r} in {setup!r}; valid: {', '.join(SETUPS)}")
     out = argparse.Namespace(**vars(args))
-    out.lr, out.pad_multiple = 5e-5, 8  # the train step's (conf/model/minilm.yaml, conf/trainer)
+    out.lr, out.pad_multiple, out.seed = 5e-5, 8, 0  # the train step's (conf/model/minilm.yaml, conf/trainer)
     compiled = base == "glasswork-compile" or (args.compile and base.startswith("glasswork"))
     out.compile_mode = "default" if compiled else None
     for token in tokens:
@@ -187,7 +194,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
 
     name, device = args.child, args.device
     setup, args = variant(name, args)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)  # the new head's weights
     torch.set_float32_matmul_precision("high")
     train = pd.read_parquet(Path(args.data_dir) / "train.parquet")
     test = pd.read_parquet(Path(args.data_dir) / "test.parquet")
@@ -197,7 +204,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
     static = setup in ("plain", "same")
     collate = TextCollator(tokenizer, 128, None if static else args.pad_multiple, fixed_length=static)
     batches = loader(
-        train, collate, args.batch_size, shuffle=True, seed=0, num_workers=args.workers,
+        train, collate, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.workers,
         bucket_by_length=setup == "glasswork-bucket", pin_memory=device == "cuda",
     )  # fmt: skip
     steps_per_epoch = min(len(batches), args.max_steps or len(batches))
@@ -270,6 +277,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         "precision": args.precision or precision,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "seed": args.seed,
         "compile_mode": args.compile_mode,
         "examples_per_s": seen["examples"] / seen["seconds"],
         "real_tokens_per_s": seen["tokens"] / seen["seconds"],

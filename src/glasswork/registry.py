@@ -26,7 +26,7 @@ from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
 from glasswork.evaluate import classification_metrics, split_slices
-from glasswork.explain.gate import explanation_failures, faithfulness_failures
+from glasswork.explain.gate import explanation_failures, faithfulness_gate
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import compare_slices
@@ -63,9 +63,10 @@ def decide(
     tolerance: float,
     champion: tuple[str, float] | None,
     explanation_failures: list[str] | None = None,
+    passed: list[str] | None = None,
 ) -> Decision:
     """Promote only if every threshold and explanation rule passes and the challenger is not
-    worse than the champion."""
+    worse than the champion. ``passed``: rules that held, in words, kept among the reasons."""
     reasons = check_thresholds(metrics, thresholds) + list(explanation_failures or [])
     ok = not reasons
     if ok and thresholds:
@@ -75,16 +76,13 @@ def decide(
         return Decision(ok, reasons)
     version, score = champion
     mine = metrics[metric]
-    if mine + tolerance < score:
-        ok = False
-        reasons.append(
-            f"test {metric} = {mine:.4f} is worse than champion v{version}'s {score:.4f} on the same test split"
-        )
-    else:
-        reasons.append(
-            f"test {metric} = {mine:.4f} is not worse than champion v{version}'s {score:.4f} on the same test split"
-        )
-    return Decision(ok, reasons, version, score)
+    worse = mine + tolerance < score
+    ok = ok and not worse
+    reasons.append(
+        f"test {metric} = {mine:.4f} is {'worse' if worse else 'not worse'} than champion v{version}'s "
+        f"{score:.4f} on the same test split"
+    )
+    return Decision(ok, reasons + list(passed or []), version, score)
 
 
 def register(cfg: DictConfig) -> dict:
@@ -97,15 +95,18 @@ def register(cfg: DictConfig) -> dict:
     name, alias = cfg.registry.model_name, cfg.registry.alias
     champion = _champion(cfg, client, metrics)
     slice_rows, slice_failures = slices_vs_champion(cfg, champion)
+    # A champion registered from this very run (the register step run again) is this model: its
+    # explanations need no comparison with themselves.
+    other = None if champion is None or champion.run_id == run_id else champion.version
+    faithfulness_failures, faithfulness_held = faithfulness_gate(cfg, other)
     decision = decide(
         metrics,
         dict(cfg.registry.thresholds),
         cfg.registry.compare_metric,
         cfg.registry.tolerance,
         None if champion is None else (champion.version, champion.score),
-        explanation_failures(cfg)
-        + faithfulness_failures(cfg, None if champion is None else champion.version)
-        + slice_failures,
+        explanation_failures(cfg) + faithfulness_failures + slice_failures,
+        faithfulness_held,
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
         info = _log_pyfunc(cfg)
@@ -160,6 +161,7 @@ class Champion:
     version: str
     score: float
     right: np.ndarray | None
+    run_id: str | None = None
 
 
 def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> Champion | None:
@@ -177,7 +179,7 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
     if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
         # Per-text results serve only the slice gate: no download when it is off.
         right = None if cfg.registry.slice_alpha is None else _logged_right(champion.run_id, test)
-        return Champion(str(champion.version), float(tags[f"glasswork.test.{metric}"]), right)
+        return Champion(str(champion.version), float(tags[f"glasswork.test.{metric}"]), right, champion.run_id)
     log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
     predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
@@ -185,7 +187,7 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
         truth = test["label"].to_numpy()
         score = classification_metrics(truth, probs)[metric]
-        return Champion(str(champion.version), score, probs.argmax(axis=1) == truth)
+        return Champion(str(champion.version), score, probs.argmax(axis=1) == truth, champion.run_id)
     raise ConfigError(
         f"champion v{champion.version} of {name!r} predicts other labels than this data's {classes}: "
         "register this model under its own name (registry.model_name=...)"

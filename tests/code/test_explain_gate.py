@@ -126,26 +126,38 @@ HELD = {
 
 def test_the_faithfulness_gate_reads_the_comparison_with_the_champion_of_now(tmp_path):
     from glasswork.errors import PipelineOrderError
-    from glasswork.explain.gate import faithfulness_failures
+    from glasswork.explain.gate import faithfulness_gate
 
     cfg = load_config(learnable_overrides(tmp_path))
     paired = {"n_texts": 64, "change": {"comprehensiveness_gain": FELL, "sufficiency_gain": HELD}}
     _contrast(tmp_path, None)
-    assert faithfulness_failures(cfg, None) == []  # no champion: nothing to compare with
+    assert faithfulness_gate(cfg, None) == ([], [])  # no champion: nothing to compare with
     with pytest.raises(PipelineOrderError, match="contrast.json is missing: the faithfulness gate needs"):
-        faithfulness_failures(cfg, "1")
+        faithfulness_gate(cfg, "1")
     _contrast(tmp_path, {"method": "integrated_gradients", "champion_version": "1", "global_faithfulness": paired})
-    (reason,) = faithfulness_failures(cfg, "1")
+    (reason,), held = faithfulness_gate(cfg, "1")
     assert reason == (
         "integrated gradients' comprehensiveness gain fell from champion v1's on 64 test texts: "
         "lower, -0.100, 97.5% interval -0.150 to -0.050"
     )
+    assert held == []
+    # Nothing fell: the gate passes and says on what.
+    paired["change"]["comprehensiveness_gain"] = HELD
+    _contrast(tmp_path, {"method": "integrated_gradients", "champion_version": "1", "global_faithfulness": paired})
+    assert faithfulness_gate(cfg, "1") == (
+        [],
+        [
+            "integrated gradients' faithfulness gains did not fall from champion v1's on 64 test texts "
+            "(comprehensiveness unchanged, +0.010, 97.5% interval -0.020 to +0.040; "
+            "sufficiency unchanged, +0.010, 97.5% interval -0.020 to +0.040)"
+        ],
+    )
     # The alias moved to v2 after the explain step compared with v1: it must be compared again.
-    (stale,) = faithfulness_failures(cfg, "2")
+    (stale,), _ = faithfulness_gate(cfg, "2")
     assert "no paired faithfulness measure against champion v2 (the explain step compared with champion v1)" in stale
     assert "re-run `glasswork explain`" in stale
     _contrast(tmp_path, {"status": "no champion to compare with"})
-    (unknown,) = faithfulness_failures(cfg, "1")
+    (unknown,), _ = faithfulness_gate(cfg, "1")
     assert "against champion v1 (the explain step said 'no champion to compare with')" in unknown
     off = load_config(learnable_overrides(tmp_path, "registry.faithfulness_gate=false"))
-    assert faithfulness_failures(off, "1") == []
+    assert faithfulness_gate(off, "1") == ([], [])

@@ -47,12 +47,13 @@ def explanation_failures(cfg: DictConfig) -> list[str]:
     return failures
 
 
-def faithfulness_failures(cfg: DictConfig, champion_version: str | None) -> list[str]:
-    """The faithfulness gate's reasons against promotion, in words: each gain that fell
-    significantly from the champion's (``champion_version``, the alias's holder now), or why the
-    comparison cannot be read. Empty when the gate is off, there is no champion, or nothing fell."""
+def faithfulness_gate(cfg: DictConfig, champion_version: str | None) -> tuple[list[str], list[str]]:
+    """The faithfulness gate, in words: its reasons against promotion (each gain that fell
+    significantly from the champion's, ``champion_version`` being the alias's holder now, or why
+    the comparison cannot be read) and, when nothing fell, the line that says so. Both empty when
+    the gate is off or there is no champion."""
     if not cfg.registry.faithfulness_gate or champion_version is None:
-        return []
+        return [], []
     path = Path(cfg.paths.artifacts_dir) / "explain" / "contrast.json"
     if not path.is_file():
         raise PipelineOrderError(
@@ -66,14 +67,18 @@ def faithfulness_failures(cfg: DictConfig, champion_version: str | None) -> list
         return [
             f"faithfulness gate: no paired faithfulness measure against champion v{champion_version} (the explain "
             f"step {found}): re-run `glasswork explain` (or set registry.faithfulness_gate=false)"
-        ]
-    return [
-        # The global view is always integrated gradients, whatever explain.methods lists.
-        f"integrated gradients' {name.removesuffix('_gain')} gain fell from champion v{champion_version}'s "
-        f"on {paired['n_texts']} test texts: {change_words(change)}"
+        ], []
+    # The global view is always integrated gradients, whatever explain.methods lists.
+    against = f"from champion v{champion_version}'s on {paired['n_texts']} test texts"
+    fell = [
+        f"integrated gradients' {name.removesuffix('_gain')} gain fell {against}: {change_words(change)}"
         for name, change in paired["change"].items()
         if change["verdict"] == "lower"
     ]
+    if fell:
+        return fell, []
+    held = "; ".join(f"{name.removesuffix('_gain')} {change_words(c)}" for name, c in paired["change"].items())
+    return [], [f"integrated gradients' faithfulness gains did not fall {against} ({held})"]
 
 
 def _forbidden(explained: dict, forbidden: set[str], top_k: int) -> list[str]:
