@@ -17,6 +17,9 @@
 #      its widths seen before the clock starts:
 #      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b512+lr1e-4+w5,glasswork+p32+cg+w20 \
 #        TAG=_levers bash benchmarks/run_on_gpu.sh
+#   5. the same lever through the whole pipeline, all 12,808 reviews (calls 2 and 3, with the
+#      experiment as the run's override): after call 4, back to back on the same warm machine,
+#      call 2, then carry .whl:  MODE=full bash benchmarks/run_on_gpu.sh experiment=large_batch
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
 # with the machine's start. A session that starts with call 4 (carrying .gpu) has its whole budget

@@ -48,14 +48,7 @@ def train(cfg: DictConfig) -> dict:
     labels = load_labels(cfg)
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
     tokenizer = load_tokenizer(pretrained_dir(cfg.model))
-    num_labels = len(labels["classes"])
-    module = ClassifierModule(
-        build_model(cfg.model, num_labels, cfg.seed),
-        num_labels,
-        lr=cfg.model.lr,
-        weight_decay=cfg.model.weight_decay,
-        warmup_fraction=cfg.model.warmup_fraction,
-    )
+    module = _module(cfg, len(labels["classes"]))
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
         module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode)
     datamodule = TextDataModule(
@@ -85,6 +78,11 @@ def train(cfg: DictConfig) -> dict:
         trainer = _trainer(cfg, partial / "checkpoints", run_id)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         mlflow.set_tag("glasswork.train.world_size", str(trainer.world_size))
+        whole = _gather_shards(module, trainer)
+        if whole is not None:  # FSDP2: the whole weights, in a network of one piece
+            mlflow.set_tag("glasswork.train.weights_share_rank0", f"{_local_share(module):.4f}")
+            module = _module(cfg, len(labels["classes"]))
+            module.load_state_dict(whole)
         best = _restore_best(module, trainer)
         model_dir = staging / "model"
         _unwrap(module.net).save_pretrained(model_dir)
@@ -145,7 +143,39 @@ def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
     # Lightning's loggers write from rank 0 only, so this one's MLFlowLogger stays silent.
     trainer = _trainer(cfg, partial / "checkpoints", state["run_id"])
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    _gather_shards(module, trainer)  # rank 0 gathers the whole model: every rank must take part
     return {"run_id": state["run_id"], "rank": global_rank(cfg)}
+
+
+def _module(cfg: DictConfig, num_labels: int) -> ClassifierModule:
+    return ClassifierModule(
+        build_model(cfg.model, num_labels, cfg.seed),
+        num_labels,
+        lr=cfg.model.lr,
+        weight_decay=cfg.model.weight_decay,
+        warmup_fraction=cfg.model.warmup_fraction,
+    )
+
+
+def _gather_shards(module: ClassifierModule, trainer: L.Trainer) -> dict | None:
+    """Under FSDP2 (``trainer=fsdp``), the module's whole state dict on rank 0 (empty on the other
+    ranks; a collective, so every rank calls it after ``fit``); ``None`` under other strategies."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    if not isinstance(trainer.strategy, ModelParallelStrategy):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _local_share(module: torch.nn.Module) -> float:
+    """The share of the weights that this rank holds (its shards of DTensors, all of the rest)."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(module.parameters())
+    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
+    return local / sum(p.numel() for p in params)
 
 
 def _fingerprint(cfg: DictConfig) -> str:

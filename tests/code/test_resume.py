@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, tiny_overrides
@@ -85,3 +86,23 @@ def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
         "glasswork.train.resumed_from_step"
         not in MlflowClient(changed.tracking.uri).get_run(result["run_id"]).data.tags
     )
+
+
+@pytest.mark.slow
+def test_a_killed_fsdp_run_resumes_from_its_whole_model_checkpoint(tmp_path):
+    # trainer=fsdp on two CPU processes: the checkpoint holds the whole model (gathered on rank 0)
+    # and each rank takes its shards of it, and of AdamW's state, back when the run resumes.
+    fsdp = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
+            "trainer.num_workers=0", "trainer.eval_batch_size=64")  # fmt: skip
+    overrides = tiny_overrides(tmp_path, *LONG, *fsdp, "trainer.checkpoint_every_minutes=null")
+    cfg = load_config(overrides)
+    for step in ("ingest", "prepare"):
+        get(step).function()(cfg)
+    killed_at = _kill_once_checkpointed(tmp_path, overrides)
+    assert killed_at > 0
+    run_id = read_json(tmp_path / "artifacts" / ".train.partial" / "resume.json")["run_id"]
+    result = get("train").function()(cfg)
+    assert result["run_id"] == run_id
+    tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).data.tags
+    assert int(tags["glasswork.train.resumed_from_step"]) >= killed_at
+    assert result["train/steps"] == EPOCHS * 8  # 15 batches an epoch shared by 2 ranks: 8 each

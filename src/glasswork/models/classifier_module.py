@@ -25,6 +25,23 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
 
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp`` (FSDP2), shard each of the network's blocks and then the rest
+        over the data-parallel ranks. Hugging Face names a model's blocks in
+        ``_no_split_modules`` (BertEmbeddings, BertLayer), as accelerate's FSDP wrapping uses them.
+        No-op under every other strategy (no device mesh)."""
+        if self.device_mesh is None or getattr(self.net, "_glasswork_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        blocks = set(getattr(self.net, "_no_split_modules", None) or ())
+        for sub in self.net.modules():
+            if type(sub).__name__ in blocks:
+                fully_shard(sub, mesh=mesh)
+        fully_shard(self.net, mesh=mesh)
+        self.net._glasswork_sharded = True
+
     def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
         return self.net(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 

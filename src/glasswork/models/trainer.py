@@ -109,6 +109,30 @@ def _checkpoint_cadence(t: DictConfig) -> dict:
     return {"every_n_train_steps": steps} if steps else {}
 
 
+FSDP2 = "fsdp2"  # trainer.strategy: torch's fully_shard on Lightning's ModelParallelStrategy
+
+
+def strategy(t: DictConfig):
+    """Lightning's strategy for ``trainer.strategy``: its own names as they are, and ``fsdp2``:
+    FSDP2 over every process (``ClassifierModule.configure_model`` shards the network), saving
+    whole-model checkpoints on rank 0, which the train step reads back."""
+    if t.strategy == FSDP2:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if not isinstance(t.devices, int) or t.devices < 1:
+            raise ConfigError(f"trainer.devices={t.devices}: {FSDP2} needs a number of devices per node")
+        # Every process one data-parallel shard, none splitting tensors.
+        return ModelParallelStrategy(
+            data_parallel_size=t.devices * t.num_nodes, tensor_parallel_size=1, save_distributed_checkpoint=False
+        )
+    if str(t.strategy).startswith("fsdp"):
+        raise ConfigError(
+            f"trainer.strategy={t.strategy}: Lightning's FSDP1 strategies are not supported (the train step "
+            f"saves the whole model from rank 0); use trainer=fsdp (strategy {FSDP2}: FSDP2)"
+        )
+    return t.strategy
+
+
 def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
     """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``val/macro_f1``, mid-epoch
     checkpoints for resuming (``last.ckpt`` is always the newest), learning-rate and throughput
@@ -126,7 +150,7 @@ def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overri
         "accelerator": t.accelerator,
         "devices": t.devices,
         "num_nodes": t.num_nodes,
-        "strategy": t.strategy,
+        "strategy": strategy(t),
         # Our length-bucket batch sampler shards itself across ranks (Lightning cannot inject
         # a DistributedSampler into a custom batch sampler).
         "use_distributed_sampler": not t.bucket_by_length,
