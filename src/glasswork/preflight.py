@@ -17,7 +17,7 @@ from glasswork.explain.embeddings import check_projection
 from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
-from glasswork.models.trainer import strategy
+from glasswork.models.trainer import check_trainer
 from glasswork.registry import check_slice_alpha
 
 
@@ -38,7 +38,7 @@ def preflight(cfg: DictConfig) -> None:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)
     check_compile_mode(cfg)
-    strategy(cfg.trainer)  # a strategy the train step cannot use fails here, not in a launched process
+    check_trainer(cfg.trainer)
     # Last: the only check that may wait on the network (a tracking server's /health).
     tracking.check_store(cfg)
 

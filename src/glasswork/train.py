@@ -24,7 +24,7 @@ from glasswork.data.prepare import SPLITS, load_labels, load_split, split_files
 from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
-from glasswork.models.trainer import build_trainer
+from glasswork.models.trainer import build_trainer, check_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> dict:
 
     check_accelerator(cfg)
     check_compile_mode(cfg)
+    check_trainer(cfg.trainer)
     if world_size(cfg) > 1 and not os.environ.get(LAUNCHED):
         return _launch_own_process(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

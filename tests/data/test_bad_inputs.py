@@ -73,6 +73,10 @@ BAD_SETTINGS = {
     "champion contrast level": ("explain.contrast_alpha=1.5", ["explain.contrast_alpha=1.5", "between 0 and 1"]),
     "explanation drift level": ("drift.explanation_alpha=0", ["drift.explanation_alpha=0", "between 0 and 1"]),
     "compile mode": ("trainer.compile_mode=fast", ["trainer.compile_mode='fast'", "reduce-overhead"]),
+    "two checkpoint cadences": (
+        "trainer.checkpoint_every_minutes=5",
+        ["trainer.checkpoint_every_n_steps=50 and trainer.checkpoint_every_minutes=5", "set one of them"],
+    ),
     "Lightning's FSDP1": ("trainer.strategy=fsdp", ["trainer.strategy=fsdp", "use trainer=fsdp (strategy fsdp2"]),
 }
 

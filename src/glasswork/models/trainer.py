@@ -133,6 +133,13 @@ def strategy(t: DictConfig):
     return t.strategy
 
 
+def check_trainer(t: DictConfig) -> None:
+    """The trainer settings Lightning would reject only once training starts, refused now (for a
+    distributed run, before its processes are launched)."""
+    strategy(t)
+    _checkpoint_cadence(t)
+
+
 def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
     """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``val/macro_f1``, mid-epoch
     checkpoints for resuming (``last.ckpt`` is always the newest), learning-rate and throughput
