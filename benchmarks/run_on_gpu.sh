@@ -19,7 +19,8 @@
 #        TAG=_levers bash benchmarks/run_on_gpu.sh
 #   5. the same lever through the whole pipeline, all 12,808 reviews (calls 2 and 3, with the
 #      experiment as the run's override): after call 4, back to back on the same warm machine,
-#      call 2, then carry .whl:  MODE=full bash benchmarks/run_on_gpu.sh experiment=large_batch
+#      call 2, then carry .whl:  FSDP_CHECK=1 MODE=full bash benchmarks/run_on_gpu.sh experiment=large_batch
+#      (FSDP_CHECK=1 then trains one epoch with trainer=fsdp on the one GPU: fsdp_check.txt)
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
 # with the machine's start. A session that starts with call 4 (carrying .gpu) has its whole budget
@@ -75,6 +76,13 @@ for exp in client.search_experiments():
 for mv in client.search_model_versions():  # a search leaves aliases out: read each version
     print("version", mv.name, mv.version, "aliases", client.get_model_version(mv.name, mv.version).aliases)
 EOF
+  if [ -n "${FSDP_CHECK:-}" ]; then
+    # trainer=fsdp's GPU path (DTensor shards, bf16 autocast, fused AdamW) on the one GPU: a world
+    # of one, so no second process, one epoch on the data the run above prepared. Last: it
+    # replaces artifacts/train, copied above.
+    python3 -m glasswork train trainer=fsdp trainer.devices=1 trainer.max_epochs=1 model.dir="$PWD/.gpu/model" \
+      paths.root="$ROOT" 2>&1 | grep -v -i warn | tail -3 | tee "$OUT/fsdp_check.txt"
+  fi
   exit 0
 fi
 
