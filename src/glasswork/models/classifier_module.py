@@ -35,11 +35,12 @@ class ClassifierModule(L.LightningModule):
         from torch.distributed.fsdp import fully_shard
 
         mesh = self.device_mesh["data_parallel"]
-        blocks = set(getattr(self.net, "_no_split_modules", None) or ())
-        for sub in self.net.modules():
+        net = getattr(self.net, "_orig_mod", self.net)  # under torch.compile, the network it wraps
+        blocks = set(getattr(net, "_no_split_modules", None) or ())
+        for sub in net.modules():
             if type(sub).__name__ in blocks:
                 fully_shard(sub, mesh=mesh)
-        fully_shard(self.net, mesh=mesh)
+        fully_shard(net, mesh=mesh)
         self.net._glasswork_sharded = True
 
     def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
