@@ -18,7 +18,7 @@ from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 from glasswork.models.trainer import check_trainer
-from glasswork.registry import check_slice_alpha
+from glasswork.registry import SLICE_GATE
 
 
 def preflight(cfg: DictConfig) -> None:
@@ -33,7 +33,7 @@ def preflight(cfg: DictConfig) -> None:
     check_sample(cfg.explain.faithfulness_max_texts)
     check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
     check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
-    check_slice_alpha(cfg.registry.slice_alpha)
+    check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_accelerator(cfg)

@@ -26,12 +26,14 @@ from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
 from glasswork.evaluate import classification_metrics, split_slices
+from glasswork.explain.faithfulness import check_alpha
 from glasswork.explain.gate import explanation_failures, faithfulness_gate
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import compare_slices
 
 log = logging.getLogger(__name__)
+SLICE_GATE = "the slice gate"  # what registry.slice_alpha: null turns off
 
 
 @dataclass
@@ -87,7 +89,7 @@ def decide(
 
 def register(cfg: DictConfig) -> dict:
     """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
-    check_slice_alpha(cfg.registry.slice_alpha)
+    check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     metrics = _test_metrics(cfg)
     run_id = tracking.current_run_id(cfg)
     tracking.configure(cfg)
@@ -211,21 +213,12 @@ def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
     return (logged["actual"] == logged["predicted"]).to_numpy()
 
 
-def check_slice_alpha(alpha: float | None) -> None:
-    """``registry.slice_alpha`` is a significance level in (0, 1), or null for no slice gate."""
-    if alpha is not None and not 0 < alpha < 1:
-        raise ConfigError(
-            f"registry.slice_alpha={alpha}: expected a significance level between 0 and 1 (e.g. 0.05), "
-            "or null to turn the slice gate off"
-        )
-
-
 def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list[dict], list[str]]:
     """Each test slice of the challenger against the champion on the same texts, and the slices
     where it is significantly worse, in words (the gate's reasons; ``registry.slice_alpha: null``
     turns the gate off)."""
     alpha = cfg.registry.slice_alpha
-    check_slice_alpha(alpha)
+    check_alpha("registry.slice_alpha", alpha, off=SLICE_GATE)
     if champion is None or champion.right is None or alpha is None:
         return [], []
     test = load_split(cfg, "test")

@@ -162,10 +162,14 @@ def change_words(change: dict) -> str:
     )
 
 
-def check_alpha(setting: str, alpha: float) -> None:
-    """A significance level lies strictly between 0 and 1."""
-    if not 0 < alpha < 1:
-        raise ConfigError(f"{setting}={alpha}: expected a significance level between 0 and 1 (e.g. 0.05)")
+def check_alpha(setting: str, alpha: float | None, off: str | None = None) -> None:
+    """A significance level lies strictly between 0 and 1; ``off`` names what null turns off,
+    where null is allowed."""
+    if alpha is None and off is not None:
+        return
+    if alpha is None or not 0 < alpha < 1:
+        null = f", or null to turn {off} off" if off else ""
+        raise ConfigError(f"{setting}={alpha}: expected a significance level between 0 and 1 (e.g. 0.05){null}")
 
 
 def check_sample(max_texts: int) -> None:
