@@ -57,6 +57,11 @@ def write_learnable_csv(
     return path
 
 
+# Distributed training on two CPU processes (gloo), for trainer=ddp and trainer=fsdp.
+TWO_CPU_PROCESSES = ("trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
+                     "trainer.num_workers=0", "trainer.eval_batch_size=64")  # fmt: skip
+
+
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
     """Overrides for a fast run of the tiny model with every output under ``root``."""
     return ["debug=fast", f"paths.root={root}", *extra]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
-from tests.conftest import tiny_overrides
+from tests.conftest import TWO_CPU_PROCESSES, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.steps import STEPS
 
-DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
-       "trainer.num_workers=0", "trainer.eval_batch_size=64")  # fmt: skip
+DDP = ("trainer=ddp", *TWO_CPU_PROCESSES)
 
 
 @pytest.mark.slow

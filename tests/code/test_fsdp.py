@@ -8,14 +8,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
-from tests.conftest import tiny_overrides
+from tests.conftest import TWO_CPU_PROCESSES, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.models.backbone import build_model
 from glasswork.steps import STEPS
-
-ON_CPUS = ("trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
-           "trainer.num_workers=0", "trainer.eval_batch_size=64")  # fmt: skip
 
 
 def _train(cfg) -> dict:
@@ -41,8 +38,8 @@ def test_the_fsdp_setting_is_checked_before_anything_runs():
 
 @pytest.mark.slow
 def test_fsdp_shards_the_weights_and_saves_the_model_ddp_trains(tmp_path):
-    fsdp = load_config(tiny_overrides(tmp_path / "fsdp", "trainer=fsdp", *ON_CPUS))
-    ddp = load_config(tiny_overrides(tmp_path / "ddp", "trainer=ddp", *ON_CPUS))
+    fsdp = load_config(tiny_overrides(tmp_path / "fsdp", "trainer=fsdp", *TWO_CPU_PROCESSES))
+    ddp = load_config(tiny_overrides(tmp_path / "ddp", "trainer=ddp", *TWO_CPU_PROCESSES))
     sharded, replicated = _train(fsdp), _train(ddp)
     assert sharded["train/steps"] == replicated["train/steps"] == 4  # 4 steps an epoch on each rank
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, TWO_CPU_PROCESSES, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.outputs import read_json
@@ -92,9 +92,8 @@ def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
 def test_a_killed_fsdp_run_resumes_from_its_whole_model_checkpoint(tmp_path):
     # trainer=fsdp on two CPU processes: the checkpoint holds the whole model (gathered on rank 0)
     # and each rank takes its shards of it, and of AdamW's state, back when the run resumes.
-    fsdp = ("trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=2",
-            "trainer.num_workers=0", "trainer.eval_batch_size=64")  # fmt: skip
-    overrides = tiny_overrides(tmp_path, *LONG, *fsdp, "trainer.checkpoint_every_minutes=null")
+    fsdp = ("trainer=fsdp", *TWO_CPU_PROCESSES, "trainer.checkpoint_every_minutes=null")
+    overrides = tiny_overrides(tmp_path, *LONG, *fsdp)
     cfg = load_config(overrides)
     for step in ("ingest", "prepare"):
         get(step).function()(cfg)
