@@ -4,11 +4,18 @@ The reviews average 27 tokens (p95 47): padding every batch to a fixed 128 would
 the compute on padding, so the collate function pads per batch. With ``bucket_by_length`` the
 training batches are also drawn from texts of similar length (shuffled pools sorted by length,
 then the batches shuffled), which removes most of the padding that remains.
+
+Each split is tokenized once, when its loader is built, not in every batch of every epoch: the
+loader only pads token ids. Tokenizing a batch of 1,024 reviews took one core of our dev VM about
+90 ms, longer than an H200's whole training step at that batch (about 72 ms), so only several
+busy workers could keep a GPU fed; padding the ids takes a few milliseconds
+(``benchmarks/loader_throughput.py``). Length buckets sort by the exact token counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 
 import lightning as L
 import numpy as np
@@ -16,30 +23,50 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+Encoded = tuple[list[int], int]  # a text's token ids (special tokens included, truncated) and its label
+
 
 class TextCollator:
-    """Tokenize a list of ``(text, label)`` pairs into one padded batch."""
+    """Tokenize a split once (:meth:`encode`), then pad lists of its items into batches.
+
+    The batches equal what the tokenizer itself returns for the same texts with
+    ``padding="longest"`` (or ``"max_length"``), ``truncation=True`` and ``pad_to_multiple_of``;
+    where ``max_length`` is not a multiple of it (which the tokenizer refuses), the widths stop at
+    ``max_length``.
+    """
 
     def __init__(self, tokenizer, max_length: int, pad_to_multiple_of: int | None = None, fixed_length: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         # A multiple of 8 keeps tensor-core shapes and bounds the shapes torch.compile sees.
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.padding = "max_length" if fixed_length else "longest"  # fixed: the static-padding baseline
+        self.fixed_length = fixed_length  # pad to max_length: the static-padding baseline
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
 
-    def __call__(self, items: Sequence[tuple[str, int]]) -> dict[str, torch.Tensor]:
-        texts, labels = zip(*items, strict=True)
-        batch = self.tokenizer(
-            list(texts),
-            padding=self.padding,
-            truncation=True,
-            max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-        )
+    def encode(self, frame: pd.DataFrame) -> list[Encoded]:
+        """A split's ``(token ids, label)`` items; unlabelled frames get label -1."""
+        texts = frame["text"].astype(str).tolist()
+        labels = frame["label"].tolist() if "label" in frame else [-1] * len(frame)
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, verbose=False)["input_ids"]
+        return list(zip(ids, labels, strict=True))
+
+    def __call__(self, items: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        ids, labels = zip(*items, strict=True)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        width = self.max_length if self.fixed_length else int(lengths.max(initial=0))
+        if self.pad_to_multiple_of:
+            # Never past max_length, which the model's positions allow (the tokenizer itself
+            # refuses a max_length that is not a multiple).
+            width = min(-(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of, max(self.max_length, width))
+        positions = np.arange(width)
+        # Row-major order: the True cells of each row take that row's ids, left to right.
+        mask = positions >= (width - lengths)[:, None] if self.left else positions < lengths[:, None]
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        input_ids[mask] = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(mask.astype(np.int64)),
             "labels": torch.tensor(labels, dtype=torch.long),
         }
 
@@ -51,12 +78,6 @@ def truncation(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, fl
     over = sum(n > max_length for n in lengths)
     share = over / max(len(lengths), 1)
     return {"truncated": over, "truncated_share": share, "longest_tokens": max(lengths, default=0)}
-
-
-def rows(frame: pd.DataFrame) -> list[tuple[str, int]]:
-    """``(text, label)`` pairs of a processed split; unlabelled frames get label -1."""
-    labels = frame["label"].tolist() if "label" in frame else [-1] * len(frame)
-    return list(zip(frame["text"].astype(str).tolist(), labels, strict=True))
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -112,8 +133,8 @@ def loader(
     bucket_by_length: bool = False,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over a frame with ``text`` (and ``label``) columns."""
-    items = rows(frame)
+    """A DataLoader over a frame with ``text`` (and ``label``) columns, tokenized here once."""
+    items = collate.encode(frame)
     common = {
         "collate_fn": collate,
         "num_workers": num_workers,
@@ -121,8 +142,7 @@ def loader(
         "pin_memory": pin_memory,
     }
     if shuffle and bucket_by_length:
-        # Characters are a close enough proxy for tokens to group texts, and cost no tokenizer pass.
-        sampler = LengthBucketSampler([len(text) for text, _ in items], batch_size, seed)
+        sampler = LengthBucketSampler([len(ids) for ids, _ in items], batch_size, seed)
         return DataLoader(items, batch_sampler=sampler, **common)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(items, batch_size=batch_size, shuffle=shuffle, generator=generator, **common)

@@ -1,0 +1,83 @@
+"""Splits are tokenized once and the batches padded by our collate function: the batches must be
+exactly what the tokenizer itself returns for the same texts, at every padding setting."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+import torch
+from tests.conftest import minilm_tokenizer
+
+from glasswork.data.datamodule import LengthBucketSampler, TextCollator, loader
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = ["good", "bad", "film", "unbelievably", "¡olé!", "naïve", "3.14", "—", "emoji🙂", "x"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+    return texts + ["", "   "]  # empty texts are [CLS] [SEP]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "multiple", "side"),
+    [(False, None, "right"), (False, 8, "right"), (True, None, "right"), (True, 8, "right"), (False, 8, "left")],
+)
+def test_batches_equal_the_tokenizers_own(fixed, multiple, side):
+    tokenizer = minilm_tokenizer()
+    tokenizer.padding_side = side
+    texts = _texts(40, seed=3)
+    frame = pd.DataFrame({"text": texts, "label": [i % 2 for i in range(len(texts))]})
+    collate = TextCollator(tokenizer, 32, multiple, fixed_length=fixed)  # 32: some texts are cut
+    items = collate.encode(frame)
+    for batch_texts, batch_items in [(texts, items), (texts[:5], items[:5]), (texts[-2:], items[-2:])]:
+        ours = collate(batch_items)
+        theirs = tokenizer(
+            batch_texts,
+            padding="max_length" if fixed else "longest",
+            truncation=True,
+            max_length=32,
+            pad_to_multiple_of=multiple,
+            return_tensors="pt",
+        )
+        assert torch.equal(ours["input_ids"], theirs["input_ids"])
+        assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+        assert ours["input_ids"].dtype == ours["attention_mask"].dtype == torch.long
+    assert max(len(ids) for ids, _ in items) == 32  # the cut happened
+    assert collate(items)["labels"].tolist() == frame["label"].tolist()
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_widths_stop_at_a_max_length_that_is_not_a_multiple(fixed):
+    # The tokenizer refuses max_length=30 with multiples of 8; we pad to multiples up to 30.
+    tokenizer = minilm_tokenizer()
+    texts = _texts(60, seed=4)
+    collate = TextCollator(tokenizer, 30, 8, fixed_length=fixed)
+    items = collate.encode(pd.DataFrame({"text": texts}))
+    widths = {collate(items[i : i + 3])["input_ids"].shape[1] for i in range(0, len(items), 3)}
+    assert widths == {30} if fixed else (widths <= {8, 16, 24, 30} and len(widths) > 1)
+    assert 30 in widths  # some texts are cut at 30 tokens
+
+
+def test_unlabelled_frames_get_label_minus_one():
+    collate = TextCollator(minilm_tokenizer(), 16)
+    assert [label for _, label in collate.encode(pd.DataFrame({"text": ["a", "b"]}))] == [-1, -1]
+
+
+def test_length_buckets_group_texts_by_their_token_count():
+    # Bucketed batches are cut from texts sorted by tokens: far less padding than random ones.
+    tokenizer = minilm_tokenizer()
+    texts = _texts(400, seed=5)
+    frame = pd.DataFrame({"text": texts, "label": [0] * len(texts)})
+    collate = TextCollator(tokenizer, 64)
+
+    def padding(bucket: bool) -> float:
+        batches = list(loader(frame, collate, 32, shuffle=True, seed=1, bucket_by_length=bucket))
+        real = sum(int(b["attention_mask"].sum()) for b in batches)
+        assert sum(b["labels"].numel() for b in batches) == len(texts)  # every text, once
+        return 1 - real / sum(b["input_ids"].numel() for b in batches)
+
+    assert padding(True) < padding(False) / 4
+    bucketed = loader(frame, collate, 32, shuffle=True, bucket_by_length=True)
+    assert isinstance(bucketed.batch_sampler, LengthBucketSampler)
