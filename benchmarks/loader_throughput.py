@@ -34,6 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SETUPS = ("per-batch", "glasswork")
 
 
+class Texts(list):
+    lengths: list[int]
+
+
 class PerBatch:
     """The collate function that tokenizes: the baseline (what Glasswork's loader did before)."""
 
@@ -41,7 +45,9 @@ class PerBatch:
         self.tokenizer, self.max_length, self.multiple = tokenizer, max_length, pad_to_multiple_of
 
     def encode(self, frame):
-        return list(zip(frame["text"].astype(str).tolist(), frame["label"].tolist(), strict=True))
+        texts = Texts(zip(frame["text"].astype(str).tolist(), frame["label"].tolist(), strict=True))
+        texts.lengths = [len(text) for text, _ in texts]  # length buckets by characters, as before
+        return texts
 
     def __call__(self, items):
         import torch

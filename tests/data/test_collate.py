@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from tests.conftest import minilm_tokenizer
 
-from glasswork.data.datamodule import LengthBucketSampler, TextCollator, loader
+from glasswork.data.datamodule import EncodedTexts, LengthBucketSampler, TextCollator, loader
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -31,7 +32,8 @@ def test_batches_equal_the_tokenizers_own(fixed, multiple, side):
     frame = pd.DataFrame({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     collate = TextCollator(tokenizer, 32, multiple, fixed_length=fixed)  # 32: some texts are cut
     items = collate.encode(frame)
-    for batch_texts, batch_items in [(texts, items), (texts[:5], items[:5]), (texts[-2:], items[-2:])]:
+    every = [items[i] for i in range(len(items))]
+    for batch_texts, batch_items in [(texts, every), (texts[:5], every[:5]), (texts[-2:], every[-2:])]:
         ours = collate(batch_items)
         theirs = tokenizer(
             batch_texts,
@@ -45,7 +47,7 @@ def test_batches_equal_the_tokenizers_own(fixed, multiple, side):
         assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
         assert ours["input_ids"].dtype == ours["attention_mask"].dtype == torch.long
     assert max(len(ids) for ids, _ in items) == 32  # the cut happened
-    assert collate(items)["labels"].tolist() == frame["label"].tolist()
+    assert collate(every)["labels"].tolist() == frame["label"].tolist()
 
 
 @pytest.mark.parametrize("fixed", [False, True])
@@ -55,7 +57,10 @@ def test_widths_stop_at_a_max_length_that_is_not_a_multiple(fixed):
     texts = _texts(60, seed=4)
     collate = TextCollator(tokenizer, 30, 8, fixed_length=fixed)
     items = collate.encode(pd.DataFrame({"text": texts}))
-    widths = {collate(items[i : i + 3])["input_ids"].shape[1] for i in range(0, len(items), 3)}
+    widths = {
+        collate([items[j] for j in range(i, min(i + 3, len(items)))])["input_ids"].shape[1]
+        for i in range(0, len(items), 3)
+    }
     assert widths == {30} if fixed else (widths <= {8, 16, 24, 30} and len(widths) > 1)
     assert 30 in widths  # some texts are cut at 30 tokens
 
@@ -81,3 +86,32 @@ def test_length_buckets_group_texts_by_their_token_count():
     assert padding(True) < padding(False) / 4
     bucketed = loader(frame, collate, 32, shuffle=True, bucket_by_length=True)
     assert isinstance(bucketed.batch_sampler, LengthBucketSampler)
+
+
+def test_a_split_is_stored_as_one_array_of_its_token_ids():
+    tokenizer = minilm_tokenizer()
+    texts = _texts(30, seed=6)
+    encoded = TextCollator(tokenizer, 32).encode(pd.DataFrame({"text": texts, "label": [1] * len(texts)}), chunk=7)
+    expected = tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    assert [ids.tolist() for ids, _ in encoded] == expected  # across chunks of 7 texts
+    assert encoded.flat.dtype == np.int32 and len(encoded.flat) == sum(map(len, expected))
+    assert encoded.lengths.tolist() == [len(ids) for ids in expected]
+    with pytest.raises(IndexError):
+        encoded[len(texts)]
+    assert len(TextCollator(tokenizer, 32).encode(pd.DataFrame({"text": [], "label": []}))) == 0
+    with pytest.raises(ValueError, match="2 labels for 1 texts"):
+        EncodedTexts([[[101, 102]]], [0, 1])
+
+
+def test_worker_processes_yield_the_same_batches():
+    texts = _texts(100, seed=7)
+    frame = pd.DataFrame({"text": texts, "label": [i % 2 for i in range(len(texts))]})
+    collate = TextCollator(minilm_tokenizer(), 64, 8)
+
+    def batches(workers: int) -> list[dict]:
+        return list(loader(frame, collate, 16, shuffle=True, seed=2, num_workers=workers, bucket_by_length=True))
+
+    alone, forked = batches(0), batches(2)
+    assert len(alone) == len(forked) == 7
+    for a, b in zip(alone, forked, strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in a)

@@ -14,16 +14,44 @@ busy workers could keep a GPU fed; padding the ids takes a few milliseconds
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-Encoded = tuple[list[int], int]  # a text's token ids (special tokens included, truncated) and its label
+
+class EncodedTexts(Dataset):
+    """A split's token ids (special tokens included, truncated) in one flat int32 array with
+    offsets, and its labels: item ``i`` is ``(ids, label)``.
+
+    One array rather than a list of lists: about nine times smaller, and the loader's forked workers
+    share it as it is (reading Python objects would touch their reference counts and copy every
+    page into every worker).
+    """
+
+    def __init__(self, chunks: Iterable[list[list[int]]], labels: Sequence[int]):
+        ids, counts = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+        for chunk in chunks:  # each chunk's Python lists are dropped once it is packed
+            ids.append(np.fromiter(chain.from_iterable(chunk), np.int32))
+            counts.append(np.fromiter(map(len, chunk), np.int64, len(chunk)))
+        self.lengths = np.concatenate(counts)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.flat = np.concatenate(ids)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.labels) != len(self.lengths):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.lengths)} texts")
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        if not 0 <= i < len(self.lengths):
+            raise IndexError(i)
+        return self.flat[self.offsets[i] : self.offsets[i + 1]], int(self.labels[i])
 
 
 class TextCollator:
@@ -44,14 +72,20 @@ class TextCollator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
 
-    def encode(self, frame: pd.DataFrame) -> list[Encoded]:
-        """A split's ``(token ids, label)`` items; unlabelled frames get label -1."""
+    def encode(self, frame: pd.DataFrame, chunk: int = 8192) -> EncodedTexts:
+        """A split's token ids and labels (unlabelled frames get label -1), tokenized a chunk of
+        texts at a time: the tokenizer's lists of Python ints live only for one chunk."""
         texts = frame["text"].astype(str).tolist()
         labels = frame["label"].tolist() if "label" in frame else [-1] * len(frame)
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, verbose=False)["input_ids"]
-        return list(zip(ids, labels, strict=True))
+        chunks = (
+            self.tokenizer(texts[i : i + chunk], truncation=True, max_length=self.max_length, verbose=False)[
+                "input_ids"
+            ]
+            for i in range(0, len(texts), chunk)
+        )
+        return EncodedTexts(chunks, labels)
 
-    def __call__(self, items: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: Sequence[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
         ids, labels = zip(*items, strict=True)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         width = self.max_length if self.fixed_length else int(lengths.max(initial=0))
@@ -63,7 +97,7 @@ class TextCollator:
         # Row-major order: the True cells of each row take that row's ids, left to right.
         mask = positions >= (width - lengths)[:, None] if self.left else positions < lengths[:, None]
         input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
-        input_ids[mask] = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        input_ids[mask] = np.concatenate(ids)
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(mask.astype(np.int64)),
@@ -88,7 +122,7 @@ class LengthBucketSampler(Sampler[list[int]]):
     texts from across the data set, yet holds little padding.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50):
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 50):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.pool = batch_size, seed, pool_batches * batch_size
         self.epoch = 0
@@ -142,7 +176,7 @@ def loader(
         "pin_memory": pin_memory,
     }
     if shuffle and bucket_by_length:
-        sampler = LengthBucketSampler([len(ids) for ids, _ in items], batch_size, seed)
+        sampler = LengthBucketSampler(items.lengths, batch_size, seed)
         return DataLoader(items, batch_sampler=sampler, **common)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(items, batch_size=batch_size, shuffle=shuffle, generator=generator, **common)
