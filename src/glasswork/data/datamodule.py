@@ -28,9 +28,9 @@ class EncodedTexts(Dataset):
     """A split's token ids (special tokens included, truncated) in one flat int32 array with
     offsets, and its labels: item ``i`` is ``(ids, label)``.
 
-    One array rather than a list of lists: about nine times smaller, and the loader's forked workers
-    share it as it is (reading Python objects would touch their reference counts and copy every
-    page into every worker).
+    One array rather than a list of lists: 1.5 MB against 11 MB for the reviews' training split,
+    and the loader's forked workers share it as it is (reading Python objects would touch their
+    reference counts and copy every page into every worker).
     """
 
     def __init__(self, chunks: Iterable[list[list[int]]], labels: Sequence[int]):
