@@ -12,10 +12,11 @@
 #   4. the levers not yet measured, each beside the plain loop in the same alternated rounds
 #      (train_throughput.py's setup variants); after call 1 carry nothing and add SKIP_INSTALL=1
 #      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu. Batches of 1024 at 8x the
-#      learning rate (10 steps an epoch, 3 untimed) reached 0.8345 test accuracy on the CPU and
-#      512 at 2x 0.8259, against 0.8267 at 256 (benchmarks/README.md); the compiled setup needs
-#      its widths seen before the clock starts:
-#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b512+lr1e-4+w5,glasswork+p32+cg+w20 \
+#      learning rate (10 steps an epoch) kept the test accuracy on the CPU (benchmarks/README.md);
+#      since 2026-11-27 the loader no longer tokenizes in every batch and length buckets sort by
+#      tokens (24.7% padding at 1024 instead of 44.6%). The compiled setup compiles once
+#      (dynamic=True) and records a CUDA graph per width: its first epoch is left untimed (w10):
+#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b512+lr1e-4+w5,glasswork-bucket+b1024+lr4e-4+cgd+w10 \
 #        TAG=_levers bash benchmarks/run_on_gpu.sh
 #   5. the same lever through the whole pipeline, all 12,808 reviews (calls 2 and 3, with the
 #      experiment as the run's override): after call 4, back to back on the same warm machine,

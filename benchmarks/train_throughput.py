@@ -15,12 +15,15 @@ another's compiled kernels, allocator cache or clock state):
 
 A setup takes variants after ``+`` signs, so that levers run in the same alternated rounds as
 their baseline: ``b512`` (batch size), ``lr1e-4`` (peak learning rate, 5e-5 otherwise), ``p32``
-(pad each batch to a multiple of 32 tokens: fewer distinct shapes), ``c`` (torch.compile) and
+(pad each batch to a multiple of 32 tokens: fewer distinct shapes), ``c`` (torch.compile),
 ``cg`` (torch.compile with ``mode="reduce-overhead"``: CUDA graphs, one launch a step instead of
-hundreds of kernels), ``w20`` (this setup's untimed steps, ``--warmup`` otherwise) and ``s1``
-(the seed of the new head's weights and of the batch order, 0 otherwise); e.g.
-``--setups plain,glasswork+p32+cg+w20,glasswork-bucket+b1024+lr4e-4+w3``. Compiling happens
-inside the run, so its cost lands in the timing unless the untimed steps cover every shape.
+hundreds of kernels), ``cd`` and ``cgd`` (the same with ``dynamic=True``: one compile for every
+batch shape, where torch's own choice compiles a static graph first, then again for other
+widths, and once more for the epoch's last, shorter batch), ``w20`` (this setup's untimed
+steps, ``--warmup`` otherwise) and ``s1`` (the seed of the new head's weights and of the batch
+order, 0 otherwise); e.g. ``--setups plain,glasswork+p32+cg+w20,glasswork-bucket+b1024+lr4e-4+w3``.
+Compiling happens inside the run, so its cost lands in the timing unless the untimed steps cover
+every shape.
 
 The Trainer logs to a CSV file in a temporary folder instead of MLflow (same cadence) and saves no
 checkpoints (the plain loop saves none; a ``trainer=gpu`` run saves one per epoch and every 10
@@ -68,14 +71,15 @@ NUMERIC = {
 
 
 def _apply(token: str, base: str, out: argparse.Namespace) -> None:
-    if token in ("c", "cg"):
+    if token in ("c", "cg", "cd", "cgd"):
         if base in ("plain", "same"):
             raise ValueError("compiling is built for the glasswork setups only")
-        out.compile_mode = "reduce-overhead" if token == "cg" else "default"
+        out.compile_mode = "reduce-overhead" if token.startswith("cg") else "default"
+        out.compile_dynamic = True if token.endswith("d") else None
         return
     prefix = next((k for k in NUMERIC if token.startswith(k)), None)
     if prefix is None:
-        raise ValueError("expected b<batch>, lr<rate>, p<multiple>, w<untimed steps>, s<seed>, c or cg")
+        raise ValueError("expected b<batch>, lr<rate>, p<multiple>, w<untimed steps>, s<seed>, c, cg, cd or cgd")
     if prefix == "p" and base in ("plain", "same"):
         raise ValueError("plain and same pad to 128 tokens: that is what they measure")
     name, kind = NUMERIC[prefix]
@@ -94,6 +98,7 @@ def variant(setup: str, args: argparse.Namespace) -> tuple[str, argparse.Namespa
     out.lr, out.pad_multiple, out.seed = 5e-5, 8, 0  # the train step's (conf/model/minilm.yaml, conf/trainer)
     compiled = base == "glasswork-compile" or (args.compile and base.startswith("glasswork"))
     out.compile_mode = "default" if compiled else None
+    out.compile_dynamic = None  # torch's own choice; cd/cgd: dynamic=True
     for token in tokens:
         try:
             _apply(token, base, out)
@@ -279,6 +284,7 @@ def child(args: argparse.Namespace) -> dict:  # noqa: C901 (one linear script pe
         "lr": args.lr,
         "seed": args.seed,
         "compile_mode": args.compile_mode,
+        "compile_dynamic": args.compile_dynamic,
         "examples_per_s": seen["examples"] / seen["seconds"],
         "real_tokens_per_s": seen["tokens"] / seen["seconds"],
         "padding_share": 1 - seen["tokens"] / max(1, seen["padded"]),
@@ -326,7 +332,7 @@ def _fit_with_glasswork_trainer(args, net, batches, steps_per_epoch, precision, 
 
     module = Counted(net, 2, lr=args.lr, weight_decay=0.01, warmup_fraction=0.1)
     if args.compile_mode:
-        module.net = torch.compile(module.net, mode=args.compile_mode)
+        module.net = torch.compile(module.net, mode=args.compile_mode, dynamic=args.compile_dynamic)
     gpu = args.device == "cuda"
     t = load_config(["trainer=gpu" if gpu else "trainer=cpu", f"trainer.batch_size={args.batch_size}"]).trainer
     folder = Path(tempfile.mkdtemp(prefix="throughput-"))
