@@ -63,6 +63,7 @@ class TrainerConfig:
     gradient_clip_val: float | None = 1.0
     compile: bool = False
     compile_mode: str = "default"
+    compile_dynamic: bool | None = True
     checkpoint_every_n_steps: int | None = 50
     checkpoint_every_minutes: float | None = None
     progress_bar_refresh: int = 1

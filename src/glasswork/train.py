@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(pretrained_dir(cfg.model))
     module = _module(cfg, len(labels["classes"]))
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
-        module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode)
+        module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode, dynamic=cfg.trainer.compile_dynamic)
     datamodule = TextDataModule(
         train_df,
         val_df,
