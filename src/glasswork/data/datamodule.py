@@ -6,9 +6,9 @@ training batches are also drawn from texts of similar length (shuffled pools sor
 then the batches shuffled), which removes most of the padding that remains.
 
 Each split is tokenized once, when its loader is built, not in every batch of every epoch: the
-loader only pads token ids. Tokenizing a batch of 1,024 reviews took one core of our dev VM about
-90 ms, longer than an H200's whole training step at that batch (about 72 ms), so only several
-busy workers could keep a GPU fed; padding the ids takes a few milliseconds
+loader only pads token ids. Tokenizing a batch of 1,024 reviews took one core of our dev VM 86 ms,
+longer than an H200's whole training step at that batch (about 72 ms), so only several busy
+workers could keep a GPU fed; padding the ids takes about a millisecond
 (``benchmarks/loader_throughput.py``). Length buckets sort by the exact token counts.
 """
 
@@ -77,13 +77,10 @@ class TextCollator:
         texts at a time: the tokenizer's lists of Python ints live only for one chunk."""
         texts = frame["text"].astype(str).tolist()
         labels = frame["label"].tolist() if "label" in frame else [-1] * len(frame)
-        chunks = (
-            self.tokenizer(texts[i : i + chunk], truncation=True, max_length=self.max_length, verbose=False)[
-                "input_ids"
-            ]
-            for i in range(0, len(texts), chunk)
-        )
-        return EncodedTexts(chunks, labels)
+        return EncodedTexts((self._token_ids(texts[i : i + chunk]) for i in range(0, len(texts), chunk)), labels)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length, verbose=False)["input_ids"]
 
     def __call__(self, items: Sequence[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
         ids, labels = zip(*items, strict=True)
