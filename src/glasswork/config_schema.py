@@ -57,6 +57,7 @@ class TrainerConfig:
     max_epochs: int = 1
     limit_train_batches: float = 1.0
     batch_size: int = 32
+    lr_scale: float = 1.0
     eval_batch_size: int = 128
     num_workers: int = 0
     log_every_n_steps: int = 10

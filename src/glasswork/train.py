@@ -152,7 +152,7 @@ def _module(cfg: DictConfig, num_labels: int) -> ClassifierModule:
     return ClassifierModule(
         build_model(cfg.model, num_labels, cfg.seed),
         num_labels,
-        lr=cfg.model.lr,
+        lr=cfg.model.lr * cfg.trainer.lr_scale,
         weight_decay=cfg.model.weight_decay,
         warmup_fraction=cfg.model.warmup_fraction,
     )

@@ -87,3 +87,20 @@ def test_every_dvc_stage_calls_its_cli_step_on_the_frozen_config():
     assert list(stages) == list(STEP_NAMES)
     for name, stage in stages.items():
         assert stage["cmd"] == f"glasswork {name} --config params.yaml"
+
+
+def test_the_peak_learning_rate_goes_with_the_trainers_batch(tmp_path):
+    from tests.conftest import tiny_overrides
+
+    from glasswork.train import _module
+
+    # trainer=gpu: batches of 1024 by length at 8x model.lr, as measured (benchmarks/README.md);
+    # the experiment that measured them on any trainer must not scale the rate twice.
+    for overrides in (["trainer=gpu"], ["trainer=gpu", "experiment=large_batch"], ["experiment=large_batch"]):
+        cfg = load_config(overrides)
+        peak = cfg.model.lr * cfg.trainer.lr_scale
+        assert (cfg.trainer.batch_size, cfg.trainer.bucket_by_length, peak) == (1024, True, pytest.approx(4e-4))
+    assert load_config([]).trainer.lr_scale == 1.0
+    cfg = load_config(tiny_overrides(tmp_path, "trainer.lr_scale=8"))
+    module = _module(cfg, num_labels=2)
+    assert module.hparams.lr == pytest.approx(8 * cfg.model.lr)

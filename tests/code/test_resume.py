@@ -104,4 +104,6 @@ def test_a_killed_fsdp_run_resumes_from_its_whole_model_checkpoint(tmp_path):
     assert result["run_id"] == run_id
     tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run_id).data.tags
     assert int(tags["glasswork.train.resumed_from_step"]) >= killed_at
-    assert result["train/steps"] == EPOCHS * 8  # 15 batches an epoch shared by 2 ranks: 8 each
+    # 15 batches an epoch shared by 2 ranks. trainer=gpu's length buckets deal whole batches and
+    # leave the odd one out (Lightning's DistributedSampler would pad to 8 each): 7 each.
+    assert result["train/steps"] == EPOCHS * 7

@@ -72,6 +72,7 @@ BAD_SETTINGS = {
     "slice gate level": ("registry.slice_alpha=5", ["registry.slice_alpha=5.0", "between 0 and 1", "null"]),
     "champion contrast level": ("explain.contrast_alpha=1.5", ["explain.contrast_alpha=1.5", "between 0 and 1"]),
     "explanation drift level": ("drift.explanation_alpha=0", ["drift.explanation_alpha=0", "between 0 and 1"]),
+    "learning-rate scale": ("trainer.lr_scale=0", ["trainer.lr_scale=0.0", "above 0", "model.lr times it"]),
     "compile mode": ("trainer.compile_mode=fast", ["trainer.compile_mode='fast'", "reduce-overhead"]),
     "two checkpoint cadences": (
         "trainer.checkpoint_every_minutes=5",

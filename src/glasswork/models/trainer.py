@@ -138,6 +138,10 @@ def check_trainer(t: DictConfig) -> None:
     distributed run, before its processes are launched)."""
     strategy(t)
     _checkpoint_cadence(t)
+    if not t.lr_scale > 0:
+        raise ConfigError(
+            f"trainer.lr_scale={t.lr_scale}: expected a number above 0 (the peak learning rate is model.lr times it)"
+        )
 
 
 def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
