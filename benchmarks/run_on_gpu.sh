@@ -9,23 +9,18 @@
 #   1. carry .gpu:    MODE=bench bash benchmarks/run_on_gpu.sh     # GPU tests, explain_cost, train_throughput
 #   2. carry .whl-2:  MODE=install WHEELS_DIR=.whl-2 bash benchmarks/run_on_gpu.sh
 #   3. carry .whl:    MODE=full bash benchmarks/run_on_gpu.sh      # `glasswork run trainer=gpu`, all 12,808 reviews
-#   4. the levers not yet measured, each beside the plain loop in the same alternated rounds
-#      (train_throughput.py's setup variants); after call 1 carry nothing and add SKIP_INSTALL=1
-#      (.gpu/ and /tmp/site stay), on a fresh machine carry .gpu. Batches of 1024 at 8x the
-#      learning rate (10 steps an epoch) kept the test accuracy on the CPU (benchmarks/README.md);
-#      since 2026-11-27 the loader no longer tokenizes in every batch and length buckets sort by
-#      tokens (24.7% padding at 1024, 44.6% by characters, 60.8% without buckets). The compiled setup compiles once
-#      (dynamic=True) and records a CUDA graph per width: its first epoch is left untimed (w10):
-#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b512+lr1e-4+w5,glasswork-bucket+b1024+lr4e-4+cgd+w10 \
+#   4. levers as setup variants beside the plain loop, in the same alternated rounds (after call 1
+#      carry nothing and add SKIP_INSTALL=1; on a fresh machine carry .gpu). On 2026-11-27 (H200,
+#      376 s) this measured batch 1024 at 2.12x, compiled 4.11x, with CUDA graphs 3.22x:
+#      SKIP_EXPLAIN=1 SETUPS=plain,glasswork-bucket+b1024+lr4e-4+w3,glasswork-bucket+b1024+lr4e-4+cd+w10,glasswork-bucket+b1024+lr4e-4+cgd+w10 \
 #        TAG=_levers bash benchmarks/run_on_gpu.sh
-#   5. the same lever through the whole pipeline, all 12,808 reviews (calls 2 and 3, with the
-#      experiment as the run's override): after call 4, back to back on the same warm machine,
-#      call 2, then carry .whl:  FSDP_CHECK=1 MODE=full bash benchmarks/run_on_gpu.sh experiment=large_batch
-#      (FSDP_CHECK=1 then trains one epoch with trainer=fsdp on the one GPU: fsdp_check.txt)
+#   5. what compiling costs the whole pipeline (not measured yet): after call 2, carry .whl:
+#      MODE=full bash benchmarks/run_on_gpu.sh trainer.compile=true
+#      (FSDP_CHECK=1 adds one epoch with trainer=fsdp on the one GPU: fsdp_check.txt)
 # Results go to $OUT. SETUPS, ROUNDS, WARMUP and TAG tune the throughput run; SKIP_EXPLAIN=1 skips explain.
 # On 2026-11-27 (H200) calls 1-3 took 220 s (SKIP_EXPLAIN=1), 8 s and 137 s, 401 s of device time
-# with the machine's start. A session that starts with call 4 (carrying .gpu) has its whole budget
-# for it: the compiled setup's compiles cost minutes, so ROUNDS=2 at most.
+# with the machine's start; in a later lease call 4 took 376 s (412 s with the start), call 2 6 s
+# and call 3 (FSDP_CHECK=1) 183 s. Keep ROUNDS=2 when a compiled setup is in.
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 MODE=${MODE:-bench}
