@@ -5,13 +5,14 @@ from __future__ import annotations
 import ast
 
 import pytest
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_overrides
 
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.dvc_files import render_files
 from glasswork.errors import ConfigError
 from glasswork.steps import STEP_NAMES
+from glasswork.train import _module
 
 
 def test_default_config_composes_the_documented_defaults():
@@ -90,10 +91,6 @@ def test_every_dvc_stage_calls_its_cli_step_on_the_frozen_config():
 
 
 def test_the_peak_learning_rate_goes_with_the_trainers_batch(tmp_path):
-    from tests.conftest import tiny_overrides
-
-    from glasswork.train import _module
-
     # trainer=gpu: batches of 1024 by length at 8x model.lr, as measured (benchmarks/README.md);
     # the experiment that measured them on any trainer must not scale the rate twice.
     for overrides in (["trainer=gpu"], ["trainer=gpu", "experiment=large_batch"], ["experiment=large_batch"]):
