@@ -7,8 +7,8 @@ then the batches shuffled), which removes most of the padding that remains.
 
 Each split is tokenized once, when its loader is built, not in every batch of every epoch: the
 loader only pads token ids. Tokenizing a batch of 1,024 reviews took one core of our dev VM 86 ms,
-longer than an H200's whole training step at that batch (about 72 ms), so only several busy
-workers could keep a GPU fed; padding the ids takes about a millisecond
+longer than an H200's whole training step at that batch (37-55 ms with this loader), so only
+several busy workers could keep a GPU fed; padding the ids takes about a millisecond
 (``benchmarks/loader_throughput.py``). Length buckets sort by the exact token counts.
 """
 
