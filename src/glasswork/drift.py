@@ -22,12 +22,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from glasswork import tracking
-from glasswork.data.prepare import load_labels, load_split
+from glasswork.data.prepare import load_labels, load_split, with_max_length
 from glasswork.data.schema import conform_metadata
 from glasswork.data.sources import read_table
 from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import estimated_accuracy, fit_calibration
+from glasswork.evaluate import PREDICTIONS, read_predictions
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
 from glasswork.explain.faithfulness import (
     GAINS,
@@ -221,7 +222,7 @@ def performance_estimate(
     slice, beside the slice's accuracy on the test split (``test_slices``, rows in the order of
     ``reference_predictions``) where it has one."""
     if reference_predictions is None:
-        return {"status": "not computed: the evaluate step's predictions.csv is missing (run `glasswork evaluate`)"}
+        return {"status": "not computed: the evaluate step's predictions.parquet is missing (run `glasswork evaluate`)"}
     scored = reference_predictions
     right = (scored["actual"] == scored["predicted"]).to_numpy()
     calibration = fit_calibration(scored.filter(like="prob_").to_numpy().max(axis=1), right)
@@ -395,6 +396,7 @@ def _optional(path: Path, read: Callable[[Path], T]) -> T | None:
 def drift(cfg: DictConfig) -> dict:
     """Write ``artifacts/drift/`` (report.html, explanation_report.html, embeddings.html,
     drift.json, metrics.json) and log ``drift/*``."""
+    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
     n = cfg.drift.sample_size
     if n < 10:
         raise ConfigError(f"drift.sample_size={n}: expected at least 10 rows per side")
@@ -418,8 +420,8 @@ def drift(cfg: DictConfig) -> dict:
     reference_view = with_metadata(reference_view, reference, metadata, reference)
     current_view = with_metadata(current_view, current, metadata, reference)
     art = Path(cfg.paths.artifacts_dir)
-    scored = _optional(art / "evaluate" / "predictions.csv", lambda p: pd.read_csv(p, keep_default_na=False))
-    test = load_split(cfg, "test")  # in the order of the evaluate step's predictions.csv
+    scored = _optional(art / "evaluate" / PREDICTIONS, read_predictions)
+    test = load_split(cfg, "test")  # in the order of the evaluate step's predictions
     slices = metadata_slices(current, metadata, test), metadata_slices(test, metadata, test)
     performance = performance_estimate(scored, current_view.probs, current_labels, *slices)
     result = compare(reference_view, current_view, cfg)

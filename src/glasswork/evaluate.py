@@ -25,7 +25,9 @@ from sklearn.metrics import (
 )
 
 from glasswork import tracking
-from glasswork.data.prepare import load_labels, load_split, split_md5
+from glasswork.baseline import tfidf_baseline
+from glasswork.collapse import ADVICE, confusion, learned_nothing
+from glasswork.data.prepare import load_labels, load_split, split_md5, with_max_length
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.serving import predict_proba
@@ -33,6 +35,16 @@ from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, sl
 from glasswork.text_descriptors import text_descriptors
 
 log = logging.getLogger(__name__)
+
+
+PREDICTIONS = "predictions.parquet"  # per test text, in test order: text, actual, predicted, prob_*
+
+
+def read_predictions(path: Path | str) -> pd.DataFrame:
+    """The evaluate step's predictions: its Parquet file, or the CSV with texts that runs before
+    Parquet logged (``evaluate/predictions.csv`` of an older champion)."""
+    path = Path(path)
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, float]:
@@ -93,17 +105,22 @@ def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score the test split; write ``artifacts/evaluate/`` (metrics.json, slices.json,
-    predictions.csv, PNG plots).
+    predictions.parquet, predictions.csv without the texts, PNG plots).
 
     Metrics are logged to the model's MLflow run as ``test/<name>``, per-slice accuracies as
     ``test_slice/<slice>/accuracy``.
     """
+    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
     labels = load_labels(cfg)
     frame, probs = score_split(cfg, "test")
     truth = frame["label"].to_numpy()
     metrics = classification_metrics(truth, probs)
     metrics["n"] = len(frame)
     names = labels["names"]
+    nothing = learned_nothing(confusion(truth, probs.argmax(1), len(names)), names)
+    metrics["learned_nothing"] = int(nothing is not None)
+    baseline = tfidf_baseline(load_split(cfg, "train"), frame, cfg.seed)
+    metrics |= {f"baseline_{k}": v for k, v in baseline.items()}
     slices = slice_metrics(split_slices(cfg, frame, names), truth, probs)
     with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
         predictions = pd.DataFrame(
@@ -115,8 +132,14 @@ def evaluate(cfg: DictConfig) -> dict:
         )
         for i, name in enumerate(names):
             predictions[f"prob_{name}"] = probs[:, i]
-        predictions.to_csv(out / "predictions.csv", index=False)
-        write_json(out / "metrics.json", {"test": metrics, "test_split_md5": split_md5(cfg, "test")})
+        # Parquet holds every text as it was (a tweet with a lone carriage return broke the CSV
+        # reader of the next step); the CSV, without the texts, feeds `dvc plots`.
+        predictions.to_parquet(out / PREDICTIONS, index=False)
+        predictions.drop(columns="text").rename_axis("row").to_csv(out / "predictions.csv")
+        write_json(
+            out / "metrics.json",
+            {"test": metrics, "test_split_md5": split_md5(cfg, "test"), "learned_nothing": nothing},
+        )
         write_json(out / "slices.json", slices)
         _plots(truth, probs, names, out)
         _save(slices_figure(slices), out / "slices.png")
@@ -124,6 +147,18 @@ def evaluate(cfg: DictConfig) -> dict:
         mlflow.set_tag("glasswork.test_split_md5", split_md5(cfg, "test"))
         mlflow.log_artifacts(str(out), "evaluate")
     log.info("evaluate: %s", {k: round(v, 4) for k, v in metrics.items()})
+    if nothing:
+        log.warning("evaluate: the model learned nothing: %s; it cannot take the champion alias; %s", nothing, ADVICE)
+    elif metrics["macro_f1"] <= baseline["macro_f1"]:
+        log.warning(
+            "evaluate: the fine-tuned model does not beat TF-IDF + logistic regression on the same split: macro-F1 "
+            "%.3f against %.3f (accuracy %.3f against %.3f); train longer (trainer.min_steps) or ask whether the "
+            "transformer is worth its cost here",
+            metrics["macro_f1"],
+            baseline["macro_f1"],
+            metrics["accuracy"],
+            baseline["accuracy"],
+        )
     for row in slices["slices"]:
         if row["flagged"]:
             log.info(

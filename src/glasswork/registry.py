@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from glasswork import serving, tracking
 from glasswork.config import to_yaml
-from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
+from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5, with_max_length
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
-from glasswork.evaluate import classification_metrics, split_slices
+from glasswork.evaluate import PREDICTIONS, classification_metrics, read_predictions, split_slices
 from glasswork.explain.faithfulness import check_alpha
 from glasswork.explain.gate import explanation_failures, faithfulness_gate
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
@@ -89,6 +89,7 @@ def decide(
 
 def register(cfg: DictConfig) -> dict:
     """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
+    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     metrics = _test_metrics(cfg)
     run_id = tracking.current_run_id(cfg)
@@ -107,7 +108,7 @@ def register(cfg: DictConfig) -> dict:
         cfg.registry.compare_metric,
         cfg.registry.tolerance,
         None if champion is None else (champion.version, champion.score),
-        explanation_failures(cfg) + faithfulness_failures + slice_failures,
+        _learned_nothing(cfg) + explanation_failures(cfg) + faithfulness_failures + slice_failures,
         faithfulness_held,
     )
     with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
@@ -139,6 +140,13 @@ def _test_metrics(cfg: DictConfig) -> dict[str, float]:
     if not path.is_file():
         raise PipelineOrderError(f"{path} is missing: run `glasswork evaluate` first")
     return read_json(path)["test"]
+
+
+def _learned_nothing(cfg: DictConfig) -> list[str]:
+    """The rule that a model whose test predictions collapsed (``evaluate`` flagged it) never
+    takes the alias, whatever its accuracy: on a 10:1 table, answering the majority is 0.91."""
+    reason = read_json(Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json").get("learned_nothing")
+    return [f"the model learned nothing: {reason}"] if reason and cfg.registry.learned_nothing_gate else []
 
 
 def _slice_tags(cfg: DictConfig) -> dict[str, str]:
@@ -196,17 +204,58 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
     )
 
 
+def champion_classes(cfg: DictConfig) -> tuple[str, list[str]] | None:
+    """The current champion's version and the labels it predicts (its run's ``data/labels.json``),
+    or ``None`` when there is no champion (a local store not yet created has none)."""
+    uri = cfg.tracking.uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    tracking.configure(cfg)
+    try:
+        champion = MlflowClient().get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
+    except MlflowException:
+        return None
+    try:
+        labels = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/data/labels.json")
+    except (MlflowException, OSError) as err:
+        log.warning("register: the labels of champion v%s are unknown (%s)", champion.version, first_line(err))
+        return None
+    return str(champion.version), [str(c) for c in labels["classes"]]
+
+
+def check_same_labels(cfg: DictConfig, classes: list) -> None:
+    """Refuse, before any training, data whose labels differ from those the champion of
+    ``registry.model_name`` predicts: the gate could not compare the two models."""
+    found = champion_classes(cfg)
+    mine = [str(c) for c in classes]
+    if found is None or found[1] == mine:
+        return
+    version, theirs = found
+    other = cfg.data.registry_name if cfg.data.registry_name != cfg.registry.model_name else "glasswork-NAME"
+    raise ConfigError(
+        f"registry.model_name={cfg.registry.model_name!r}: its '{cfg.registry.alias}' (v{version}) predicts the "
+        f"labels {theirs}, but {cfg.data.path} has {mine}: register this data's model under a name of its own, "
+        f"e.g. registry.model_name={other}"
+    )
+
+
 def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
-    """Per test text, whether the run's own evaluate step got it right (its predictions.csv)."""
+    """Per test text, whether the run's own evaluate step got it right (its logged predictions:
+    Parquet, or the CSV of runs logged before it)."""
+    logged = None
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="evaluate/predictions.csv", dst_path=folder
-            )
-            logged = pd.read_csv(path, keep_default_na=False)
-        except (MlflowException, OSError) as err:
-            log.warning("register: no predictions of the champion's run %s (%s)", run_id, first_line(err))
-            return None
+        for name in (PREDICTIONS, "predictions.csv"):
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"evaluate/{name}", dst_path=folder
+                )
+                logged = read_predictions(path)
+                break
+            except (MlflowException, OSError) as err:
+                reason = first_line(err)
+    if logged is None:
+        log.warning("register: no predictions of the champion's run %s (%s)", run_id, reason)
+        return None
     if len(logged) != len(test) or (logged["text"].astype(str) != test["text"].astype(str).to_numpy()).any():
         log.warning("register: the champion's logged predictions are not of this test split")
         return None
@@ -221,7 +270,7 @@ def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list
     if champion is None or champion.right is None or alpha is None:
         return [], []
     test = load_split(cfg, "test")
-    predictions = pd.read_csv(Path(cfg.paths.artifacts_dir) / "evaluate" / "predictions.csv", keep_default_na=False)
+    predictions = read_predictions(Path(cfg.paths.artifacts_dir) / "evaluate" / PREDICTIONS)
     mine = (predictions["actual"] == predictions["predicted"]).to_numpy()
     slices = split_slices(cfg, test, load_labels(cfg)["names"])
     rows = compare_slices(slices, champion.right, mine, alpha)

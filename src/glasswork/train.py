@@ -5,26 +5,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import mlflow
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
 from glasswork import tracking
+from glasswork.collapse import ADVICE, learned_nothing, macro_f1
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule, truncation
-from glasswork.data.prepare import SPLITS, load_labels, load_split, split_files
+from glasswork.data.prepare import SPLITS, TRUNCATION_SIDES, load_labels, load_split, split_files, with_max_length
 from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
-from glasswork.models.trainer import build_trainer, check_trainer
+from glasswork.models.trainer import budget, build_trainer, check_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ def train(cfg: DictConfig) -> dict:
     check_accelerator(cfg)
     check_compile_mode(cfg)
     check_trainer(cfg.trainer)
+    cfg = with_max_length(cfg)
     if world_size(cfg) > 1 and not os.environ.get(LAUNCHED):
         return _launch_own_process(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -48,8 +54,10 @@ def train(cfg: DictConfig) -> dict:
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     labels = load_labels(cfg)
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
-    tokenizer = load_tokenizer(pretrained_dir(cfg.model))
-    module = _module(cfg, len(labels["classes"]))
+    # The side it cuts long texts on is saved with the tokenizer, so every later step and the
+    # registered model cut them the same way.
+    tokenizer = load_tokenizer(pretrained_dir(cfg.model), TRUNCATION_SIDES[cfg.model.truncation])
+    module = _module(cfg, len(labels["classes"]), class_weights(cfg.trainer.class_weights, train_df["label"], labels))
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
         module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode, dynamic=cfg.trainer.compile_dynamic)
     datamodule = TextDataModule(
@@ -76,8 +84,12 @@ def train(cfg: DictConfig) -> dict:
             step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
             mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
-        trainer = _trainer(cfg, partial / "checkpoints", run_id)
+        trainer = _trainer(cfg, partial / "checkpoints", run_id, len(train_df))
+        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        seconds = time.perf_counter() - started
+        stopped = _why_stopped(cfg, trainer)
+        mlflow.set_tag("glasswork.train.stopped", stopped)
         mlflow.set_tag("glasswork.train.world_size", str(trainer.world_size))
         whole = _gather_shards(module, trainer)
         if whole is not None:  # FSDP2: the whole weights, in a network of one piece
@@ -88,14 +100,23 @@ def train(cfg: DictConfig) -> dict:
         model_dir = staging / "model"
         _unwrap(module.net).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
-        write_json(model_dir / "labels.json", {**labels, "max_length": cfg.model.max_length})
-        metrics = _final_metrics(trainer, best)
+        write_json(
+            model_dir / "labels.json",
+            {**labels, "max_length": cfg.model.max_length, "truncation": cfg.model.truncation},
+        )
+        metrics = _final_metrics(trainer, best) | {"train/seconds": round(seconds, 1)}
+        nothing = _learned_nothing(module, labels["names"], metrics.get("val/best_macro_f1"))
+        metrics["val/learned_nothing"] = int(nothing is not None)
+        if nothing:
+            mlflow.set_tag("glasswork.train.learned_nothing", nothing)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "run.json", {"run_id": run_id})
         shutil.move(str(partial / "checkpoints"), str(staging / "checkpoints"))
         best = best and str(staging / "checkpoints" / Path(best).name)
     shutil.rmtree(partial, ignore_errors=True)
-    log.info("train: run %s, best checkpoint %s, %s", run_id, best or "-", metrics)
+    log.info("train: run %s, %s; best checkpoint %s, %s", run_id, stopped, best or "-", metrics)
+    if nothing:
+        log.warning("train: the model learned nothing: %s; %s", nothing, ADVICE)
     return {"run_id": run_id, **metrics}
 
 
@@ -142,20 +163,77 @@ def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
     state = read_json(partial / "resume.json")
     last = partial / "checkpoints" / "last.ckpt"
     # Lightning's loggers write from rank 0 only, so this one's MLFlowLogger stays silent.
-    trainer = _trainer(cfg, partial / "checkpoints", state["run_id"])
+    trainer = _trainer(cfg, partial / "checkpoints", state["run_id"], len(datamodule.train))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
     _gather_shards(module, trainer)  # rank 0 gathers the whole model: every rank must take part
     return {"run_id": state["run_id"], "rank": global_rank(cfg)}
 
 
-def _module(cfg: DictConfig, num_labels: int) -> ClassifierModule:
+def _module(cfg: DictConfig, num_labels: int, weights: list[float] | None = None) -> ClassifierModule:
     return ClassifierModule(
         build_model(cfg.model, num_labels, cfg.seed),
         num_labels,
         lr=cfg.model.lr * cfg.trainer.lr_scale,
         weight_decay=cfg.model.weight_decay,
         warmup_fraction=cfg.model.warmup_fraction,
+        class_weights=weights,
     )
+
+
+def class_weights(kind: str | None, train_labels, labels: dict) -> list[float] | None:
+    """Per-class loss weights: ``balanced`` weighs class k by n / (classes x n_k), as scikit-learn's
+    ``class_weight="balanced"``; ``auto`` does so only when the largest class of the training split
+    is at least ``AUTO_BALANCE`` times the smallest; ``None``: every text counts once."""
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(labels["classes"]))
+    ratio = counts.max() / max(1, counts.min())
+    if kind is None or (kind == "auto" and ratio < AUTO_BALANCE):
+        return None
+    weights = len(train_labels) / (len(counts) * np.maximum(counts, 1))
+    log.info(
+        "train: class weights %s (trainer.class_weights=%s; the classes are %.1f:1 apart)",
+        dict(zip(labels["names"], np.round(weights, 3).tolist(), strict=True)),
+        kind,
+        ratio,
+    )
+    return weights.tolist()
+
+
+# trainer.class_weights=auto balances the loss from this ratio of largest to smallest class on: at
+# 10:1 (1,000 reviews) the unweighted model answered the majority for every text after 100 steps.
+AUTO_BALANCE = 4.0
+
+
+def steps_per_epoch(cfg: DictConfig, n_train: int) -> int:
+    """Optimizer steps in one epoch of ``n_train`` texts (per process, as Lightning counts them)."""
+    t = cfg.trainer
+    batches = math.ceil(math.ceil(n_train / world_size(cfg)) / t.batch_size)
+    limit = t.limit_train_batches
+    return max(1, min(batches, int(limit)) if float(limit).is_integer() and limit > 1 else int(batches * limit))
+
+
+def _why_stopped(cfg: DictConfig, trainer: L.Trainer) -> str:
+    """Which part of the budget ended training, in words (an MLflow tag and the log)."""
+    steps = f"{trainer.global_step} steps, {trainer.current_epoch} epochs"
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    if stopper is not None and stopper.stopped_epoch:
+        return f"stopped early after {steps}: val/macro_f1 rose no more for {stopper.patience} validations"
+    if cfg.trainer.max_steps and trainer.global_step >= cfg.trainer.max_steps:
+        return f"stopped at the step budget ({steps}; trainer.max_steps={cfg.trainer.max_steps})"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return f"stopped after every epoch ({steps})"
+    return f"stopped at the time budget ({steps}; trainer.max_minutes={cfg.trainer.max_minutes})"
+
+
+def _learned_nothing(module: ClassifierModule, names: list[str], best_f1: float | None) -> str | None:
+    """Whether the kept checkpoint's validation predictions collapsed (:mod:`glasswork.collapse`).
+    The kept checkpoint is the validation with the best macro-F1, the last one when none is known."""
+    history = module.val_history
+    if not history:
+        return None
+    chosen = history[-1]
+    if best_f1 is not None:
+        chosen = min(history, key=lambda h: abs(macro_f1(np.asarray(h["confusion"])) - best_f1))
+    return learned_nothing(np.asarray(chosen["confusion"]), names)
 
 
 def _gather_shards(module: ClassifierModule, trainer: L.Trainer) -> dict | None:
@@ -205,11 +283,29 @@ def _start_or_resume(cfg: DictConfig, partial: Path) -> tuple[str, str | None]:
     return run_id, None
 
 
-def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str) -> L.Trainer:
+def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Trainer:
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
     )
-    return build_trainer(cfg.trainer, ckpt_dir, logger)
+    per_epoch = steps_per_epoch(cfg, n_train)
+    limits = budget(cfg.trainer, per_epoch)
+    t = cfg.trainer
+    if not t.fast_dev_run:
+        log.info(
+            "train: %d training texts make %d steps an epoch; training %s, at most %s steps, %d epochs and %s "
+            "minutes%s",
+            n_train,
+            per_epoch,
+            f"at least {t.min_steps} steps" if t.min_steps else "with no minimum",
+            "no limit of" if t.max_steps is None else t.max_steps,
+            limits["max_epochs"],
+            t.max_minutes or "no limit of",
+            f"; stopping early after {t.early_stopping_patience} validations (every "
+            f"{limits['val_check_interval']} steps) without a gain in val/macro_f1"
+            if t.early_stopping_patience
+            else "",
+        )
+    return build_trainer(t, ckpt_dir, logger, **limits)
 
 
 def _restore_best(module: ClassifierModule, trainer: L.Trainer) -> str | None:
@@ -235,6 +331,9 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
     mlflow.log_params(tracking.flat_params(to_plain(cfg)))
     mlflow.log_text(to_yaml(cfg), tracking.CONFIG_ARTIFACT)
     report = Path(cfg.paths.processed_dir) / "report.json"
+    card = Path(cfg.paths.artifacts_dir) / "prepare" / "data_card.md"
+    if card.is_file():  # the data card, as prepare printed it
+        mlflow.log_artifact(str(card), "data")
     if report.is_file():
         data = read_json(report)
         mlflow.log_dict(data, "data/prepare_report.json")
@@ -260,12 +359,15 @@ def _log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
     if found["truncated"]:
         log.warning(
             "train: %d of %d training texts (%.1f%%) are longer than model.max_length=%d tokens (the longest: %d) "
-            "and are cut there; raise model.max_length%s if their ends matter",
+            "and are cut there (model.truncation=%s keeps the %s); raise model.max_length or model.length_quantile%s "
+            "if the rest matters",
             found["truncated"],
             len(texts),
             100 * found["truncated_share"],
             cfg.model.max_length,
             found["longest_tokens"],
+            cfg.model.truncation,
+            "start" if cfg.model.truncation == "head" else "end",
             # Tokenizers that do not know their model's limit report a huge sentinel instead.
             f" (at most {limit} for this model)" if (limit := tokenizer.model_max_length) < 100_000 else "",
         )

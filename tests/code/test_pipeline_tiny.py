@@ -26,8 +26,12 @@ def test_evaluate_writes_metrics_predictions_and_plots(tiny_run):
     metrics = read_json(out / "metrics.json")["test"]
     assert set(metrics) >= {"accuracy", "macro_f1", "roc_auc", "average_precision", "ece", "n"}
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["ece"] <= 1 and metrics["n"] == 30
-    predictions = pd.read_csv(out / "predictions.csv")
+    predictions = pd.read_parquet(out / "predictions.parquet")
     assert len(predictions) == 30 and set(predictions["actual"]) <= {"rotten", "fresh"}
+    test = pd.read_parquet(root / "data/processed/test.parquet")
+    assert predictions["text"].tolist() == test["text"].tolist()
+    for_plots = pd.read_csv(out / "predictions.csv")  # dvc plots' confusion matrix: no texts
+    assert list(for_plots.columns[:3]) == ["row", "actual", "predicted"] and len(for_plots) == 30
     assert np.allclose(predictions[["prob_rotten", "prob_fresh"]].sum(axis=1), 1, atol=1e-5)
     for plot in ("confusion_matrix.png", "roc.png", "pr.png", "calibration.png", "slices.png"):
         assert _png_ok(out / plot), plot

@@ -108,8 +108,8 @@ def test_the_champions_per_text_results_come_from_its_logged_predictions(monkeyp
 
     def download(rows):
         def fake(run_id, artifact_path, dst_path):
-            path = tmp_path / "predictions.csv"
-            rows.to_csv(path, index=False)
+            path = tmp_path / "predictions.parquet"
+            rows.to_parquet(path, index=False)
             return str(path)
 
         return fake
@@ -119,6 +119,16 @@ def test_the_champions_per_text_results_come_from_its_logged_predictions(monkeyp
     # Another split's predictions (a text differs): no per-text comparison, and the log says why.
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download(logged.assign(text=["good", "bad", "x"])))
     assert _logged_right("run", test) is None and "not of this test split" in caplog.text
+
+    def only_csv(run_id, artifact_path, dst_path):  # a champion logged before predictions were Parquet
+        if artifact_path.endswith(".parquet"):
+            raise MlflowException("no such artifact")
+        path = tmp_path / "predictions.csv"
+        logged.to_csv(path, index=False)
+        return str(path)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", only_csv)
+    assert _logged_right("run", test).tolist() == [True, False, True]
 
     def missing(**_):
         raise MlflowException("run 'run' not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -11,14 +12,17 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
-from glasswork.data import schema, sources
+from glasswork.data import card, schema, sources
 from glasswork.errors import ConfigError, DataError
 from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-PROBE_FILE = "probe.csv"
+# Parquet, not CSV: a probe text may hold a carriage return, a NUL or a delimiter, and must be
+# read back as exactly the text it was (a tweet with a lone CR once came back as two rows).
+PROBE_FILE = "probe.parquet"
+TRUNCATION_SIDES = {"head": "right", "tail": "left"}  # model.truncation -> the tokenizer's truncation_side
 LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}}
 
 
@@ -61,15 +65,75 @@ def prepare(cfg: DictConfig) -> dict:
         "text_column": cfg.data.text_column,
     }
     probe = draw_probe(splits["test"], cfg.explain.n_probe, cfg.seed)
-    report = {**table.report, "split_sizes": {k: len(v) for k, v in splits.items()}, "seed": cfg.seed}
+    data_card = _card(cfg, table.report, splits, labels["names"])
+    report = {
+        **table.report,
+        "split_sizes": {k: len(v) for k, v in splits.items()},
+        "seed": cfg.seed,
+        "max_length": data_card["max_length"],
+        "card": data_card,
+    }
     with atomic_dir(Path(cfg.paths.processed_dir)) as out:
         for name, split in splits.items():
             split.to_parquet(out / f"{name}.parquet", index=False)
-        probe.to_csv(out / PROBE_FILE, index=False)
+        probe.to_parquet(out / PROBE_FILE, index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
-    log.info("prepare: %s rows -> %s", report["rows_kept"], report["split_sizes"])
+    with atomic_dir(Path(cfg.paths.artifacts_dir) / "prepare") as out:
+        write_json(out / "data_card.json", data_card)
+        (out / "data_card.md").write_text(card.markdown(data_card), encoding="utf-8")
+    log.info("prepare: data card (%s)\n%s", Path(cfg.paths.artifacts_dir) / "prepare", card.markdown(data_card))
     return report
+
+
+def _card(cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
+    """The data card, with the token lengths of the training texts and the ``max_length`` they decide."""
+    from transformers import AutoConfig
+
+    from glasswork.models.backbone import load_tokenizer, pretrained_dir
+
+    check_lengths(cfg.model)
+    source = pretrained_dir(cfg.model)
+    tokenizer = load_tokenizer(source)
+    lengths = card.token_lengths(tokenizer, splits["train"]["text"].tolist())
+    positions = getattr(AutoConfig.from_pretrained(str(source)), "max_position_embeddings", None)
+    limit = card.model_limit(tokenizer, positions)
+    wanted, q = cfg.model.max_length, cfg.model.length_quantile
+    if wanted == "auto":
+        chosen, why = card.choose_max_length(lengths, q, limit), f"auto: covers {q:.0%} of the training texts"
+    elif wanted > limit:
+        raise ConfigError(f"model.max_length={wanted}: this model takes at most {limit} tokens (or use auto)")
+    else:
+        chosen, why = wanted, "model.max_length"
+    info = {"max_length": chosen, "max_length_source": why, "model_limit": limit, "truncation": cfg.model.truncation}
+    return card.card(report, splits, names, lengths, info)
+
+
+def check_lengths(model: DictConfig) -> None:
+    """Refuse a ``model.max_length``, ``length_quantile`` or ``truncation`` that cannot work."""
+    wanted = model.max_length
+    if wanted != "auto" and (not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 8):
+        raise ConfigError(f"model.max_length={wanted!r}: expected auto or a number of tokens (at least 8)")
+    if not 0 < model.length_quantile <= 1:
+        raise ConfigError(
+            f"model.length_quantile={model.length_quantile}: expected a share in (0, 1] of the training texts"
+        )
+    if model.truncation not in TRUNCATION_SIDES:
+        raise ConfigError(f"model.truncation={model.truncation!r}: expected one of {list(TRUNCATION_SIDES)}")
+
+
+def with_max_length(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``model.max_length=auto`` replaced by the length ``prepare`` chose for this
+    data (its data card); a number stays as it is. Every step after ``prepare`` runs on this."""
+    if cfg.model.max_length != "auto":
+        return cfg
+    path = Path(cfg.paths.processed_dir) / "report.json"
+    chosen = read_json(path).get("max_length") if path.is_file() else None
+    if chosen is None:
+        raise DataError(f"{path} holds no max_length: run `glasswork prepare` first (model.max_length=auto)")
+    resolved = copy.deepcopy(cfg)
+    resolved.model.max_length = int(chosen)
+    return resolved
 
 
 def load_split(cfg: DictConfig, name: str) -> pd.DataFrame:
@@ -99,7 +163,7 @@ def load_probe(cfg: DictConfig) -> pd.DataFrame:
         draw_probe(test, cfg.explain.n_probe, cfg.seed)  # raises the error that names the limit
     if not path.is_file():
         raise DataError(f"{path} is missing: run `glasswork prepare` first (it draws the probe texts)")
-    probe = pd.read_csv(path, keep_default_na=False)
+    probe = pd.read_parquet(path)
     if len(probe) != cfg.explain.n_probe:
         raise ConfigError(
             f"explain.n_probe={cfg.explain.n_probe}, but {path} holds {len(probe)} probe texts: run "

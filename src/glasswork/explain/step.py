@@ -4,6 +4,7 @@ method, measure how faithful each explanation is, and publish one page."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig
 from scipy.stats import spearmanr
 
 from glasswork import tracking
-from glasswork.data.prepare import load_labels, load_probe, load_split
+from glasswork.data.prepare import load_labels, load_probe, load_split, with_max_length
 from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
@@ -50,7 +51,7 @@ from glasswork.explain.global_importance import (
 from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import randomisation_check
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
-from glasswork.outputs import atomic_dir, write_json
+from glasswork.outputs import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def check_methods(methods) -> None:
 
 def explain(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
+    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
+    started = time.perf_counter()
     check_methods(cfg.explain.methods)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
@@ -153,6 +156,8 @@ def explain(cfg: DictConfig) -> dict:
     )
     projection, projection_html = _projection(model, tokenizer, test, names, cfg)
     quality_png = png_bytes(faithfulness_figure(metrics, list(explained), list(cfg.explain.fractions)))
+    metrics |= _cost(cfg, time.perf_counter() - started)
+    summary["cost"] = _cost_words(metrics)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
         (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
@@ -173,6 +178,33 @@ def explain(cfg: DictConfig) -> dict:
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def _cost(cfg: DictConfig, seconds: float) -> dict[str, float]:
+    """What explaining took, and its share of the training time (``train/seconds``)."""
+    cost = {"seconds": round(seconds, 1)}
+    trained = Path(cfg.paths.artifacts_dir) / "train" / "metrics.json"
+    train_seconds = read_json(trained).get("train/seconds") if trained.is_file() else None
+    if train_seconds:
+        cost["share_of_train"] = seconds / train_seconds
+        if cost["share_of_train"] > SHARE_OF_TRAIN:
+            log.warning(
+                "explain: took %.0f s, %.0f%% of the %.0f s of training (more than %.0f%%): lower explain.n_probe, "
+                "explain.global_max_texts, explain.faithfulness_max_texts or explain.shap_samples",
+                seconds,
+                100 * cost["share_of_train"],
+                train_seconds,
+                100 * SHARE_OF_TRAIN,
+            )
+    return cost
+
+
+SHARE_OF_TRAIN = 0.2  # the explain step's aim: at most this share of the training time
+
+
+def _cost_words(metrics: dict[str, float]) -> str:
+    share = metrics.get("share_of_train")
+    return f"{metrics['seconds']:.0f} s" + (f" ({share:.0%} of the training time)" if share is not None else "")
 
 
 def _global_sample(test, cfg: DictConfig):

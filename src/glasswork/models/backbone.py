@@ -32,9 +32,11 @@ def pretrained_dir(model_cfg: DictConfig) -> Path:
     return path
 
 
-def load_tokenizer(source: Path | str):
-    """The fast tokenizer of a model folder."""
-    return AutoTokenizer.from_pretrained(str(source), use_fast=True)
+def load_tokenizer(source: Path | str, truncation_side: str | None = None):
+    """The fast tokenizer of a model folder; ``truncation_side`` ("right" keeps a long text's
+    head, "left" its tail) is saved with it by ``save_pretrained``, else the folder's own applies."""
+    extra = {"truncation_side": truncation_side} if truncation_side else {}
+    return AutoTokenizer.from_pretrained(str(source), use_fast=True, **extra)
 
 
 def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch.nn.Module:

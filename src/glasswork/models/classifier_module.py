@@ -15,10 +15,25 @@ class ClassifierModule(L.LightningModule):
     module knows nothing of configs, files or where the weights came from.
     """
 
-    def __init__(self, net: torch.nn.Module, num_labels: int, lr: float, weight_decay: float, warmup_fraction: float):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        num_labels: int,
+        lr: float,
+        weight_decay: float,
+        warmup_fraction: float,
+        class_weights: list[float] | None = None,
+    ):
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
+        # Per-class loss weights (trainer.class_weights=balanced); a buffer, so it moves with the module.
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.empty(0)
+        self.register_buffer("class_weights", weights, persistent=False)
+        # Each validation's confusion matrix (rows: truth), kept on the host as lists so that the
+        # train step can tell whether the best checkpoint's predictions collapsed onto one class.
+        self.register_buffer("_val_confusion", torch.zeros(num_labels, num_labels, dtype=torch.long), persistent=False)
+        self.val_history: list[dict] = []
         # validate_args=False: the checks call torch.unique, which makes the host wait for the
         # GPU at every training step; the labels were checked when the data was prepared.
         self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro", validate_args=False)
@@ -48,7 +63,8 @@ class ClassifierModule(L.LightningModule):
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+        weight = self.class_weights if self.class_weights.numel() else None
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=weight)
         return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -66,10 +82,18 @@ class ClassifierModule(L.LightningModule):
         preds = logits.argmax(-1)
         self.val_acc(preds, batch["labels"])
         self.val_f1(preds, batch["labels"])
+        k = self.hparams.num_labels
+        self._val_confusion += torch.bincount(batch["labels"] * k + preds, minlength=k * k).view(k, k)
         size = batch["labels"].numel()
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)  # averaged over DDP ranks
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=size)
         self.log("val/macro_f1", self.val_f1, prog_bar=True, batch_size=size)
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._val_confusion.tolist()  # one read-back per validation
+        self._val_confusion.zero_()
+        if not self.trainer.sanity_checking:
+            self.val_history.append({"step": int(self.global_step), "confusion": counts})
 
     def _fused(self) -> bool:
         """The fused CUDA AdamW updates every parameter in one launch. Not with fp16 loss scaling,

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -142,18 +142,74 @@ def check_trainer(t: DictConfig) -> None:
         raise ConfigError(
             f"trainer.lr_scale={t.lr_scale}: expected a number above 0 (the peak learning rate is model.lr times it)"
         )
+    _check_budget(t)
+
+
+def _check_budget(t: DictConfig) -> None:
+    if t.min_steps < 0:
+        raise ConfigError(f"trainer.min_steps={t.min_steps}: expected 0 (no minimum) or more optimizer steps")
+    for key in ("val_check_interval", "early_stopping_patience", "max_minutes"):
+        if t[key] is not None and not t[key] > 0:
+            raise ConfigError(f"trainer.{key}={t[key]}: expected a number above 0 (or null: none)")
+    if t.max_steps is not None and t.max_steps < 1:
+        raise ConfigError(f"trainer.max_steps={t.max_steps}: expected a number above 0 (or null: no step limit)")
+    if t.max_steps is not None and t.max_steps < (t.min_steps or 0):
+        raise ConfigError(
+            f"trainer.max_steps={t.max_steps} is below trainer.min_steps={t.min_steps}: expected max_steps >= "
+            "min_steps (or max_steps=null: no step limit)"
+        )
+    if t.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(f"trainer.class_weights={t.class_weights!r}: expected one of {list(CLASS_WEIGHTS)}")
+
+
+# balanced: each class's loss weighted by n / (classes x its count); auto: balanced when the
+# classes are 4:1 or more apart (glasswork.train.class_weights)
+CLASS_WEIGHTS = (None, "balanced", "auto")
+
+
+def budget(t: DictConfig, steps_per_epoch: int) -> dict:
+    """Lightning's stopping settings for the training budget, fitted to the data.
+
+    Validation runs every ``val_check_interval`` optimizer steps, and at least once an epoch, so
+    that early stopping sees a small table as often as a large one. ``max_epochs`` is raised to
+    what ``min_steps`` needs: a table of 800 rows (26 steps an epoch) must not stop after one pass.
+    """
+    steps_per_epoch = max(1, steps_per_epoch)
+    epochs = t.max_epochs
+    if t.min_steps:
+        epochs = max(epochs, -(-t.min_steps // steps_per_epoch))
+    every = min(t.val_check_interval, steps_per_epoch) if t.val_check_interval else None
+    return {
+        "max_epochs": epochs,
+        "max_steps": -1 if t.max_steps is None else t.max_steps,
+        "min_steps": t.min_steps or None,
+        # Lightning sets min_epochs=1 when min_steps is given, and then neither early stopping nor
+        # the time budget can end the first epoch: 319 steps of the reviews at batch 32.
+        "min_epochs": 0,
+        "max_time": timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        "val_check_interval": every or 1.0,
+        "check_val_every_n_epoch": None if every else 1,
+    }
 
 
 def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
     """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``val/macro_f1``, mid-epoch
     checkpoints for resuming (``last.ckpt`` is always the newest), learning-rate and throughput
     curves. ``overrides`` go to ``L.Trainer`` as they are (the benchmark's step limits)."""
-    callbacks = [
+    callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1),
         ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_last=True, **_checkpoint_cadence(t)),
         LearningRateMonitor(logging_interval="step"),
         StepThroughput(),
     ]
+    if t.early_stopping_patience:
+        # Checked after each validation (every val_check_interval steps), not at epoch ends; it
+        # cannot stop training before min_steps (Lightning ignores its stop until then).
+        callbacks.append(
+            EarlyStopping(
+                "val/macro_f1", mode="max", patience=t.early_stopping_patience, check_on_train_epoch_end=False
+            )
+        )
     if overrides.get("enable_progress_bar", True):  # Lightning refuses a bar callback with the bar off
         callbacks.append(LossBar(refresh_rate=t.progress_bar_refresh))
     limit = t.limit_train_batches
