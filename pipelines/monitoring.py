@@ -66,7 +66,7 @@ def act(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
     if mode == "retrain":
         data = retraining_data(cfg, summary)
         if data is not None:
-            return retrain(overrides, data)
+            return retrain(overrides, data, cfg.registry.model_name)
         log.warning("monitor: on_drift=retrain but the batch has no usable labels: alerting instead")
     alert(summary)
     return "alert"
@@ -134,8 +134,9 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     return path
 
 
-def retrain(overrides: list[str], data: Path) -> str:
-    """Run the training flow on ``data``; the register step decides whether it takes ``champion``."""
+def retrain(overrides: list[str], data: Path, model_name: str) -> str:
+    """Run the training flow on ``data``; the register step decides whether it takes the
+    ``champion`` alias of ``model_name`` (the monitored model's, not one named after the file)."""
     from pipelines.training import run_pipeline
 
     cfg = load_config(
@@ -146,6 +147,7 @@ def retrain(overrides: list[str], data: Path) -> str:
             "data.text_column=text",
             "data.label_column=label",
             "data.max_rows=null",
+            f"registry.model_name={model_name}",
         ]
     )
     results = run_pipeline(cfg)

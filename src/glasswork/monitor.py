@@ -108,9 +108,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         model_dir=model_dir,
         train=pd.read_parquet(splits / "train.parquet"),
         labels=read_json(splits / "labels.json"),
-        predictions=_run_artifact(version.run_id, f"evaluate/{PREDICTIONS}", cache, read_predictions)
-        # versions registered before the predictions were Parquet
-        or _run_artifact(version.run_id, "evaluate/predictions.csv", cache, read_predictions),
+        predictions=_logged_predictions(version.run_id, cache),
         global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
         model_id=logged_model_id(version),
@@ -156,6 +154,15 @@ def logged_model_id(version) -> str | None:
         return version.model_id
     source = version.source or ""
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def _logged_predictions(run_id: str, cache: Path) -> pd.DataFrame | None:
+    """The champion's test predictions: Parquet, or the CSV of versions logged before it."""
+    for name in (PREDICTIONS, "predictions.csv"):
+        found = _run_artifact(run_id, f"evaluate/{name}", cache, read_predictions)
+        if found is not None:
+            return found
+    return None
 
 
 def _download(uri: str, target: Path) -> Path:

@@ -139,7 +139,8 @@ def test_retrain_trains_on_reference_plus_labelled_batch(tiny_run):
     _tweets(root, 80).to_csv(batch, index=False)
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     before = {v.version for v in client.search_model_versions(f"name='{NAME}'")}
-    reference = sum(len(pd.read_parquet(p)) for p in (root / "data" / "processed").glob("*.parquet"))
+    splits = [root / "data" / "processed" / f"{split}.parquet" for split in ("train", "val", "test")]
+    reference = sum(len(pd.read_parquet(p)) for p in splits)
     assert main(["monitor", str(batch), *_overrides(root, "monitor.on_drift=retrain")]) == 0
     after = client.search_model_versions(f"name='{NAME}'")
     assert len(after) == len(before) + 1
