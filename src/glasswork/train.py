@@ -115,6 +115,8 @@ def train(cfg: DictConfig) -> dict:
         best = best and str(staging / "checkpoints" / Path(best).name)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("train: run %s, %s; best checkpoint %s, %s", run_id, stopped, best or "-", metrics)
+    if "before trainer.min_steps" in stopped:
+        log.warning("train: %s", stopped)
     if nothing:
         log.warning("train: the model learned nothing: %s; %s", nothing, ADVICE)
     return {"run_id": run_id, **metrics}
@@ -221,7 +223,13 @@ def _why_stopped(cfg: DictConfig, trainer: L.Trainer) -> str:
         return f"stopped at the step budget ({steps}; trainer.max_steps={cfg.trainer.max_steps})"
     if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
         return f"stopped after every epoch ({steps})"
-    return f"stopped at the time budget ({steps}; trainer.max_minutes={cfg.trainer.max_minutes})"
+    stopped = f"stopped at the time budget ({steps}; trainer.max_minutes={cfg.trainer.max_minutes})"
+    if trainer.global_step < cfg.trainer.min_steps:
+        stopped += (
+            f", before trainer.min_steps={cfg.trainer.min_steps}: raise trainer.max_minutes, or lower "
+            f"model.max_length={cfg.model.max_length} or trainer.batch_size to make steps cheaper"
+        )
+    return stopped
 
 
 def _learned_nothing(module: ClassifierModule, names: list[str], best_f1: float | None) -> str | None:
