@@ -78,7 +78,9 @@ def decide(
         return Decision(ok, reasons)
     version, score = champion
     mine = metrics[metric]
-    worse = mine + tolerance < score
+    # At the precision of the version tags the champion's score is read from (6 decimals): the
+    # same model trained again (0.807430... against the tag's 0.807430) is not "worse".
+    worse = round(mine + tolerance, 6) < round(score, 6)
     ok = ok and not worse
     reasons.append(
         f"test {metric} = {mine:.4f} is {'worse' if worse else 'not worse'} than champion v{version}'s "

@@ -24,6 +24,10 @@ def test_decide_refuses_a_worse_challenger_and_allows_a_tie():
     assert tie.promote
     tolerated = decide({"macro_f1": 0.79}, {}, "macro_f1", 0.02, ("3", 0.80))
     assert tolerated.promote
+    # The same model trained again, the champion's score read back from a tag of 6 decimals that
+    # rounded it up (0.8074296 -> "0.807430"): not worse.
+    again = decide({"macro_f1": 0.8074296}, {}, "macro_f1", 0.0, ("3", float(f"{0.8074296:.6f}")))
+    assert again.promote, again.reasons
 
 
 def _run_steps(cfg) -> dict:
