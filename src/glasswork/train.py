@@ -300,16 +300,14 @@ def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Tr
     t = cfg.trainer
     if not t.fast_dev_run:
         log.info(
-            "train: %d training texts make %d steps an epoch; training %s, at most %s steps, %d epochs and %s "
-            "minutes%s",
+            "train: %d training texts make %d steps an epoch; training at most %s steps, %d epochs and %s minutes%s",
             n_train,
             per_epoch,
-            f"at least {t.min_steps} steps" if t.min_steps else "with no minimum",
             "no limit of" if t.max_steps is None else t.max_steps,
             limits["max_epochs"],
             t.max_minutes or "no limit of",
             f"; stopping early after {t.early_stopping_patience} validations (every "
-            f"{limits['val_check_interval']} steps) without a gain in val/macro_f1"
+            f"{limits['val_check_interval']} steps) without a gain in val/macro_f1, not before step {t.min_steps}"
             if t.early_stopping_patience
             else "",
         )
