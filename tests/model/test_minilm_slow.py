@@ -28,6 +28,9 @@ def test_short_fine_tune_of_minilm_beats_the_majority_class(tmp_path):
             f"paths.root={tmp_path}",
             "data.max_rows=1200",
             "trainer.limit_train_batches=70",
+            # One epoch of those 70 steps: the default's minimum of 150 steps would double it.
+            "trainer.max_epochs=1",
+            "trainer.min_steps=0",
             "trainer.batch_size=16",
             "model.lr=1e-4",
             "trainer.log_every_n_steps=5",
