@@ -70,11 +70,11 @@ test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/
-	$(BIN)/ruff check src pipelines tests benchmarks && $(BIN)/ruff format --check src pipelines tests benchmarks
+	$(BIN)/ruff check src pipelines tests benchmarks scripts && $(BIN)/ruff format --check src pipelines tests benchmarks scripts
 	$(BIN)/mypy
 
 format: $(STAMP) ## ruff format + import sort
-	$(BIN)/ruff check --fix src pipelines tests benchmarks && $(BIN)/ruff format src pipelines tests benchmarks
+	$(BIN)/ruff check --fix src pipelines tests benchmarks scripts && $(BIN)/ruff format src pipelines tests benchmarks scripts
 
 dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list
 	$(BIN)/glasswork dvc-sync

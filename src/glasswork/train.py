@@ -25,7 +25,7 @@ from glasswork import tracking
 from glasswork.collapse import ADVICE, learned_nothing, macro_f1
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule, truncation
-from glasswork.data.prepare import SPLITS, TRUNCATION_SIDES, load_labels, load_split, split_files, with_max_length
+from glasswork.data.prepare import SPLITS, TRUNCATIONS, load_labels, load_split, split_files, with_max_length
 from glasswork.errors import GlassworkError
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> dict:
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
     # The side it cuts long texts on is saved with the tokenizer, so every later step and the
     # registered model cut them the same way.
-    tokenizer = load_tokenizer(pretrained_dir(cfg.model), TRUNCATION_SIDES[cfg.model.truncation])
+    tokenizer = load_tokenizer(pretrained_dir(cfg.model), cfg.model.truncation)
     module = _module(cfg, len(labels["classes"]), class_weights(cfg.trainer.class_weights, train_df["label"], labels))
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
         module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode, dynamic=cfg.trainer.compile_dynamic)
@@ -373,7 +373,7 @@ def _log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
             cfg.model.max_length,
             found["longest_tokens"],
             cfg.model.truncation,
-            "start" if cfg.model.truncation == "head" else "end",
+            TRUNCATIONS[cfg.model.truncation],
             # Tokenizers that do not know their model's limit report a huge sentinel instead.
             f" (at most {limit} for this model)" if (limit := tokenizer.model_max_length) < 100_000 else "",
         )

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from tests.conftest import learnable_overrides, learnable_rows
 
+from glasswork import tracking
 from glasswork.cli import main
 from glasswork.config import load_config
+from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
+from glasswork.serving import HeadTailTokenizer, predict_proba
 from glasswork.steps import STEPS
 
 ODD = [
@@ -47,7 +52,9 @@ def odd_run(tmp_path_factory):
     table = root / "odd.parquet"
     frame = _odd_table()
     frame.to_parquet(table)
-    cfg = load_config(learnable_overrides(root, f"data.path={table}", "explain.n_probe=24"))
+    cfg = load_config(
+        learnable_overrides(root, f"data.path={table}", "explain.n_probe=24", "model.truncation=head+tail")
+    )
     for step in STEPS:
         step.function()(cfg)
     return root, cfg, frame
@@ -92,3 +99,23 @@ def test_the_monitors_predictions_hold_every_batch_row(odd_run, capsys):
     folder = sorted(p for p in (root / "artifacts/monitor").iterdir() if not p.name.startswith("."))[-1]
     scored = pd.read_parquet(folder / "predictions.parquet")
     assert scored["text"].tolist() == frame["review"].tolist()
+
+
+def test_the_registered_model_cuts_long_texts_as_training_did(odd_run):
+    root, cfg, frame = odd_run
+    path = model_dir(cfg)
+    assert json.loads((path / "labels.json").read_text())["truncation"] == "head+tail"
+    tracking.configure(cfg)
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/1")
+    # MLflow loads serving.py as a module of its own: the class is compared by name.
+    assert type(served.unwrap_python_model().tokenizer).__name__ == HeadTailTokenizer.__name__
+    predictions = pd.read_parquet(root / "artifacts/evaluate/predictions.parquet")
+    columns = [c for c in predictions.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(
+        served.predict(predictions[["text"]])[columns].to_numpy(), predictions[columns].to_numpy(), atol=1e-5
+    )
+    long = frame.loc[frame["review"].str.len() > 50_000, ["review"]].rename(columns={"review": "text"})
+    expected = predict_proba(
+        load_trained(path), load_tokenizer(path), long["text"].tolist(), max_length=cfg.model.max_length
+    )
+    np.testing.assert_allclose(served.predict(long)[columns].to_numpy(), expected, atol=1e-5)

@@ -22,7 +22,8 @@ SPLITS = ("train", "val", "test")
 # Parquet, not CSV: a probe text may hold a carriage return, a NUL or a delimiter, and must be
 # read back as exactly the text it was (a tweet with a lone CR once came back as two rows).
 PROBE_FILE = "probe.parquet"
-TRUNCATION_SIDES = {"head": "right", "tail": "left"}  # model.truncation -> the tokenizer's truncation_side
+# model.truncation -> the part of a longer text the model keeps (head+tail: serving.head_and_tail)
+TRUNCATIONS = {"head": "start", "tail": "end", "head+tail": "first quarter and last three quarters"}
 LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}}
 
 
@@ -118,8 +119,8 @@ def check_lengths(model: DictConfig) -> None:
         raise ConfigError(
             f"model.length_quantile={model.length_quantile}: expected a share in (0, 1] of the training texts"
         )
-    if model.truncation not in TRUNCATION_SIDES:
-        raise ConfigError(f"model.truncation={model.truncation!r}: expected one of {list(TRUNCATION_SIDES)}")
+    if model.truncation not in TRUNCATIONS:
+        raise ConfigError(f"model.truncation={model.truncation!r}: expected one of {list(TRUNCATIONS)}")
 
 
 def with_max_length(cfg: DictConfig) -> DictConfig:

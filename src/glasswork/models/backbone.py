@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -32,11 +33,19 @@ def pretrained_dir(model_cfg: DictConfig) -> Path:
     return path
 
 
-def load_tokenizer(source: Path | str, truncation_side: str | None = None):
-    """The fast tokenizer of a model folder; ``truncation_side`` ("right" keeps a long text's
-    head, "left" its tail) is saved with it by ``save_pretrained``, else the folder's own applies."""
-    extra = {"truncation_side": truncation_side} if truncation_side else {}
-    return AutoTokenizer.from_pretrained(str(source), use_fast=True, **extra)
+def load_tokenizer(source: Path | str, truncation: str | None = None):
+    """The fast tokenizer of a model folder, cutting long texts as ``truncation`` says (``head``
+    keeps a text's start, ``tail`` its end, ``head+tail`` both); without it, as the folder says:
+    a trained model's ``labels.json`` names its cut, the tokenizer's saved side does the rest."""
+    if truncation is None and (labels := Path(source) / "labels.json").is_file():
+        truncation = json.loads(labels.read_text()).get("truncation")
+    side = {"head": "right", "tail": "left", "head+tail": "right"}.get(truncation or "")
+    tokenizer = AutoTokenizer.from_pretrained(str(source), use_fast=True, **({"truncation_side": side} if side else {}))
+    if truncation == "head+tail":
+        from glasswork.serving import HeadTailTokenizer  # the registered model's own code
+
+        return HeadTailTokenizer(tokenizer)
+    return tokenizer
 
 
 def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch.nn.Module:
