@@ -79,3 +79,28 @@ def test_a_model_whose_attention_cannot_be_read_gets_a_clear_error(trained_tiny_
         load_trained(path, attn_implementation="eager"), load_tokenizer(path), ["a fine film"], [1], max_length=32
     )
     assert eager[0].tokens[0] == "[CLS]" and sum(eager[0].scores) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_kernel_shap_on_a_small_token_budget_takes_the_same_coalitions_in_more_passes(trained_tiny_root):
+    from glasswork.explain.model_agnostic import kernel_shap
+    from glasswork.models.backbone import load_tokenizer, load_trained
+
+    path = trained_tiny_root / "artifacts" / "train" / "model"
+    model, tokenizer = load_trained(path), load_tokenizer(path)
+    texts = ["a fine film with a weak and tedious ending", "the cast is wonderful"]
+    calls = []
+    original = model.forward
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    model.forward = counted
+    one_pass = kernel_shap(model, tokenizer, texts, [0, 1], max_length=32, n_samples=24, seed=0, token_budget=10_000)
+    whole = list(calls)
+    calls.clear()
+    small = kernel_shap(model, tokenizer, texts, [0, 1], max_length=32, n_samples=24, seed=0, token_budget=48)
+    widths = [len(ids) for ids in tokenizer(texts)["input_ids"]]  # 12 and 6 tokens: 4 and 8 a pass
+    assert max(calls) == max(48 // w for w in widths) < max(whole) and len(calls) > len(whole)
+    for a, b in zip(one_pass, small, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)

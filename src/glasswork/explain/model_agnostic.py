@@ -11,13 +11,32 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap
 
-from glasswork.explain.attributions import TokenAttribution, model_device, pad_baseline
+from glasswork.explain.attributions import (
+    TokenAttribution,
+    internal_batch,
+    model_device,
+    pad_baseline,
+    token_budget_for,
+)
 
 
 def kernel_shap(
-    model, tokenizer, texts: list[str], labels: list[int], *, max_length: int, n_samples: int, seed: int
+    model,
+    tokenizer,
+    texts: list[str],
+    labels: list[int],
+    *,
+    max_length: int,
+    n_samples: int,
+    seed: int,
+    token_budget: int | None = None,
 ) -> list[TokenAttribution]:
-    """Kernel SHAP scores of every token towards each text's predicted class."""
+    """Kernel SHAP scores of every token towards each text's predicted class.
+
+    ``n_samples`` coalitions per text, whatever its length (the cap on the model calls); they go
+    through the model about ``token_budget`` tokens at a time, as integrated gradients' steps do,
+    so a long text takes passes of fewer coalitions (the same coalitions: the seed draws them).
+    """
     model.eval()
 
     @torch.inference_mode()
@@ -33,6 +52,7 @@ def kernel_shap(
         probs = forward(ids, mask)[0]
         predicted = int(probs.argmax())
         baseline = pad_baseline(ids, tokenizer)
+        per_pass = min(n_samples, internal_batch(token_budget or token_budget_for(ids.device), ids.shape[1]))
         torch.manual_seed(seed)  # Kernel SHAP samples coalitions at random: same seed, same answer
         scores = explainer.attribute(
             ids,
@@ -41,7 +61,7 @@ def kernel_shap(
             additional_forward_args=(mask,),
             feature_mask=torch.arange(ids.shape[1], device=ids.device).unsqueeze(0),
             n_samples=n_samples,
-            perturbations_per_eval=n_samples,
+            perturbations_per_eval=per_pass,
         )[0]
         results.append(
             TokenAttribution(

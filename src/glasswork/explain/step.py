@@ -77,7 +77,14 @@ def _attention_rollout(model, tokenizer, texts, labels, cfg: DictConfig) -> list
 def _kernel_shap(model, tokenizer, texts, labels, cfg: DictConfig) -> list[TokenAttribution]:
     e = cfg.explain
     return kernel_shap(
-        model, tokenizer, texts, labels, max_length=cfg.model.max_length, n_samples=e.shap_samples, seed=cfg.seed
+        model,
+        tokenizer,
+        texts,
+        labels,
+        max_length=cfg.model.max_length,
+        n_samples=e.shap_samples,
+        seed=cfg.seed,
+        token_budget=e.token_budget,
     )
 
 
