@@ -104,6 +104,7 @@ class ExplainConfig:
     global_n_steps: int = 4
     global_min_count: int = 4
     global_top_k: int = 12
+    max_share_of_train: float | None = 0.2
 
 
 @dataclass

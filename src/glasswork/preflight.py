@@ -13,6 +13,7 @@ from glasswork.data import sources
 from glasswork.data.prepare import check_lengths, check_table
 from glasswork.drift import CURRENT_CHOICES
 from glasswork.errors import ConfigError
+from glasswork.explain.budget import check_share
 from glasswork.explain.embeddings import check_projection
 from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
@@ -34,6 +35,7 @@ def preflight(cfg: DictConfig) -> None:
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
     check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
+    check_share(cfg.explain.max_share_of_train)
     check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     if cfg.drift.current not in CURRENT_CHOICES:

@@ -24,6 +24,8 @@ def _listing(root):
         ("explain.methods=[]", ["explain.methods=[]", "valid methods"]),
         ("explain.n_probe=31", ["explain.n_probe=31", "expected 1..30"]),
         ("explain.n_probe=5", ["explain.n_probe=5", "holds 3 probe texts", "glasswork prepare"]),
+        ("explain.max_share_of_train=0", ["explain.max_share_of_train=0", "(0, 1]", "or null"]),
+        ("explain.max_share_of_train=1.5", ["explain.max_share_of_train=1.5", "(0, 1]"]),
     ],
 )
 def test_bad_explain_settings_fail_clearly_and_write_nothing(override, words, tiny_run, capsys):

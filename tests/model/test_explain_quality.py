@@ -104,3 +104,38 @@ def test_kernel_shap_on_a_small_token_budget_takes_the_same_coalitions_in_more_p
     assert max(calls) == max(48 // w for w in widths) < max(whole) and len(calls) > len(whole)
     for a, b in zip(one_pass, small, strict=True):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_integrated_gradients_keep_each_pass_within_the_token_budget_and_halve_on_out_of_memory(trained_tiny_root):
+    from glasswork.explain.attributions import integrated_gradients
+    from glasswork.models.backbone import load_tokenizer, load_trained
+
+    path = trained_tiny_root / "artifacts" / "train" / "model"
+    model, tokenizer = load_trained(path), load_tokenizer(path)
+    texts = [f"a fine film number {i} with a tedious ending" for i in range(6)]  # 12 tokens each
+    calls = []
+    original = model.forward
+
+    def counted(*args, **kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.requires_grad:  # a pass of interpolated examples
+            calls.append(embeds.shape[0])
+            if embeds.shape[0] > limit:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    model.forward = counted
+    limit = 10_000
+    whole = integrated_gradients(model, tokenizer, texts, [0] * 6, max_length=32, n_steps=8, token_budget=10_000)
+    calls.clear()
+    # 48 tokens a pass: 4 interpolated examples of 12 tokens, so 4 texts a call, not Captum's 6.
+    small = integrated_gradients(model, tokenizer, texts, [0] * 6, max_length=32, n_steps=8, token_budget=48)
+    assert max(calls) == 4
+    calls.clear()
+    limit = 2  # a device that holds 2 examples a pass: 4 fail, halved to 2, the texts split in twos
+    halved = integrated_gradients(model, tokenizer, texts, [0] * 6, max_length=32, n_steps=8, token_budget=48)
+    # Each call of 4 texts meets the limit once (the halving is not carried to the next call).
+    assert calls.count(4) == 2 and set(calls) == {4, 2}
+    for a, b, c in zip(whole, small, halved, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_allclose(a.scores, c.scores, atol=1e-5)

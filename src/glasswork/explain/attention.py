@@ -25,7 +25,7 @@ def attention_rollout(
     """Rollout scores of every token for each text (towards [CLS], the classifier's input)."""
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
     enc = enc.to(model_device(model))
-    full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+    full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
     if not out.attentions or any(a is None for a in out.attentions):
         raise ConfigError(

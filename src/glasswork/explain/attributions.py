@@ -85,8 +85,27 @@ def integrated_gradients(
     model.eval()
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
     enc = enc.to(model_device(model))
-    full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
     input_ids, mask = enc["input_ids"], enc["attention_mask"]
+    budget = token_budget or token_budget_for(input_ids.device)
+    chunk = internal_batch_size or internal_batch(budget, input_ids.shape[1])
+    if chunk < len(texts):
+        # Captum lifts internal_batch_size to the number of texts (64 e-mails of 128 tokens made
+        # passes of 8,192 tokens): fewer texts a call keep each pass within the budget.
+        return [
+            item
+            for start in range(0, len(texts), chunk)
+            for item in integrated_gradients(
+                model,
+                tokenizer,
+                texts[start : start + chunk],
+                labels[start : start + chunk],
+                max_length=max_length,
+                n_steps=n_steps,
+                internal_batch_size=chunk,
+                token_budget=budget,
+            )
+        ]
+    full_lengths = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
     predicted = probs.argmax(-1)
@@ -104,8 +123,6 @@ def integrated_gradients(
         rows = torch.arange(len(texts), device=input_ids.device)
         gap = probs[rows, predicted] - forward(baselines, mask)[rows, predicted]
     ig = IntegratedGradients(forward)
-    budget = token_budget or token_budget_for(input_ids.device)
-    chunk = internal_batch_size or internal_batch(budget, input_ids.shape[1])
     while True:
         try:
             attributions = ig.attribute(
@@ -122,6 +139,17 @@ def integrated_gradients(
                 raise
             chunk //= 2  # halve and retry: a GPU shared with training may have less room than planned
             log.warning("integrated gradients: out of memory, retrying with %d examples per pass", chunk)
+            if chunk < len(texts):  # fewer examples a pass than texts: split the texts (above)
+                return integrated_gradients(
+                    model,
+                    tokenizer,
+                    texts,
+                    labels,
+                    max_length=max_length,
+                    n_steps=n_steps,
+                    internal_batch_size=chunk,
+                    token_budget=budget,
+                )
     delta = attributions.sum(dim=(1, 2)).detach() - gap  # completeness: sum of attributions = f(x) - f(baseline)
     scores = (attributions.sum(-1) * mask).detach().cpu()
     delta, probs, predicted, input_ids, mask = delta.cpu(), probs.cpu(), predicted.cpu(), input_ids.cpu(), mask.cpu()

@@ -32,14 +32,19 @@ from glasswork.outputs import read_json
 log = logging.getLogger(__name__)
 
 
-def champion_model_dir(cfg: DictConfig, this_run_id: str) -> tuple[str, Path] | None:
-    """The champion's version and local model folder, or None when there is nothing to compare."""
-    client = MlflowClient()
+def champion_version(cfg: DictConfig, this_run_id: str):
+    """The champion's model version, or None when there is none other than this run's."""
     try:
-        version = client.get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
+        version = MlflowClient().get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
     except MlflowException:
         return None
-    if version.run_id == this_run_id:
+    return None if version.run_id == this_run_id else version
+
+
+def champion_model_dir(cfg: DictConfig, this_run_id: str) -> tuple[str, Path] | None:
+    """The champion's version and local model folder, or None when there is nothing to compare."""
+    version = champion_version(cfg, this_run_id)
+    if version is None:
         return None
     local = mlflow.artifacts.download_artifacts(f"models:/{cfg.registry.model_name}/{version.version}")
     folder = Path(local) / "artifacts" / "model"

@@ -72,7 +72,7 @@ def kernel_shap(
                 probability=float(probs[predicted]),
                 label=int(label),
                 delta=float("nan"),
-                truncated=len(tokenizer(text, truncation=False)["input_ids"]) > max_length,
+                truncated=len(tokenizer(text, truncation=False, verbose=False)["input_ids"]) > max_length,
             )
         )
     return results

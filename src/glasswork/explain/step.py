@@ -19,7 +19,8 @@ from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
-from glasswork.explain.contrast import contrast
+from glasswork.explain.budget import MIN_GLOBAL_TEXTS, GlobalPlan, check_share, plan_global_view
+from glasswork.explain.contrast import champion_version, contrast
 from glasswork.explain.embeddings import (
     check_projection,
     data_uri,
@@ -110,6 +111,7 @@ def explain(cfg: DictConfig) -> dict:
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
     check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
+    check_share(cfg.explain.max_share_of_train)
     test = load_split(cfg, "test")
     probe = load_probe(cfg)  # drawn by prepare and versioned with the data
     path = model_dir(cfg)
@@ -134,11 +136,12 @@ def explain(cfg: DictConfig) -> dict:
         n_texts=cfg.explain.sanity_n_probe,
     )
     method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
-    sample = _global_sample(test, cfg)
-    global_view = global_explanation(model, tokenizer, sample, names, cfg)
+    tracking.configure(cfg)
+    champion = champion_version(cfg, tracking.current_run_id(cfg)) is not None
+    items, sample, plan = _global_within_budget(model, tokenizer, test, cfg, started, champion)
+    global_view = global_explanation(model, tokenizer, sample, names, cfg, items)
     metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
     metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
-    tracking.configure(cfg)
     versus = contrast(
         cfg,
         lambda net, tok: METHODS[method](net, tok, texts, labels, cfg),
@@ -164,7 +167,7 @@ def explain(cfg: DictConfig) -> dict:
     projection, projection_html = _projection(model, tokenizer, test, names, cfg)
     quality_png = png_bytes(faithfulness_figure(metrics, list(explained), list(cfg.explain.fractions)))
     metrics |= _cost(cfg, time.perf_counter() - started)
-    summary["cost"] = _cost_words(metrics)
+    summary["cost"] = _cost_words(metrics, plan)
     with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
         (out / "embeddings.png").write_bytes(projection)
         (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
@@ -187,37 +190,81 @@ def explain(cfg: DictConfig) -> dict:
     return metrics
 
 
+def _train_seconds(cfg: DictConfig) -> float | None:
+    """The train step's ``train/seconds`` (None for a model trained before it was recorded)."""
+    trained = Path(cfg.paths.artifacts_dir) / "train" / "metrics.json"
+    return read_json(trained).get("train/seconds") if trained.is_file() else None
+
+
 def _cost(cfg: DictConfig, seconds: float) -> dict[str, float]:
     """What explaining took, and its share of the training time (``train/seconds``)."""
     cost = {"seconds": round(seconds, 1)}
-    trained = Path(cfg.paths.artifacts_dir) / "train" / "metrics.json"
-    train_seconds = read_json(trained).get("train/seconds") if trained.is_file() else None
+    train_seconds = _train_seconds(cfg)
+    limit = cfg.explain.max_share_of_train
     if train_seconds:
         cost["share_of_train"] = seconds / train_seconds
-        if cost["share_of_train"] > SHARE_OF_TRAIN:
+        if limit is not None and cost["share_of_train"] > limit:
+            # The global view was already cut as far as it goes: what is left is fixed in size.
             log.warning(
-                "explain: took %.0f s, %.0f%% of the %.0f s of training (more than %.0f%%): lower explain.n_probe, "
-                "explain.global_max_texts, explain.faithfulness_max_texts or explain.shap_samples",
+                "explain: took %.0f s, %.0f%% of the %.0f s of training (explain.max_share_of_train=%s): lower "
+                "explain.n_probe, explain.shap_samples, explain.faithfulness_max_texts or explain.sanity_n_probe",
                 seconds,
                 100 * cost["share_of_train"],
                 train_seconds,
-                100 * SHARE_OF_TRAIN,
+                limit,
             )
     return cost
 
 
-SHARE_OF_TRAIN = 0.2  # the explain step's aim: at most this share of the training time
-
-
-def _cost_words(metrics: dict[str, float]) -> str:
+def _cost_words(metrics: dict[str, float], plan: GlobalPlan | None) -> str:
     share = metrics.get("share_of_train")
-    return f"{metrics['seconds']:.0f} s" + (f" ({share:.0%} of the training time)" if share is not None else "")
+    words = f"{metrics['seconds']:.0f} s" + (f" ({share:.0%} of the training time)" if share is not None else "")
+    if plan is not None and plan.n_texts < plan.wanted:
+        words += f"; the global view took {plan.n_texts} of {plan.wanted} texts to stay within the budget"
+    return words
 
 
 def _global_sample(test, cfg: DictConfig):
     """The global view's seeded sample of the test split (``explain.global_max_texts``; null: all)."""
     n = len(test) if cfg.explain.global_max_texts is None else min(len(test), cfg.explain.global_max_texts)
     return test.sample(n=n, random_state=cfg.seed)
+
+
+def _global_within_budget(model, tokenizer, test, cfg: DictConfig, started: float, champion: bool):
+    """The global view's attributions and texts: the whole seeded sample, or its first texts where
+    the whole would take the step past ``explain.max_share_of_train`` of the training time
+    (:mod:`glasswork.explain.budget`); and the plan, where there was a budget."""
+    e, sample = cfg.explain, _global_sample(test, cfg)
+    train_seconds = _train_seconds(cfg)
+    if e.max_share_of_train is None or not train_seconds or len(sample) <= MIN_GLOBAL_TEXTS:
+        return _global_attributions(model, tokenizer, sample, cfg), sample, None
+    first = sample.head(MIN_GLOBAL_TEXTS)
+    clock = time.perf_counter()
+    items = _global_attributions(model, tokenizer, first, cfg)
+    now = time.perf_counter()
+    plan = plan_global_view(
+        e,
+        done=len(first),
+        seconds_done=now - clock,
+        wanted=len(sample),
+        seconds_left=e.max_share_of_train * train_seconds - (now - started),
+        n_probe=e.n_probe,
+        n_projected=min(len(test), e.projection_max),
+        champion=champion,
+    )
+    sample = sample.head(plan.n_texts)
+    if plan.n_texts > len(first):
+        items += _global_attributions(model, tokenizer, sample.iloc[len(first) :], cfg)
+    if plan.n_texts < plan.wanted:
+        log.warning(
+            "explain: the global view takes %d of its %d texts, to keep the step within %.0f%% of the %.0f s of "
+            "training (explain.max_share_of_train; null explains them all)",
+            plan.n_texts,
+            plan.wanted,
+            100 * e.max_share_of_train,
+            train_seconds,
+        )
+    return items, sample, plan
 
 
 def _global_attributions(model, tokenizer, sample, cfg: DictConfig) -> list[TokenAttribution]:
@@ -240,11 +287,14 @@ def _global_faithfulness(model, tokenizer, sample, cfg: DictConfig) -> dict:
     return faithfulness_summary(model, tokenizer, _global_attributions(model, tokenizer, first, cfg), cfg)
 
 
-def global_explanation(model, tokenizer, sample, names: list[str], cfg: DictConfig) -> dict:
-    """Integrated gradients over the global view's ``sample`` of the test split: the words with
-    most evidence per class, and the attribution mass over words (the drift step's reference)."""
+def global_explanation(
+    model, tokenizer, sample, names: list[str], cfg: DictConfig, items: list[TokenAttribution] | None = None
+) -> dict:
+    """Integrated gradients over the global view's ``sample`` of the test split (or its ``items``,
+    already computed): the words with most evidence per class, and the attribution mass over
+    words (the drift step's reference)."""
     e = cfg.explain
-    items = _global_attributions(model, tokenizer, sample, cfg)
+    items = _global_attributions(model, tokenizer, sample, cfg) if items is None else items
     table = class_evidence(items, len(names))
     return {
         "n_texts": len(sample),
