@@ -113,12 +113,16 @@ def register(cfg: DictConfig) -> dict:
         _learned_nothing(cfg) + explanation_failures(cfg) + faithfulness_failures + slice_failures,
         faithfulness_held,
     )
-    with tracking.step_run(cfg, "register"), atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out:
-        info = _log_pyfunc(cfg)
-        version = _create_version(client, cfg, name, info, run_id, metrics)
-        try:
-            if decision.promote:
-                client.set_registered_model_alias(name, alias, version)
+    holder = _alias_holder(client, name, alias)
+    created: str | None = None
+    try:
+        # The outputs are committed last, after the run has closed: a failure anywhere before
+        # leaves the previous registration.json in place.
+        with atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out, tracking.step_run(cfg, "register"):
+            # One training run, one version: a retry, or the step run again, takes the run's own.
+            version = _version_of_run(client, name, run_id)
+            if version is None:
+                version = created = _create_version(client, cfg, name, _log_pyfunc(cfg), run_id, metrics)
             mlflow.set_tag("glasswork.registered_version", f"{name}/{version}")
             record = {
                 "model_name": name,
@@ -129,12 +133,53 @@ def register(cfg: DictConfig) -> dict:
                 "slices_vs_champion": slice_rows,
             }
             write_json(out / "registration.json", record)
-        except BaseException:
-            client.delete_model_version(name, version)
-            raise
+            if decision.promote:  # the last act: nothing that can fail comes between it and the outputs
+                client.set_registered_model_alias(name, alias, version)
+    except BaseException:
+        _roll_back(client, name, alias, holder, created)
+        raise
     verb = f"took '{alias}'" if decision.promote else f"did NOT take '{alias}'"
     log.info("register: %s version %s %s because %s", name, version, verb, "; ".join(decision.reasons))
     return record
+
+
+def _alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version that holds ``alias`` now (None: no such model or alias)."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The version this training run already registered under ``name``, if any."""
+    try:
+        versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        return None
+    return str(min(int(v.version) for v in versions)) if versions else None
+
+
+def _roll_back(client: MlflowClient, name: str, alias: str, holder: str | None, created: str | None) -> None:
+    """After a failed register: delete the version it created and give ``alias`` back to the
+    version that held it (MLflow drops an alias with the version it points to), so that a
+    failure never leaves the model without its champion, nor with a new one."""
+    try:
+        if created is not None:
+            client.delete_model_version(name, created)
+        if _alias_holder(client, name, alias) != holder:
+            if holder is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, holder)
+    except MlflowException as err:  # the registry itself is failing: say what to check by hand
+        log.error(
+            "register: could not restore '%s' of %s to %s (%s): check it in the MLflow UI",
+            alias,
+            name,
+            f"v{holder}" if holder else "no version",
+            first_line(err),
+        )
 
 
 def _test_metrics(cfg: DictConfig) -> dict[str, float]:
