@@ -62,7 +62,7 @@ def _global(root):
 def test_the_global_view_shrinks_to_the_budget_and_says_so(tiny_run, caplog, monkeypatch):
     root, _ = tiny_run
     # The tiny run's test split holds 30 texts: a smallest view of 8 leaves room to shrink.
-    monkeypatch.setattr("glasswork.explain.step.MIN_GLOBAL_TEXTS", 8)
+    monkeypatch.setattr("glasswork.explain.global_view.MIN_GLOBAL_TEXTS", 8)
     monkeypatch.setattr("glasswork.explain.budget.MIN_GLOBAL_TEXTS", 8)
     # The tiny model trained in a few seconds: 1% of that leaves room for the smallest view only.
     cfg = load_config(tiny_overrides(root, "explain.global_max_texts=null", "explain.max_share_of_train=0.01"))

@@ -19,7 +19,7 @@ from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
 from glasswork.explain.attributions import TokenAttribution, integrated_gradients
-from glasswork.explain.budget import MIN_GLOBAL_TEXTS, GlobalPlan, check_share, plan_global_view
+from glasswork.explain.budget import GlobalPlan, check_share, training_seconds
 from glasswork.explain.contrast import champion_version, contrast
 from glasswork.explain.embeddings import (
     check_projection,
@@ -36,23 +36,22 @@ from glasswork.explain.faithfulness import (
     check_alpha,
     check_sample,
     faithfulness_figure,
-    faithfulness_summary,
     measure,
 )
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.explain.global_importance import (
-    attribute_many,
-    attribution_mass,
-    class_evidence,
-    descriptor_columns,
-    mean_abs_delta,
-    top_words,
     top_words_figure,
+)
+from glasswork.explain.global_view import (
+    global_explanation,
+    global_faithfulness,
+    global_summary,
+    global_within_budget,
 )
 from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import randomisation_check
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
-from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.outputs import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def explain(cfg: DictConfig) -> dict:
     method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
     tracking.configure(cfg)
     champion = champion_version(cfg, tracking.current_run_id(cfg)) is not None
-    items, sample, plan = _global_within_budget(model, tokenizer, test, cfg, started, champion)
+    items, sample, plan = global_within_budget(model, tokenizer, test, cfg, started, champion)
     global_view = global_explanation(model, tokenizer, sample, names, cfg, items)
     metrics |= {"global/n_texts": global_view["n_texts"], "global/ig_mean_abs_delta": global_view["mean_abs_delta"]}
     metrics |= {f"global/{k}": global_view["faithfulness"][k] for k in FAITHFULNESS_SUMMARY}
@@ -148,7 +147,7 @@ def explain(cfg: DictConfig) -> dict:
         explained[method],
         load_labels(cfg),
         tracking.current_run_id(cfg),
-        global_faithfulness=(lambda net, tok: _global_faithfulness(net, tok, sample, cfg), global_view["faithfulness"]),
+        global_faithfulness=(lambda net, tok: global_faithfulness(net, tok, sample, cfg), global_view["faithfulness"]),
     )
     if "rank_correlation" in versus:
         metrics["contrast/rank_correlation"] = versus["rank_correlation"]
@@ -159,7 +158,7 @@ def explain(cfg: DictConfig) -> dict:
             metrics[f"contrast/global_{k}_change"] = change["difference"]
             metrics[f"contrast/global_{k}_fell"] = int(change["verdict"] == "lower")  # as drift's
     summary = (
-        _summary(cfg, explained, metrics) | _contrast_summary(method, versus, metrics) | _global_summary(global_view)
+        _summary(cfg, explained, metrics) | _contrast_summary(method, versus, metrics) | global_summary(global_view)
     )
     top_png = png_bytes(
         top_words_figure(global_view["top_words"], global_view["n_texts"], cfg.explain.global_min_count)
@@ -190,16 +189,10 @@ def explain(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _train_seconds(cfg: DictConfig) -> float | None:
-    """The train step's ``train/seconds`` (None for a model trained before it was recorded)."""
-    trained = Path(cfg.paths.artifacts_dir) / "train" / "metrics.json"
-    return read_json(trained).get("train/seconds") if trained.is_file() else None
-
-
 def _cost(cfg: DictConfig, seconds: float) -> dict[str, float]:
     """What explaining took, and its share of the training time (``train/seconds``)."""
     cost = {"seconds": round(seconds, 1)}
-    train_seconds = _train_seconds(cfg)
+    train_seconds = training_seconds(cfg)
     limit = cfg.explain.max_share_of_train
     if train_seconds:
         cost["share_of_train"] = seconds / train_seconds
@@ -222,111 +215,6 @@ def _cost_words(metrics: dict[str, float], plan: GlobalPlan | None) -> str:
     if plan is not None and plan.n_texts < plan.wanted:
         words += f"; the global view took {plan.n_texts} of {plan.wanted} texts to stay within the budget"
     return words
-
-
-def _global_sample(test, cfg: DictConfig):
-    """The global view's seeded sample of the test split (``explain.global_max_texts``; null: all)."""
-    n = len(test) if cfg.explain.global_max_texts is None else min(len(test), cfg.explain.global_max_texts)
-    return test.sample(n=n, random_state=cfg.seed)
-
-
-def _global_within_budget(model, tokenizer, test, cfg: DictConfig, started: float, champion: bool):
-    """The global view's attributions and texts: the whole seeded sample, or its first texts where
-    the whole would take the step past ``explain.max_share_of_train`` of the training time
-    (:mod:`glasswork.explain.budget`); and the plan, where there was a budget."""
-    e, sample = cfg.explain, _global_sample(test, cfg)
-    train_seconds = _train_seconds(cfg)
-    if e.max_share_of_train is None or not train_seconds or len(sample) <= MIN_GLOBAL_TEXTS:
-        return _global_attributions(model, tokenizer, sample, cfg), sample, None
-    first = sample.head(MIN_GLOBAL_TEXTS)
-    clock = time.perf_counter()
-    items = _global_attributions(model, tokenizer, first, cfg)
-    now = time.perf_counter()
-    plan = plan_global_view(
-        e,
-        done=len(first),
-        seconds_done=now - clock,
-        wanted=len(sample),
-        seconds_left=e.max_share_of_train * train_seconds - (now - started),
-        n_probe=e.n_probe,
-        n_projected=min(len(test), e.projection_max),
-        champion=champion,
-    )
-    sample = sample.head(plan.n_texts)
-    if plan.n_texts > len(first):
-        items += _global_attributions(model, tokenizer, sample.iloc[len(first) :], cfg)
-    if plan.n_texts < plan.wanted:
-        log.warning(
-            "explain: the global view takes %d of its %d texts, to keep the step within %.0f%% of the %.0f s of "
-            "training (explain.max_share_of_train; null explains them all)",
-            plan.n_texts,
-            plan.wanted,
-            100 * e.max_share_of_train,
-            train_seconds,
-        )
-    return items, sample, plan
-
-
-def _global_attributions(model, tokenizer, sample, cfg: DictConfig) -> list[TokenAttribution]:
-    e = cfg.explain
-    return attribute_many(
-        model,
-        tokenizer,
-        sample["text"].tolist(),
-        sample["label"].tolist(),
-        max_length=cfg.model.max_length,
-        n_steps=e.global_n_steps,
-        token_budget=e.token_budget,
-    )
-
-
-def _global_faithfulness(model, tokenizer, sample, cfg: DictConfig) -> dict:
-    """The global view's faithfulness of another model (the champion) on the same texts: only the
-    first ``explain.faithfulness_max_texts`` of the sample, the ones it is measured on, are explained."""
-    first = sample.head(cfg.explain.faithfulness_max_texts)
-    return faithfulness_summary(model, tokenizer, _global_attributions(model, tokenizer, first, cfg), cfg)
-
-
-def global_explanation(
-    model, tokenizer, sample, names: list[str], cfg: DictConfig, items: list[TokenAttribution] | None = None
-) -> dict:
-    """Integrated gradients over the global view's ``sample`` of the test split (or its ``items``,
-    already computed): the words with most evidence per class, and the attribution mass over
-    words (the drift step's reference)."""
-    e = cfg.explain
-    items = _global_attributions(model, tokenizer, sample, cfg) if items is None else items
-    table = class_evidence(items, len(names))
-    return {
-        "n_texts": len(sample),
-        "n_steps": e.global_n_steps,
-        "mean_abs_delta": mean_abs_delta(items),
-        "min_count": e.global_min_count,
-        "top_words": top_words(table, names, min_count=e.global_min_count, top_k=e.global_top_k),
-        "attribution_mass": attribution_mass(items),
-        "descriptors": descriptor_columns(items),  # per text: the explanation-drift reference
-        # How faithful these attributions are: the reference of the drift step's faithfulness on a
-        # batch, and of the champion's on the same texts.
-        "faithfulness": faithfulness_summary(model, tokenizer, items, cfg),
-    }
-
-
-def _global_summary(view: dict) -> dict[str, str]:
-    summary = {
-        "global view": f"integrated gradients ({view['n_steps']} steps, mean |delta| {view['mean_abs_delta']:.1e}) "
-        f"over {view['n_texts']} test texts; words seen in at least {view['min_count']} texts",
-        "global view's faithfulness": _faithfulness_words(view["faithfulness"]),
-    }
-    for name, rows in view["top_words"].items():
-        summary[f"words pushing towards '{name}'"] = ", ".join(f"{r['word']} (x{r['count']})" for r in rows[:10])
-    return summary
-
-
-def _faithfulness_words(quality: dict[str, float]) -> str:
-    return (
-        f"comprehensiveness AOPC {quality['comprehensiveness_aopc']:.3f} (gain over a random ranking "
-        f"{quality['comprehensiveness_gain']:+.3f}), sufficiency AOPC {quality['sufficiency_aopc']:.3f} "
-        f"(gain {quality['sufficiency_gain']:+.3f})"
-    )
 
 
 def _contrast_summary(method: str, versus: dict, metrics: dict[str, float]) -> dict[str, str]:
