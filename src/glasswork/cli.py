@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from glasswork.errors import GlassworkError
+from glasswork.errors import GlassworkError, Interrupted
 
 EXAMPLES = """\
 examples:
@@ -215,9 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GlassworkError as err:
         print(f"glasswork {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"glasswork {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as err:
+        hint = f": {err}" if str(err) else ""
+        print(f"glasswork {args.command}: interrupted (Ctrl-C){hint}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 if __name__ == "__main__":

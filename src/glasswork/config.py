@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -51,9 +52,9 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
     except HydraException as err:
-        raise ConfigError(_explain_hydra_error(err, overrides)) from None
+        raise ConfigError(redacted(_explain_hydra_error(err, overrides))) from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"bad override {list(overrides)}: {err}") from None
+        raise ConfigError(redacted(f"bad override {list(overrides)}: {err}")) from None
     return check_config(cfg)
 
 
@@ -66,14 +67,50 @@ def check_config(cfg: DictConfig) -> DictConfig:
         key = err.full_key
         raise ConfigError(f"setting {key} is required but not set: pass it as an override, e.g. {key}=...") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"config does not resolve at {getattr(err, 'full_key', '?')}: {err}") from None
+        raise ConfigError(redacted(f"config does not resolve at {getattr(err, 'full_key', '?')}: {err}")) from None
     try:
         merged = OmegaConf.merge(schema, plain)
     except ConfigKeyError as err:
         raise ConfigError(_unknown_key_message(err.full_key or "?", schema)) from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"setting {err.full_key}: {first_line(err)}") from None
-    return cast(DictConfig, OmegaConf.create(OmegaConf.to_container(merged, resolve=True)))
+        raise ConfigError(redacted(f"setting {err.full_key}: {first_line(err)}")) from None
+    resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(merged, resolve=True)))
+    for key in ("tracking.uri", "tracking.artifact_root"):
+        refuse_password(str(OmegaConf.select(resolved, key) or ""), key)
+    return resolved
+
+
+# Where each kind of store takes its password instead: the resolved config is logged to MLflow,
+# written to params.yaml and passed to Prefect as a flow parameter, so a URI must not carry one.
+PASSWORD_PLACES = {
+    "http": "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+    "https": "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+    "postgresql": "PGPASSWORD or ~/.pgpass (libpq reads them)",
+    "mysql": "the MySQL driver's option file (~/.my.cnf)",
+}
+
+
+def refuse_password(uri: str, setting: str) -> None:
+    """Raise a :class:`ConfigError` that does not repeat it when ``uri`` holds a password."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:  # a malformed netloc (e.g. a port that is not a number): nothing to find
+        return
+    if password is None:
+        return
+    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
+    where = PASSWORD_PLACES.get(scheme, "the environment variable or file its driver reads")
+    raise ConfigError(
+        f"{setting} ({parts.scheme}://...@{parts.hostname}) holds a password, and the resolved config is logged to "
+        f"MLflow, params.yaml and Prefect: leave it out of the URI ({parts.scheme}://{parts.username}@"
+        f"{parts.hostname}/...) and give it in {where}"
+    )
+
+
+def redacted(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@`` in it masked."""
+    return re.sub(r"(://[^/\s:@]*:)[^/\s@]*@", r"\1***@", text)
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
@@ -100,7 +137,27 @@ def recorded_config(text: str, label: str) -> DictConfig:
         raise LineageError(f"{label}: its recorded config is not YAML ({first_line(err)})") from None
     if not isinstance(cfg, DictConfig):
         raise LineageError(f"{label}: its recorded config is a {type(cfg).__name__}, not a mapping of settings")
+    # A recorded config is data read from a registry anyone with write access can tag: resolving
+    # an interpolation in it would read environment variables (`${oc.env:...}`) or call resolvers.
+    found = next(_interpolations(OmegaConf.to_container(cfg, resolve=False)), None)
+    if found is not None:
+        key, value = found
+        raise LineageError(
+            f"{label}: its recorded config sets {key} to {value[:80]!r}, an interpolation; a recorded config is "
+            "resolved when it is recorded, so this one was edited by hand. Fix the tag glasswork.config"
+        )
     return cfg
+
+
+def _interpolations(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(key, value) of every string in ``tree`` that holds an OmegaConf interpolation."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, str) and "${" in value:
+            yield name, value
+        elif isinstance(value, dict | list):
+            yield from _interpolations(value, name + ".")
 
 
 def _unknown_key_message(full_key: str, schema: DictConfig) -> str:

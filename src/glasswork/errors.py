@@ -30,3 +30,9 @@ class PipelineOrderError(GlassworkError):
 
 class LineageError(GlassworkError):
     """A model version's lineage tags are missing or point at data, code or runs that are not here."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) during a step that runs library code which would swallow a
+    ``KeyboardInterrupt`` (Lightning's ``fit`` turns it into ``sys.exit(1)`` and ignores every
+    later Ctrl-C). A ``BaseException``, as ``KeyboardInterrupt`` is: no ``except Exception`` stops it."""

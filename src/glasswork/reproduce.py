@@ -57,15 +57,38 @@ def head_commit(repo: Path) -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
-def rebuild_config(text: str, old_root: str, new_root: Path, tracking_uri: str, artifact_root: str, run_name: str):
-    """The recorded config ``text`` with every path under the old run's root moved under
-    ``new_root``, and tracking pointed at the registry the model was found in."""
-    if old_root:
-        text = text.replace(old_root.rstrip("/") + "/", str(new_root) + "/")
-    cfg = recorded_config(text, "the glasswork.config tag")
-    cfg.paths.root = str(new_root)
+def rebuild_config(text: str, label: str, new_root: Path, tracking_uri: str, artifact_root: str, run_name: str):
+    """The recorded config ``text`` rebased on ``new_root``, tracking pointed at the registry the
+    model was found in.
+
+    Every folder a step writes is computed afresh under ``new_root``, whatever the recorded config
+    says, so a tag naming a folder outside it cannot make the rebuild write or delete there; other
+    paths under the recorded root (the data file ingest writes) move with it.
+    """
+    recorded = recorded_config(text, label)
+    old_root = str(OmegaConf.select(recorded, "paths.root", default="") or "").rstrip("/")
+    plain = _rebased(OmegaConf.to_container(recorded), old_root, str(new_root)) if old_root else recorded
+    cfg = OmegaConf.create(plain)
+    cfg.paths = {name: str(new_root / where) if where else str(new_root) for name, where in WRITTEN.items()}
+    if OmegaConf.select(cfg, "monitor") is not None:
+        cfg.monitor.output_dir = str(new_root / "artifacts" / "monitor")
     cfg.tracking.uri, cfg.tracking.artifact_root, cfg.tracking.run_name = tracking_uri, artifact_root, run_name
     return check_config(cfg)
+
+
+# The folders steps write into (conf/paths/default.yaml), as the rebuild sets them.
+WRITTEN = {"root": "", "raw_dir": "data/raw", "processed_dir": "data/processed", "artifacts_dir": "artifacts"}
+
+
+def _rebased(tree, old_root: str, new_root: str):
+    """``tree`` with every string that is a path under ``old_root`` moved under ``new_root``."""
+    if isinstance(tree, dict):
+        return {key: _rebased(value, old_root, new_root) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_rebased(value, old_root, new_root) for value in tree]
+    if isinstance(tree, str) and tree.startswith(old_root + "/"):
+        return new_root + tree[len(old_root) :]
+    return tree
 
 
 def compare(original: dict[str, float], rebuilt: dict[str, float], tolerance: float) -> dict:
@@ -85,6 +108,8 @@ def compare(original: dict[str, float], rebuilt: dict[str, float], tolerance: fl
 def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, tolerance: float, repo: Path) -> dict:
     """Rebuild the model version ``uri`` in ``workdir``; return the comparison (also written to
     ``workdir/reproduction.json`` and logged to the new run)."""
+    # The rebuild's steps run in their own folder: a relative store there would be another one.
+    tracking_uri, artifact_root = tracking.absolute(tracking_uri), tracking.absolute(artifact_root or "")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = find_version(client, uri)
     label = f"{version.name} v{version.version}"
@@ -101,7 +126,7 @@ def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, to
     # Read before anything is written: a bad config tag leaves no half-made work folder.
     with tempfile.TemporaryDirectory() as tmp:
         config_text = tracking.recorded_config_text(client, version, Path(tmp))
-    old_root = OmegaConf.select(recorded_config(config_text, label), "paths.root", default="")
+    cfg = rebuild_config(config_text, label, workdir / "run", tracking_uri, artifact_root, f"reproduce {label}")
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -117,7 +142,6 @@ def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, to
         log.warning(
             "%s was built from uncommitted changes to %s: rebuilding with that commit's code", label, commit[:12]
         )
-    cfg = rebuild_config(config_text, old_root, workdir / "run", tracking_uri, artifact_root, f"reproduce {label}")
     frozen = workdir / "config.yaml"
     frozen.write_text(to_yaml(cfg), encoding="utf-8")
     _run_steps(code, frozen, ("ingest", "prepare"))

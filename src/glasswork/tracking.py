@@ -30,8 +30,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from glasswork.errors import ConfigError, GlassworkError, LineageError, PipelineOrderError, first_line
-from glasswork.outputs import read_json
+from glasswork.errors import (
+    ConfigError,
+    GlassworkError,
+    Interrupted,
+    LineageError,
+    PipelineOrderError,
+    first_line,
+)
+from glasswork.outputs import fetch_file, read_json
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,17 @@ def configure(cfg: DictConfig) -> str:
     return client.create_experiment(cfg.tracking.experiment_name, artifact_location=location or None)
 
 
+def absolute(uri: str) -> str:
+    """``uri`` with a relative local store made absolute (from the current folder): the SQLite
+    default ``sqlite:///./mlflow.db`` means another database in a process started elsewhere."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    if uri and "://" not in uri and not uri.startswith("mlflow-artifacts:"):
+        return str(Path(uri).resolve())  # a folder: MLflow's file store, or a local artifact root
+    return uri
+
+
 def check_store(cfg: DictConfig) -> None:
     """Raise a :class:`~glasswork.errors.GlassworkError` if the tracking settings cannot work or
     the tracking server does not answer (cheap: the preflight of a whole run can call it too)."""
@@ -92,16 +110,10 @@ def check_store(cfg: DictConfig) -> None:
 
 def _artifact_location(cfg: DictConfig) -> str:
     """``tracking.artifact_root`` checked against the store: a server cannot use a local folder,
-    and credentials belong in MLflow's environment variables, not in the (logged) config."""
+    (a password in the URI is refused earlier, by :func:`glasswork.config.check_config`)."""
     uri, root = cfg.tracking.uri, cfg.tracking.artifact_root or ""
     if not is_server(uri):
         return root
-    if urlsplit(uri).password is not None:
-        raise ConfigError(
-            f"tracking.uri for the server {urlsplit(uri).hostname} holds a password, and the resolved config is "
-            "logged to MLflow: put the user name and password in MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD instead"
-        )
     if root and "://" not in root and not root.startswith("mlflow-artifacts:"):
         raise ConfigError(
             f"tracking.artifact_root={root!r} is a local folder, but tracking.uri={uri} is a server: other "
@@ -158,16 +170,29 @@ def current_run_id(cfg: DictConfig) -> str:
     return read_json(path)["run_id"]
 
 
+NEW_RUN = "new"  # step_run(run_id=NEW_RUN): the train step opens the model's run
+
+
 @contextmanager
 def step_run(cfg: DictConfig, step: str, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Open the model's MLflow run for one step; mark it FAILED if the step raises."""
+    """Open the model's MLflow run for one step (a new one with ``run_id=NEW_RUN``); mark it
+    KILLED if the step is interrupted (Ctrl-C), FAILED if it raises: never left RUNNING."""
     experiment_id = configure(cfg)
     if run_id is None:
         run_id = current_run_id(cfg)
     mlflow.end_run()  # a run left open by a previous step in this process
-    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
+    if run_id == NEW_RUN:  # created here, so whatever fails after it ends the run below
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=cfg.tracking.run_name or None, tags=lineage_tags(cfg)
+        )
+    else:
+        run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id)
     try:
         yield run
+    except (KeyboardInterrupt, Interrupted):
+        mlflow.set_tag(f"glasswork.{step}.status", "interrupted")
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.set_tag(f"glasswork.{step}.status", "failed")
         mlflow.end_run(status="FAILED")
@@ -176,12 +201,15 @@ def step_run(cfg: DictConfig, step: str, run_id: str | None = None) -> Iterator[
     mlflow.end_run()
 
 
-def new_run(cfg: DictConfig) -> str:
-    """Create the model's MLflow run (the train step calls this) and return its id."""
-    experiment_id = configure(cfg)
-    client = MlflowClient()
-    run = client.create_run(experiment_id, run_name=cfg.tracking.run_name or None, tags=lineage_tags(cfg))
-    return run.info.run_id
+def end_unfinished(cfg: DictConfig, run_id: str) -> None:
+    """Mark a run that a killed process left RUNNING as KILLED (a stale partial training run)."""
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            client.set_tag(run_id, "glasswork.train.status", "abandoned")
+    except MlflowException as err:  # a run in another store, or deleted: nothing to close
+        log.info("tracking: run %s not closed (%s)", run_id, first_line(err))
 
 
 def lineage_tags(cfg: DictConfig) -> dict[str, str]:
@@ -213,8 +241,9 @@ def recorded_config_text(client: MlflowClient, version, cache: Path) -> str:
     if text and text != CONFIG_POINTER:
         return text
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        return Path(client.download_artifacts(version.run_id, CONFIG_ARTIFACT, str(cache))).read_text(encoding="utf-8")
+        target = cache / CONFIG_ARTIFACT
+        fetch_file(target, lambda into: client.download_artifacts(version.run_id, CONFIG_ARTIFACT, into))
+        return target.read_text(encoding="utf-8")
     except (MlflowException, OSError) as err:
         raise LineageError(
             f"{version.name} v{version.version}: no recorded config: no glasswork.config tag, and its run "

@@ -7,10 +7,16 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +32,7 @@ from glasswork.collapse import ADVICE, learned_nothing, macro_f1
 from glasswork.config import to_plain, to_yaml
 from glasswork.data.datamodule import TextCollator, TextDataModule, truncation
 from glasswork.data.prepare import SPLITS, TRUNCATIONS, load_labels, load_split, split_files, with_max_length
-from glasswork.errors import GlassworkError
+from glasswork.errors import GlassworkError, Interrupted, first_line
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.models.trainer import budget, build_trainer, check_trainer
@@ -76,17 +82,21 @@ def train(cfg: DictConfig) -> dict:
     if global_rank(cfg) != 0:
         return _fit_as_worker(cfg, module, datamodule, partial)
     run_id, resume_from = _start_or_resume(cfg, partial)
-    with tracking.step_run(cfg, "train", run_id=run_id), atomic_dir(out_dir) as staging:
+    with tracking.step_run(cfg, "train", run_id=run_id) as run, atomic_dir(out_dir) as staging:
+        run_id = run.info.run_id
         if resume_from is None:
+            write_json(partial / "resume.json", {"run_id": run_id, "fingerprint": _fingerprint(cfg)})
             _log_run_inputs(cfg, labels)
             _log_truncation(cfg, tokenizer, train_df["text"].tolist())
         else:
-            step = torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
+            step = checkpoint_step(resume_from)
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
             mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
         trainer = _trainer(cfg, partial / "checkpoints", run_id, len(train_df))
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        # weights_only: a checkpoint is a file on disk that anyone with the folder could replace.
+        with interruptible(f"checkpoints kept in {partial}: run the same command again to resume"):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         seconds = time.perf_counter() - started
         stopped = _why_stopped(cfg, trainer)
         mlflow.set_tag("glasswork.train.stopped", stopped)
@@ -166,7 +176,7 @@ def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
     last = partial / "checkpoints" / "last.ckpt"
     # Lightning's loggers write from rank 0 only, so this one's MLFlowLogger stays silent.
     trainer = _trainer(cfg, partial / "checkpoints", state["run_id"], len(datamodule.train))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     _gather_shards(module, trainer)  # rank 0 gathers the whole model: every rank must take part
     return {"run_id": state["run_id"], "rank": global_rank(cfg)}
 
@@ -276,19 +286,60 @@ def _fingerprint(cfg: DictConfig) -> str:
 
 def _start_or_resume(cfg: DictConfig, partial: Path) -> tuple[str, str | None]:
     """The MLflow run id and checkpoint to resume, when a run of this same config was stopped
-    mid-way (killed, or failed); else a new run and a clean ``.train.partial`` folder."""
+    mid-way (killed, or failed); else ``NEW_RUN`` and a clean ``.train.partial`` folder (the run
+    is created by :func:`tracking.step_run`, inside the section that ends it whatever happens)."""
     fingerprint = _fingerprint(cfg)
     marker, last = partial / "resume.json", partial / "checkpoints" / "last.ckpt"
-    if marker.is_file() and last.is_file():
+    if marker.is_file():
         state = read_json(marker)
-        if state.get("fingerprint") == fingerprint:
+        if state.get("fingerprint") == fingerprint and last.is_file():
+            checkpoint_step(last)  # refused before the run is reopened, when it is more than weights
             return state["run_id"], str(last)
-        log.warning("train: %s holds an unfinished run of another config: starting afresh", partial)
+        log.warning("train: %s holds an unfinished run of another config (or no checkpoint): starting afresh", partial)
+        tracking.end_unfinished(cfg, state["run_id"])
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "checkpoints").mkdir(parents=True)
-    run_id = tracking.new_run(cfg)
-    write_json(marker, {"run_id": run_id, "fingerprint": fingerprint})
-    return run_id, None
+    return tracking.NEW_RUN, None
+
+
+@contextmanager
+def interruptible(hint: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :class:`~glasswork.errors.Interrupted` carrying ``hint``.
+
+    Lightning catches ``KeyboardInterrupt`` in ``fit``, ignores every later Ctrl-C and exits with
+    status 1, so the run could not be marked KILLED nor a hung shutdown stopped. The first Ctrl-C
+    here raises an exception Lightning passes on; a second one raises ``KeyboardInterrupt``
+    wherever the process is, as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise Interrupted(hint)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a Lightning checkpoint was saved at, read without unpickling anything
+    but tensors and plain containers (``torch.load(weights_only=True)``)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except pickle.UnpicklingError as err:
+        # torch's message is a page long; what it refused is on one of its lines.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        refused = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        what = f"it asks for {found.group(1)}" if found else refused.group(1) if refused else first_line(err)[:160]
+        raise GlassworkError(
+            f"checkpoint {path} holds not only tensors ({what}), so it is not read: it was not written by this "
+            f"training run. Delete {Path(path).parent.parent} to train afresh"
+        ) from None
 
 
 def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Trainer:

@@ -10,13 +10,14 @@ import sys
 import time
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, TWO_CPU_PROCESSES, tiny_overrides
 
 from glasswork.config import load_config
+from glasswork.errors import Interrupted
 from glasswork.outputs import read_json
 from glasswork.steps import get
+from glasswork.train import checkpoint_step, interruptible
 
 # ~15 batches per epoch on the tiny data: 6 epochs is long enough to be killed part-way (the
 # first checkpoint comes at step 5 of 90).
@@ -43,7 +44,7 @@ def _kill_once_checkpointed(root, overrides, timeout=300) -> int:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    return int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+    return checkpoint_step(last)
 
 
 def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
@@ -72,6 +73,54 @@ def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
     assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]
 
 
+def test_ctrl_c_stops_training_with_130_a_killed_run_and_its_checkpoints_kept(tmp_path):
+    overrides = tiny_overrides(tmp_path, *LONG)
+    cfg = load_config(overrides)
+    for step in ("ingest", "prepare"):
+        get(step).function()(cfg)
+    last = tmp_path / "artifacts" / ".train.partial" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glasswork", "train", *overrides], cwd=REPO,
+        env={**os.environ, "GLASSWORK_ROOT": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not last.is_file():
+        assert proc.poll() is None, "training ended before Ctrl-C"
+        assert time.monotonic() < deadline, "no checkpoint within the timeout"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("glasswork train: interrupted (Ctrl-C): checkpoints kept in")
+    run_id = read_json(tmp_path / "artifacts" / ".train.partial" / "resume.json")["run_id"]
+    run = MlflowClient(cfg.tracking.uri).get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["glasswork.train.status"] == "interrupted"
+    assert last.is_file() and checkpoint_step(last) > 0  # kept for resume
+    assert not (tmp_path / "artifacts" / "train").exists()
+    assert [p.name for p in (tmp_path / "artifacts").iterdir() if p.name.startswith(".train.")] == [".train.partial"]
+
+
+def test_a_second_ctrl_c_is_not_swallowed():
+    """The first Ctrl-C in training raises Interrupted (Lightning passes it on); a second one, in
+    whatever cleanup follows, is a KeyboardInterrupt again (Lightning would have ignored it)."""
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            with interruptible("resume later"):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler raises before this ends
+        except Interrupted as first:
+            assert str(first) == "resume later"
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
     overrides = tiny_overrides(tmp_path, *LONG)
     cfg = load_config(overrides)
@@ -82,6 +131,7 @@ def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
     changed = load_config(tiny_overrides(tmp_path, "trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=5"))
     result = get("train").function()(changed)
     assert result["run_id"] != stale
+    assert MlflowClient(changed.tracking.uri).get_run(stale).info.status == "KILLED"  # not left RUNNING
     assert (
         "glasswork.train.resumed_from_step"
         not in MlflowClient(changed.tracking.uri).get_run(result["run_id"]).data.tags
