@@ -10,8 +10,10 @@ the results out of ``Snapshot.dict()`` and fails loudly if that shape changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
+import re
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +31,10 @@ _EMBEDDINGS_TYPE = "evidently:metric_v2:EmbeddingsDrift"
 EMBEDDINGS_AUC_THRESHOLD = 0.55
 # Test statuses that carry a verdict; ERROR/SKIPPED/WARNING mean Evidently could not decide.
 _VERDICTS = {"FAIL": True, "SUCCESS": False}
+# The two lines of Evidently's page (0.7.23, ``evidently.legacy.utils.dashboard``) that hold the
+# report's data: ``var metric_<uuid hex> = JSON;`` and ``var additional_graphs_metric_<hex> =
+# JSON;`` inside a <script> block. json.dumps writes no raw newline, so each is one line.
+_DATA_LINE = re.compile(r"^(\s*var (?:additional_graphs_)?metric_[0-9a-f]{32} = )(.*);$")
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,11 @@ class DriftResult:
         return [name for name, info in self.columns.items() if info["drifted"]]
 
     def save_html(self, path: str | Path) -> Path:
-        """Write the self-contained Evidently HTML report (scripts inlined) and return its path."""
+        """Write the self-contained Evidently HTML report (scripts inlined) and return its path;
+        the data's texts stay text (see :func:`inert_data`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Snapshot.save_html silently writes nothing when given anything but a str (0.7.23).
-        self.snapshot.save_html(str(path))
+        path.write_text(inert_data(self.snapshot.get_html_str(as_iframe=False)), encoding="utf-8")
         return path
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +81,34 @@ class DriftResult:
         summary = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "snapshot"}
         summary["columns"] = {name: dict(info) for name, info in self.columns.items()}
         return summary
+
+
+def inert_data(page: str) -> str:
+    """Evidently's page with every ``<`` in its inlined data written as ``\\u003c``.
+
+    Evidently inlines the report's data (texts of the data, column names, class names) in a
+    <script> block with plain json.dumps, so a text holding ``</script>`` closes the block and
+    the rest runs as markup. In valid JSON a ``<`` occurs only inside a string, where ``\\u003c``
+    is the same character, so the data Evidently's app reads is unchanged (plotly's to_json does
+    the same). Each line is parsed as JSON after the change: a page whose shape Evidently changed
+    fails here rather than being written half-escaped.
+
+    Raises:
+        RuntimeError: If the page does not have exactly the two data lines this expects, or one
+            of them is not JSON.
+    """
+    lines = page.split("\n")
+    found = [(i, m) for i, line in enumerate(lines) if (m := _DATA_LINE.match(line))]
+    if len(found) != 2:
+        raise RuntimeError(f"Evidently's page has {len(found)} inlined data lines, expected 2: its template changed")
+    for i, match in found:
+        data = match.group(2).replace("<", "\\u003c")
+        try:
+            json.loads(data)
+        except ValueError as error:
+            raise RuntimeError(f"Evidently's inlined data is not one JSON value: {error}") from error
+        lines[i] = f"{match.group(1)}{data};"
+    return "\n".join(lines)
 
 
 def build_drift_report(

@@ -4,6 +4,7 @@ problems it must name."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,26 +44,30 @@ def _clone_one_commit_ahead(tmp_path: Path) -> tuple[Path, str]:
 def test_the_tiny_champion_is_rebuilt_from_its_commit_into_a_new_run_within_tolerance(
     tiny_run, capsys, tmp_path, monkeypatch
 ):
+    """Run as a user runs it: from the checkout, with the default relative store
+    (sqlite:///./mlflow.db). The rebuild works in its own folder, yet logs into that store."""
     root, cfg = tiny_run
-    client = _client(cfg)
-    version = client.get_model_version_by_alias("glasswork-sentiment", "champion")
     clone, recorded = _clone_one_commit_ahead(tmp_path)
-    client.set_model_version_tag("glasswork-sentiment", version.version, "glasswork.git_commit", recorded)
+    shutil.copy(root / "mlflow.db", clone / "mlflow.db")  # the user's store, in their checkout
+    store = "sqlite:///./mlflow.db"
     monkeypatch.chdir(clone)  # `reproduce` rebuilds with the repository it is run from
-    assert main(["reproduce", URI, *tiny_overrides(root)]) == 0
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    version = client.get_model_version_by_alias("glasswork-sentiment", "champion")
+    client.set_model_version_tag("glasswork-sentiment", version.version, "glasswork.git_commit", recorded)
+    monkeypatch.delenv("GLASSWORK_ROOT", raising=False)
+    assert main(["reproduce", URI, "debug=fast", f"tracking.uri={store}"]) == 0
     out = capsys.readouterr().out
     assert "reproduced within 0.01" in out and "accuracy" in out
-    result = json.loads(
-        (root / "artifacts" / "reproduce" / "glasswork-sentiment-champion" / "reproduction.json").read_text()
-    )
+    workdir = clone / "artifacts" / "reproduce" / "glasswork-sentiment-champion"
+    result = json.loads((workdir / "reproduction.json").read_text())
     assert result["reproduced"] and result["source_run_id"] == version.run_id
     assert result["rebuilt_run_id"] != version.run_id
     assert {"accuracy", "macro_f1"} <= set(result["metrics"])
-    run = client.get_run(result["rebuilt_run_id"])
+    run = client.get_run(result["rebuilt_run_id"])  # in the user's store
     assert run.data.tags["glasswork.reproduces"] == f"glasswork-sentiment v{version.version}"
     assert "reproduce/accuracy_abs_diff" in run.data.metrics
+    assert not list(workdir.rglob("mlflow.db"))  # no second store in the rebuild's folder
     # Built with the recorded commit's code, checked out as a worktree of the clone.
-    workdir = root / "artifacts" / "reproduce" / "glasswork-sentiment-champion"
     worktree = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir / "code", capture_output=True, text=True)
     assert result["git_commit"] == recorded == worktree.stdout.strip()
     # The original run's outputs were not touched: the rebuild worked in its own folder.
@@ -76,6 +81,11 @@ def test_the_tiny_champion_is_rebuilt_from_its_commit_into_a_new_run_within_tole
         ("glasswork.data_md5", "f" * 32, ["could not be rebuilt", "dvc checkout"]),
         ("glasswork.config", "- a\n- list\n", ["glasswork-sentiment v1: its recorded config is a ListConfig"]),
         ("glasswork.config", "paths: [unclosed", ["glasswork-sentiment v1: its recorded config is not YAML"]),
+        (
+            "glasswork.config",
+            "paths:\n  root: ${oc.env:HOME}\n",
+            ["v1: its recorded config sets paths.root", "interpolation"],
+        ),
     ],
 )
 def test_a_lineage_tag_pointing_at_something_missing_is_named(tiny_run, capsys, tag, value, words):

@@ -100,10 +100,18 @@ def projection_figure(points: np.ndarray, labels: np.ndarray, predicted: np.ndar
     return fig
 
 
+def plotly_text(text: str) -> str:
+    """Data as text for plotly, which draws a subset of HTML in hover texts, legends and titles.
+
+    Only ``<``, ``>`` and ``&`` are escaped: without ``<`` no tag can form, and plotly decodes
+    ``&lt;`` but not ``&quot;`` (it would show a quote in the data as ``&quot;``)."""
+    return html.escape(text, quote=False)
+
+
 def _hover(text: str, width: int = 70, limit: int = 400) -> str:
-    """A text as hover lines: HTML-escaped, wrapped, cut at ``limit`` characters."""
+    """A text as hover lines: escaped, wrapped, cut at ``limit`` characters."""
     cut = text if len(text) <= limit else (text[:limit].rsplit(" ", 1)[0] or text[:limit]) + " …"
-    return "<br>".join(html.escape(line) for line in textwrap.wrap(cut, width)) or "(empty)"
+    return "<br>".join(plotly_text(line) for line in textwrap.wrap(cut, width)) or "(empty)"
 
 
 # A legend entry of a map: its name, the rows it draws, and plotly marker settings.
@@ -159,7 +167,7 @@ def projection_page(
 ) -> str:
     """The PNG's two panels as a page: hovering a point shows its text, its true label and the
     model's prediction."""
-    names = [html.escape(n) for n in names]  # class names come from the data: text, never markup
+    names = [plotly_text(n) for n in names]  # class names come from the data: text, never markup
     predicted = probs.argmax(1)
     wrong = predicted != labels
     hover = [
@@ -189,7 +197,7 @@ def batch_map_page(
     embeddings (``reference``: vectors, texts; ``current``: vectors, texts, class
     probabilities), by origin and by the model's prediction; hovering a point shows its text."""
     (ref_vectors, ref_texts), (cur_vectors, cur_texts, probs) = reference, current
-    names, batch = [html.escape(n) for n in names], html.escape(batch)  # data: text, never markup
+    names, batch = [plotly_text(n) for n in names], plotly_text(batch)  # data: text, never markup
     points, used = project(np.vstack([ref_vectors, cur_vectors]), method, seed)
     is_current = np.arange(len(points)) >= len(ref_texts)
     predicted = np.concatenate([np.full(len(ref_texts), -1), probs.argmax(1)])
