@@ -1,6 +1,8 @@
 """Schedules: register Glasswork's deployments with a Prefect server.
 
-    python -m pipelines.deploy tracking=server   # with PREFECT_API_URL pointing at the team's server
+    prefect server start                                          # or the team's server
+    prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api
+    python -m pipelines.deploy tracking=server
 
 * ``glasswork-training/train-weekly``: the training flow every Monday 03:00 UTC on the
   ``glasswork-gpu`` work pool (``trainer=gpu``).
@@ -15,16 +17,51 @@ The code is taken from this checkout (``flow.from_source`` on the repository fol
 worker on the same machine or a shared volume runs exactly this commit; for workers elsewhere,
 build the image in ``infra/`` and point the pools there. Pools that do not exist yet are created
 as ``process`` pools (a Kubernetes pool for GPUs is created from ``infra/k8s/`` instead).
+
+Without a server to keep them it refuses: Prefect would otherwise start a temporary server, store
+the schedules in it and stop it on exit, so nothing would ever run them. A run of a deployment
+may change its config only within an allow-list (``pipelines/flow_parameters.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+START_A_SERVER = (
+    "start one and point Prefect at it:\n"
+    "    prefect server start\n"
+    "    prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api\n"
+    "(or set PREFECT_API_URL to your team's server)"
+)
+
+
+class NoServer(RuntimeError):
+    """No Prefect server would keep the deployments."""
+
+
+def require_server() -> str:
+    """The API URL of the Prefect server the deployments go to; raise ``NoServer`` when
+    ``PREFECT_API_URL`` is unset (in the environment and the profile) or the server does not
+    answer."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise NoServer(
+            "PREFECT_API_URL is not set: the deployments would go to a temporary server that stops "
+            f"when this command ends, and their schedules with it; {START_A_SERVER}"
+        )
+    with get_client(sync_client=True) as client:
+        failure = client.api_healthcheck()
+    if failure is not None:
+        raise NoServer(f"the Prefect server at PREFECT_API_URL={url} does not answer ({failure}); {START_A_SERVER}")
+    return url
 
 
 @dataclass(frozen=True)
@@ -172,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.alert_webhook and not args.alert_webhook.startswith(("http://", "https://")):
         parser.error(f"--alert-webhook {args.alert_webhook!r}: expected an http:// or https:// URL")
     pools = dict(p.split("=", 1) for p in args.pool)
+    try:
+        url = require_server()
+    except NoServer as err:
+        print(f"python -m pipelines.deploy: {err}", file=sys.stderr)
+        return 1
+    print(f"deploying to the Prefect server at {url}")
     for deployment_id in deploy(args.only, pools=pools, overrides=args.overrides):
         print(f"deployed {deployment_id}")
     if args.alert_webhook:

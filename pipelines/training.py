@@ -87,8 +87,9 @@ def scheduled_training(overrides: list[str] | None = None) -> dict:
     """The training flow with its config composed from ``overrides`` (what a deployment's
     parameters can carry: a resolved config cannot be written by hand)."""
     from glasswork.config import load_config
+    from pipelines.flow_parameters import deployment_run_overrides
 
-    return run_pipeline(load_config(overrides or []))
+    return run_pipeline(load_config(deployment_run_overrides(overrides)))
 
 
 def _ui(uri: str) -> str:

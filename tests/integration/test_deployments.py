@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO
 from tests.integration.conftest import stop_group
 
 BIN = Path(sys.executable).parent
@@ -82,12 +82,83 @@ def test_an_alert_webhook_that_is_not_a_url_is_refused(capsys):
     )
 
 
+def test_deploy_without_a_server_refuses_and_says_how_to_start_one(tmp_path):
+    """Run as the README shows it, with no PREFECT_API_URL: Prefect would deploy into a temporary
+    server and stop it, schedules and all, while printing success."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile that sets the URL either
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.deploy"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "PREFECT_API_URL is not set" in done.stderr
+    assert "    prefect server start\n" in done.stderr
+    assert "    prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api\n" in done.stderr
+    assert "Successfully created" not in done.stdout + done.stderr
+    assert "Starting temporary server" not in done.stdout + done.stderr
+    assert not (tmp_path / "prefect-home" / "prefect.db").exists(), "a temporary server was started"
+
+
+def test_deploy_to_a_server_that_does_not_answer_refuses(tmp_path):
+    from tests.integration.conftest import free_port
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env["PREFECT_API_URL"] = url = f"http://127.0.0.1:{free_port()}/api"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.deploy"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"the Prefect server at PREFECT_API_URL={url} does not answer" in done.stderr
+    assert "prefect server start" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tracking.uri=http://attacker.example:5000",
+        "tracking=local",
+        "paths.root=/",
+        "paths.artifacts_dir=/etc",
+        "data.path=/etc/shadow",
+        "model.dir=/tmp/other-model",
+        "monitor.output_dir=/tmp/x",
+        "registry.model_name=${oc.env:MLFLOW_TRACKING_PASSWORD}",
+        "+trainer.extra=1",
+        "~registry",
+        "trainer=../../etc/passwd",
+        "hydra.run.dir=/tmp",
+    ],
+)
+def test_a_deployment_run_may_not_move_where_things_are(override):
+    from pipelines.flow_parameters import check_run_overrides
+
+    from glasswork.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="flow-run parameter 'overrides' refused") as refused:
+        check_run_overrides(["debug=fast", override])
+    assert f"  {override}: " in str(refused.value)
+    assert "  debug=fast:" not in str(refused.value)
+
+
+def test_a_deployment_run_may_tune_and_keep_the_deployments_own_overrides():
+    from pipelines.flow_parameters import check_run_overrides
+
+    tuned = ["debug=fast", "trainer=gpu", "experiment=heldout_drift", "trainer.max_epochs=2", "seed=7",
+             "monitor.sample_size=100", "registry.promote_if.above=-0.01", "explain.n_probe=4"]  # fmt: skip
+    assert check_run_overrides(tuned) == tuned
+    # What `python -m pipelines.deploy tracking=server data.path=...` put in the deployment stays.
+    deployed = ["tracking=server", "data=table", "data.path=/srv/reviews.csv"]
+    assert check_run_overrides([*deployed, "trainer.max_epochs=2"], deployed) == [*deployed, "trainer.max_epochs=2"]
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_path, webhook):
     url, env = prefect_server
     root, cfg = tiny_run
     env = {**env, "PREFECT_API_URL": url, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    # Where the worker keeps its files is the worker's to say (a flow run may not set paths.*).
+    env["GLASSWORK_ROOT"] = str(root)
     batch = root / "incoming"
     batch.mkdir()
     tweets = pd.read_csv(root / "data" / "raw" / "tweets.csv")
@@ -111,9 +182,13 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     crons = {d["name"]: d["schedules"][0]["schedule"]["cron"] for d in deployments.values()}
     assert crons == {"train-weekly": "0 3 * * 1", "monitor-daily": "0 6 * * *"}
 
-    parameters = {"batch": str(batch), "overrides": tiny_overrides(root, "monitor.sample_size=100")}
+    parameters = {"batch": str(batch), "overrides": ["debug=fast", "monitor.sample_size=100"]}
     monitor_id = deployments["monitor-daily"]["id"]
     created = _api(url, f"/deployments/{monitor_id}/create_flow_run", {"parameters": parameters})
+    # A run that tries to send the results (and the worker's credentials) elsewhere fails first.
+    hijack = ["debug=fast", "tracking.uri=http://127.0.0.1:9/steal", f"paths.root={tmp_path / 'elsewhere'}"]
+    refused = _api(url, f"/deployments/{monitor_id}/create_flow_run",
+                   {"parameters": {"batch": str(batch), "overrides": hijack}})  # fmt: skip
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "glasswork-cpu", "--type", "process"],
@@ -125,11 +200,16 @@ def test_monitoring_deployment_runs_on_a_worker(prefect_server, tiny_run, tmp_pa
     )
     try:
         run = _wait_for_final_state(url, created["id"], worker)
+        refused_run = _wait_for_final_state(url, refused["id"], worker)
     finally:
         stop_group(worker)
         log.close()
     worker_log = (tmp_path / "worker.log").read_text()
     assert run["state_type"] == "COMPLETED", worker_log[-4000:]
+    assert refused_run["state_type"] == "FAILED", worker_log[-4000:]
+    assert "flow-run parameter 'overrides' refused" in refused_run["state"]["message"], refused_run["state"]
+    assert "tracking.uri=http://127.0.0.1:9/steal: a location" in worker_log
+    assert not (tmp_path / "elsewhere").exists()
 
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     experiment = client.get_experiment_by_name("glasswork-monitoring")
