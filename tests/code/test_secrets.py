@@ -104,7 +104,8 @@ def test_a_checkpoint_is_read_as_weights_only(tmp_path):
         .info.run_id
     )
     write_json(partial / "resume.json", {"run_id": run_id, "fingerprint": _fingerprint(cfg)})
-    with pytest.raises(GlassworkError, match=r"last.ckpt holds not only tensors \(it asks for (builtins|io).open\).*Delete"):
+    expected = r"last.ckpt holds not only tensors \(it asks for (builtins|io).open\).*Delete"
+    with pytest.raises(GlassworkError, match=expected):
         get("train").function()(cfg)
     assert not marker.exists()
     assert not (tmp_path / "artifacts" / "train").exists()
