@@ -35,6 +35,8 @@ def _plan(seconds_left: float, champion: bool = False) -> int:
 
 def test_the_plan_keeps_the_largest_global_view_that_fits_and_never_fewer_than_32_texts():
     assert faithfulness_forwards(E) == 19  # the full text, then 3 fractions x delete/keep x (1 + 2 random)
+    # The default: ERASER's 5 bins and 5 random rankings.
+    assert faithfulness_forwards(load_config([]).explain) == 1 + 2 * 5 * (1 + 5)
     # n texts cost (n - 32) x 0.26 s more, 19 forwards (0.38 s) each for the first 64, and 8 s of map:
     # within 40 s, 0.64 n - 0.32 <= 40 gives 63.
     assert _plan(40.0) == 63
@@ -69,6 +71,15 @@ def test_the_global_view_shrinks_to_the_budget_and_says_so(tiny_run, caplog, mon
     metrics = explain(cfg)
     n_texts, page = _global(root)
     assert n_texts == metrics["global/n_texts"] == 8
+    # The cascading randomisation check ran on 16 texts, its curve drawn: the tiny model's head,
+    # its 2 layers and its embeddings, one Spearman each.
+    assert metrics["sanity_n_texts"] == 16
+    curve = [k for k in range(1, 9) if f"integrated_gradients/randomisation_spearman_{k}" in metrics]
+    assert curve == [1, 2, 3, 4]
+    assert (root / "artifacts/explain/randomisation.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Model-randomisation check" in page and "bins 1%, 5%, 10%, 20%, 50%" in page
+    # Every method is measured against the same random rankings.
+    assert len({metrics[f"{m}/random_sufficiency_aopc"] for m in cfg.explain.methods}) == 1
     assert "the global view takes 8 of its 30 texts" in caplog.text and "explain.max_share_of_train" in caplog.text
     assert "the global view took 8 of 30 texts" in page
     # Without a budget the same settings explain the whole test split.

@@ -3,6 +3,8 @@ gradients must beat a random ranking on comprehensiveness and sufficiency."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tests.conftest import learnable_overrides
 
@@ -18,6 +20,41 @@ def test_perturbation_deletes_or_keeps_the_top_tokens_and_never_the_special_ones
     ids = [[101, 1, 2, 3, 4, 102]]
     assert _perturb(ids, [ranking], 0.5, keep_top=False) == [[101, 1, 4, 102]]
     assert _perturb(ids, [ranking], 0.5, keep_top=True) == [[101, 2, 3, 102]]
+
+
+def test_faithfulness_reports_erasers_five_bins_against_five_random_rankings_per_text(monkeypatch):
+    from tests.model.test_explain_baselines import roberta_tokenizer, tiny_roberta
+
+    from glasswork.explain import faithfulness as faith
+    from glasswork.explain.attributions import TokenAttribution
+
+    cfg = load_config([])
+    assert list(cfg.explain.fractions) == list(faith.ERASER_BINS) == [0.01, 0.05, 0.1, 0.2, 0.5]
+    tok = roberta_tokenizer()
+    model = tiny_roberta(len(tok))
+    tokens = tok.convert_ids_to_tokens(tok("a fine film great bad movie plot dull")["input_ids"])
+    items = [TokenAttribution("", tokens, [0, 8, 7, 6, 5, 4, 3, 2, 1, 0], 0, 0.6, 0, 0.0, False)]
+    passes = []
+    real = faith._probabilities
+
+    def count(model, tokenizer, ids, targets, chunk=64):
+        passes.append([len(s) for s in ids])
+        return real(model, tokenizer, ids, targets, chunk)
+
+    monkeypatch.setattr(faith, "_probabilities", count)
+    metrics = faith.measure(model, tok, items, cfg)
+    assert {k.removeprefix("comprehensiveness_top") for k in metrics if k.startswith("comprehensiveness_top")} == {
+        "0.01", "0.05", "0.1", "0.2", "0.5"
+    }  # fmt: skip
+    # The text itself twice (once with its ranking, once with the random ones), then each of the 5
+    # bins deleted and kept alone: once for the ranking and once for each of 5 random rankings.
+    assert len(passes) == 2 + 2 * 5 + 2 * 5 * 5
+    # Another method on the same texts shares the random rankings: only its own ranking is new.
+    chance = faith.chance_by_text(model, tok, items, cfg.explain.fractions, n_random=5, seed=cfg.seed)
+    passes.clear()
+    other = faith.measure(model, tok, [replace(items[0], scores=[0.0] * 10)], cfg, chance)
+    assert len(passes) == 1 + 2 * 5
+    assert other["random_comprehensiveness_aopc"] == metrics["random_comprehensiveness_aopc"]
 
 
 def test_the_faithfulness_figure_draws_each_method_beside_its_random_ranking():

@@ -1,7 +1,9 @@
 """Integrated gradients (Sundararajan et al., 2017) on the token embeddings, with Captum.
 
-The baseline keeps [CLS]/[SEP] and replaces every other token with [PAD], so attributions
-measure what each word contributes beyond an empty sentence of the same length.
+The baseline keeps the model's own start/end tokens (the ones its tokenizer wraps every text in:
+[CLS]/[SEP] for BERT, <s>/</s> for RoBERTa) and replaces every other token with the pad token, so
+attributions measure what each word contributes beyond an empty sentence of the same length. An
+[UNK] (an emoji in a tweet, say) is an ordinary token here: it is replaced too, and so scored.
 """
 
 from __future__ import annotations
@@ -32,10 +34,25 @@ class TokenAttribution:
         return asdict(self)
 
 
+def frame_ids(tokenizer) -> list[int]:
+    """The ids of the tokens the tokenizer wraps every text in (its start/end tokens), read from
+    what it makes of an empty text rather than from BERT's names."""
+    return sorted(set(tokenizer("", add_special_tokens=True)["input_ids"]))
+
+
+def frame_tokens(tokenizer) -> set[str]:
+    """The start/end tokens and the pad token, as strings: what no explanation ranks."""
+    return set(tokenizer.convert_ids_to_tokens(frame_ids(tokenizer))) | {tokenizer.pad_token}
+
+
 def pad_baseline(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    """The same sequences with every ordinary token replaced by [PAD] ([CLS]/[SEP] kept)."""
-    special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, device=input_ids.device))
-    return torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
+    """The same sequences with every token but the start/end ones replaced by the pad token.
+
+    Only those are kept: ``all_special_ids`` also holds [UNK] and [MASK], which would make every
+    [UNK] its own baseline and so worth nothing.
+    """
+    frame = torch.isin(input_ids, torch.tensor(frame_ids(tokenizer), device=input_ids.device))
+    return torch.where(frame, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
 
 
 def model_device(model) -> torch.device:

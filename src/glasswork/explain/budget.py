@@ -1,8 +1,9 @@
 """The explain step's share of the training time (``explain.max_share_of_train``).
 
 The probe is always explained whole: it is drawn by ``prepare``, versioned with the data and
-compared across models. The global view, the part that grows with the sample, is sized to what
-is left. Its first texts are explained first; the seconds they took give the cost of one text's
+compared across models; the randomisation check's texts too (its cost is fixed by the model's
+depth). Both are spent before the plan is made. The global view, the part that grows with the
+sample, is sized to what is left. Its first texts are explained first; the seconds they took give the cost of one text's
 integrated gradients on this machine and at this data's lengths, and from it the cost of one
 forward pass of a text. The rest of the step is planned in those forward passes:
 

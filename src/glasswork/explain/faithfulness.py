@@ -8,14 +8,18 @@ tokens by attribution ``r_k``:
   first really carry the prediction (deleting them hurts);
 - sufficiency(k) = p(x) - p(r_k alone): low when those tokens alone are enough.
 
-Their area over the perturbation curve (AOPC) averages each over the fractions. The same numbers
-for a random ranking of the same tokens show how much better than chance the explanation is.
-Tokens are deleted (not masked), as in ERASER; [CLS] and [SEP] always stay.
+Their area over the perturbation curve (AOPC) averages each over the fractions: ERASER's bins,
+1, 5, 10, 20 and 50% of the tokens (:data:`ERASER_BINS`, the default ``explain.fractions``), so
+the figures compare with published ones. The same numbers averaged over at least
+:data:`MIN_RANDOM` random rankings of the same tokens show how much better than chance the
+explanation is. Tokens are deleted (not masked), as in ERASER; the tokenizer's start/end tokens
+always stay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -26,20 +30,43 @@ import torch
 from scipy import stats
 
 from glasswork.errors import ConfigError
-from glasswork.explain.attributions import TokenAttribution, model_device
+from glasswork.explain.attributions import TokenAttribution, frame_tokens, model_device
 
-SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
+# Start/end and pad tokens of the BERT and RoBERTa families, for code that has the tokens but no
+# tokenizer (reading attributions.json); code with the tokenizer asks it (``frame_tokens``).
+SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
+ERASER_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)  # DeYoung et al. 2020, section 4.2
+MIN_RANDOM = 5  # random rankings per text: fewer leave the chance level too noisy to compare with
+
+
+@dataclass(frozen=True)
+class Chance:
+    """The random rankings' figures (``random_*`` keys of :func:`by_text`) for some texts: they
+    depend on the texts, the model and the predicted classes, not on the explanation, so every
+    method explaining the same texts shares them (and is compared with the same rankings)."""
+
+    ids: list[list[int]]
+    targets: list[int]
+    texts: dict[str, np.ndarray]
 
 
 def faithfulness(
-    model, tokenizer, items: Sequence[TokenAttribution], fractions: Sequence[float], *, n_random: int = 5, seed: int = 0
+    model,
+    tokenizer,
+    items: Sequence[TokenAttribution],
+    fractions: Sequence[float],
+    *,
+    n_random: int = 5,
+    seed: int = 0,
+    chance: Chance | None = None,
 ) -> dict[str, float]:
     """AOPC comprehensiveness and sufficiency of ``items`` and of random rankings of the same tokens.
 
     Returns flat metrics: ``comprehensiveness_aopc``, ``sufficiency_aopc``, the same with a
     ``random_`` prefix, their differences (``*_gain``), and one value per fraction.
     """
-    return _aggregate(by_text(model, tokenizer, items, fractions, n_random=n_random, seed=seed), fractions)
+    texts = by_text(model, tokenizer, items, fractions, n_random=n_random, seed=seed, chance=chance)
+    return _aggregate(texts, fractions)
 
 
 def _aggregate(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> dict[str, float]:
@@ -51,26 +78,52 @@ def _aggregate(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> dict
 
 
 def by_text(
-    model, tokenizer, items: Sequence[TokenAttribution], fractions: Sequence[float], *, n_random: int = 5, seed: int = 0
+    model,
+    tokenizer,
+    items: Sequence[TokenAttribution],
+    fractions: Sequence[float],
+    *,
+    n_random: int = 5,
+    seed: int = 0,
+    chance: Chance | None = None,
 ) -> dict[str, np.ndarray]:
     """Per text, in the order of ``items``: comprehensiveness and sufficiency at each fraction
     (``comprehensiveness_top0.1``, ...) for the explanation's ranking, and the same averaged over
-    ``n_random`` random rankings (``random_`` prefix). :func:`faithfulness` averages them."""
-    rng = np.random.default_rng(seed)
-    ranked = [_ranking(item.scores, item.tokens) for item in items]
-    random_rankings = [[rng.permutation(r) for r in ranked] for _ in range(n_random)]
+    ``n_random`` random rankings (``random_`` prefix; ``chance``'s where it holds the same texts
+    and classes). :func:`faithfulness` averages them."""
+    skip = frame_tokens(tokenizer)
+    ranked = [_ranking(item.scores, item.tokens, skip) for item in items]
     ids = [tokenizer.convert_tokens_to_ids(item.tokens) for item in items]
     targets = [item.predicted for item in items]
+    if chance is None or (chance.ids, chance.targets) != (ids, targets):
+        chance = chance_by_text(model, tokenizer, items, fractions, n_random=n_random, seed=seed)
+    return _drops(model, tokenizer, ids, targets, [ranked], fractions, "") | chance.texts
+
+
+def chance_by_text(
+    model, tokenizer, items: Sequence[TokenAttribution], fractions: Sequence[float], *, n_random: int, seed: int
+) -> Chance:
+    """The ``random_*`` figures of :func:`by_text`, for any explanation of ``items``' texts."""
+    rng = np.random.default_rng(seed)
+    skip = frame_tokens(tokenizer)
+    # Permutations of the positions in text order: the same for every method's ranking.
+    positions = [np.sort(_ranking(item.scores, item.tokens, skip)) for item in items]
+    rankings = [[rng.permutation(p) for p in positions] for _ in range(n_random)]
+    ids = [tokenizer.convert_tokens_to_ids(item.tokens) for item in items]
+    targets = [item.predicted for item in items]
+    return Chance(ids, targets, _drops(model, tokenizer, ids, targets, rankings, fractions, "random_"))
+
+
+def _drops(model, tokenizer, ids, targets, rankings_sets, fractions, prefix: str) -> dict[str, np.ndarray]:
     full = _probabilities(model, tokenizer, ids, targets)
     texts: dict[str, np.ndarray] = {}
-    for prefix, rankings_sets in (("", [ranked]), ("random_", random_rankings)):
-        for name, keep_top in (("comprehensiveness", False), ("sufficiency", True)):
-            for fraction in fractions:
-                drops = [
-                    full - _probabilities(model, tokenizer, _perturb(ids, rankings, fraction, keep_top), targets)
-                    for rankings in rankings_sets
-                ]
-                texts[f"{prefix}{name}_top{fraction:g}"] = np.mean(drops, axis=0)  # MLflow keys allow no "@"
+    for name, keep_top in (("comprehensiveness", False), ("sufficiency", True)):
+        for fraction in fractions:
+            drops = [
+                full - _probabilities(model, tokenizer, _perturb(ids, rankings, fraction, keep_top), targets)
+                for rankings in rankings_sets
+            ]
+            texts[f"{prefix}{name}_top{fraction:g}"] = np.mean(drops, axis=0)  # MLflow keys allow no "@"
     return texts
 
 
@@ -89,11 +142,11 @@ def gains_by_text(texts: dict[str, np.ndarray], fractions: Sequence[float]) -> d
 SUMMARY = ("comprehensiveness_aopc", "sufficiency_aopc", "comprehensiveness_gain", "sufficiency_gain")
 
 
-def measure(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict[str, float]:
+def measure(model, tokenizer, items: Sequence[TokenAttribution], cfg, chance: Chance | None = None) -> dict[str, float]:
     """:func:`faithfulness` with the config's fractions, random rankings and seed (``cfg.explain``,
     ``cfg.seed``): one measure wherever explanations are compared."""
     e = cfg.explain
-    return faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
+    return faithfulness(model, tokenizer, items, list(e.fractions), n_random=e.n_random, seed=cfg.seed, chance=chance)
 
 
 def faithfulness_summary(model, tokenizer, items: Sequence[TokenAttribution], cfg) -> dict:
@@ -178,6 +231,20 @@ def check_sample(max_texts: int) -> None:
         raise ConfigError(f"explain.faithfulness_max_texts={max_texts}: expected at least 1 text")
 
 
+def check_measure(fractions: Sequence[float], n_random: int) -> None:
+    """Refuse fractions outside (0, 1] and fewer than :data:`MIN_RANDOM` random rankings."""
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ConfigError(
+            f"explain.fractions={list(fractions)}: expected fractions of the tokens in (0, 1], "
+            f"e.g. ERASER's {list(ERASER_BINS)}"
+        )
+    if n_random < MIN_RANDOM:
+        raise ConfigError(
+            f"explain.n_random={n_random}: expected at least {MIN_RANDOM} random rankings per text "
+            "(fewer leave the chance level too noisy to compare with)"
+        )
+
+
 def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fractions: Sequence[float]):
     """Comprehensiveness and sufficiency per fraction of tokens (``metrics``: the explain step's,
     keyed ``<method>/<name>_top<fraction>``), each method as a solid line beside its random
@@ -197,6 +264,8 @@ def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fract
             ax.plot(x, ours, "o-", color=f"C{i}", label=f"{method}: AOPC {aopc:.3f} (random {random_aopc:.3f})")
             ax.plot(x, chance, "--", color=f"C{i}", alpha=0.6)
         ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.set_xscale("log")  # ERASER's bins, 1 to 50%, spread evenly
+        ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("% of tokens, ranked by the explanation")
         # Below the panel: inside it, the legend would cover the lines it names.
@@ -212,9 +281,9 @@ def faithfulness_figure(metrics: dict[str, float], methods: Sequence[str], fract
     return fig
 
 
-def _ranking(scores: Sequence[float], tokens: Sequence[str]) -> np.ndarray:
-    """Positions of the ordinary tokens, most supportive of the prediction first."""
-    positions = np.array([i for i, t in enumerate(tokens) if t not in SPECIAL])
+def _ranking(scores: Sequence[float], tokens: Sequence[str], skip: set[str] = SPECIAL) -> np.ndarray:
+    """Positions of the ordinary tokens (all but ``skip``), most supportive of the prediction first."""
+    positions = np.array([i for i, t in enumerate(tokens) if t not in skip])
     if not len(positions):
         return positions
     order = np.argsort(-np.asarray(scores)[positions], kind="stable")

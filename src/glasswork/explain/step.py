@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from scipy.stats import spearmanr
 
 from glasswork import tracking
@@ -18,7 +18,7 @@ from glasswork.data.prepare import load_labels, load_probe, load_split, with_max
 from glasswork.errors import ConfigError
 from glasswork.explain import report
 from glasswork.explain.attention import attention_rollout
-from glasswork.explain.attributions import TokenAttribution, integrated_gradients
+from glasswork.explain.attributions import TokenAttribution, frame_tokens, integrated_gradients
 from glasswork.explain.budget import GlobalPlan, check_share, training_seconds
 from glasswork.explain.contrast import champion_version, contrast
 from glasswork.explain.embeddings import (
@@ -32,8 +32,10 @@ from glasswork.explain.embeddings import (
 )
 from glasswork.explain.faithfulness import (
     SPECIAL,
+    chance_by_text,
     change_words,
     check_alpha,
+    check_measure,
     check_sample,
     faithfulness_figure,
     measure,
@@ -49,7 +51,7 @@ from glasswork.explain.global_view import (
     global_within_budget,
 )
 from glasswork.explain.model_agnostic import kernel_shap
-from glasswork.explain.sanity import randomisation_check
+from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
 
@@ -95,11 +97,11 @@ METHODS: dict[str, Callable[..., list[TokenAttribution]]] = {
 }
 
 
-def check_methods(methods) -> None:
-    """Refuse an empty or unknown method list, naming the valid methods."""
+def check_methods(methods, setting: str = "explain.methods", allow_none: bool = False) -> None:
+    """Refuse an unknown method or (unless ``allow_none``) an empty list, naming the valid methods."""
     unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ConfigError(f"explain.methods={list(methods)}: unknown {unknown}; valid methods: {list(METHODS)}")
+    if unknown or not (methods or allow_none):
+        raise ConfigError(f"{setting}={list(methods)}: unknown {unknown}; valid methods: {list(METHODS)}")
 
 
 def explain(cfg: DictConfig) -> dict:
@@ -109,6 +111,9 @@ def explain(cfg: DictConfig) -> dict:
     check_methods(cfg.explain.methods)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
+    check_measure(cfg.explain.fractions, cfg.explain.n_random)
+    check_sanity(cfg.explain.sanity_n_texts, cfg.explain.sanity_max_length)
+    check_methods(cfg.explain.sanity_methods, "explain.sanity_methods", allow_none=True)
     check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
     check_share(cfg.explain.max_share_of_train)
     test = load_split(cfg, "test")
@@ -120,20 +125,10 @@ def explain(cfg: DictConfig) -> dict:
     model, tokenizer = load_trained(path, attn_implementation="eager", device=device), load_tokenizer(path)
     texts, labels = probe["text"].tolist(), probe["label"].tolist()
 
-    def explain_with(net, n: int | None = None) -> dict[str, list[TokenAttribution]]:
-        return {m: METHODS[m](net, tokenizer, texts[:n], labels[:n], cfg) for m in cfg.explain.methods}
-
-    explained = explain_with(model)
+    explained = {m: METHODS[m](model, tokenizer, texts, labels, cfg) for m in cfg.explain.methods}
     metrics = _metrics(model, tokenizer, explained, cfg)
-    metrics |= randomisation_check(
-        model,
-        explain_with,
-        explained,
-        rank_agreement,
-        seed=cfg.seed,
-        max_spearman=cfg.explain.sanity_max_spearman,
-        n_texts=cfg.explain.sanity_n_probe,
-    )
+    sanity, sanity_png = _randomisation(model, tokenizer, test, cfg)
+    metrics |= sanity
     method = "integrated_gradients" if "integrated_gradients" in explained else next(iter(explained))
     tracking.configure(cfg)
     champion = champion_version(cfg, tracking.current_run_id(cfg)) is not None
@@ -172,12 +167,16 @@ def explain(cfg: DictConfig) -> dict:
         (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
         (out / "global_importance.png").write_bytes(top_png)
         (out / "faithfulness.png").write_bytes(quality_png)
+        if sanity_png is not None:
+            (out / "randomisation.png").write_bytes(sanity_png)
         write_json(out / "global_importance.json", global_view)
-        figures = {
-            "How faithful each explanation is (probe texts; dashed: a random ranking)": data_uri(quality_png),
-            "Words that push the model towards each class (test split)": data_uri(top_png),
-            "Where the model puts the test texts (embeddings.html: hover a point for its text)": data_uri(projection),
+        pngs = {
+            "How faithful each explanation is (probe texts; dashed: a random ranking)": quality_png,
+            "Model-randomisation check: layers re-initialised from the top, one more at a time": sanity_png,
+            "Words that push the model towards each class (test split)": top_png,
+            "Where the model puts the test texts (embeddings.html: hover a point for its text)": projection,
         }
+        figures = {title: data_uri(png) for title, png in pngs.items() if png is not None}
         page = report.render(explained, names, "Glasswork — token attributions", summary, figures)
         (out / "attributions.html").write_text(page, encoding="utf-8")
         write_json(out / "attributions.json", {m: [i.to_dict() for i in items] for m, items in explained.items()})
@@ -187,6 +186,38 @@ def explain(cfg: DictConfig) -> dict:
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def _randomisation(model, tokenizer, test, cfg: DictConfig) -> tuple[dict[str, float], bytes | None]:
+    """The cascading randomisation check (:mod:`glasswork.explain.sanity`) of the
+    ``explain.sanity_methods`` on a seeded sample of ``explain.sanity_n_texts`` test texts, and its
+    curve as a PNG (None when no method is checked)."""
+    e = cfg.explain
+    methods = [m for m in e.methods if m in e.sanity_methods]
+    if not methods:
+        return {}, None
+    sample = test.sample(n=min(len(test), e.sanity_n_texts), random_state=cfg.seed)
+    if len(sample) < e.sanity_n_texts:
+        log.warning("explain: the randomisation check takes all %d test texts (explain.sanity_n_texts=%d)",
+                    len(sample), e.sanity_n_texts)  # fmt: skip
+    texts, labels = sample["text"].tolist(), sample["label"].tolist()
+    skip = frame_tokens(tokenizer)
+    # It explains its texts once per layer: with the global view's steps, on their first
+    # sanity_max_length tokens, the trained and the randomised models alike.
+    length = min(cfg.model.max_length, e.sanity_max_length or cfg.model.max_length)
+    quick = OmegaConf.merge(cfg, {"explain": {"n_steps": e.global_n_steps}, "model": {"max_length": length}})
+
+    def explain_with(net) -> dict[str, list[TokenAttribution]]:
+        return {m: METHODS[m](net, tokenizer, texts, labels, quick) for m in methods}
+
+    def agreement(first, second, absolute: bool = False) -> float:
+        return rank_agreement(first, second, absolute, skip=skip)
+
+    metrics, curves = randomisation_check(
+        model, explain_with, agreement, seed=cfg.seed, max_spearman=e.sanity_max_spearman
+    )
+    metrics |= {"sanity_n_texts": len(sample), "sanity_max_length": length}
+    return metrics, png_bytes(cascade_figure(curves, len(sample), e.sanity_max_spearman))
 
 
 def _cost(cfg: DictConfig, seconds: float) -> dict[str, float]:
@@ -200,7 +231,8 @@ def _cost(cfg: DictConfig, seconds: float) -> dict[str, float]:
             # The global view was already cut as far as it goes: what is left is fixed in size.
             log.warning(
                 "explain: took %.0f s, %.0f%% of the %.0f s of training (explain.max_share_of_train=%s): lower "
-                "explain.n_probe, explain.shap_samples, explain.faithfulness_max_texts or explain.sanity_n_probe",
+                "explain.n_probe, explain.faithfulness_max_texts or explain.sanity_max_length, or drop "
+                "kernel_shap from explain.methods (it runs twice as many forward passes as a text has tokens)",
                 seconds,
                 100 * cost["share_of_train"],
                 train_seconds,
@@ -268,20 +300,25 @@ def _metrics(model, tokenizer, explained: dict[str, list[TokenAttribution]], cfg
     if "integrated_gradients" in explained:
         deltas = np.abs([i.delta for i in explained["integrated_gradients"]])
         metrics |= {"ig_mean_abs_delta": float(deltas.mean()), "ig_max_abs_delta": float(deltas.max())}
+    e = cfg.explain  # every method is compared with the same random rankings of the same texts
+    chance = chance_by_text(model, tokenizer, first, list(e.fractions), n_random=e.n_random, seed=cfg.seed)
     for method, items in explained.items():
-        metrics |= {f"{method}/{k}": v for k, v in measure(model, tokenizer, items, cfg).items()}
+        metrics |= {f"{method}/{k}": v for k, v in measure(model, tokenizer, items, cfg, chance).items()}
     methods = list(explained)
     for i, a in enumerate(methods):
         for b in methods[i + 1 :]:
-            metrics[f"agreement/{a}_vs_{b}"] = rank_agreement(explained[a], explained[b])
+            metrics[f"agreement/{a}_vs_{b}"] = rank_agreement(explained[a], explained[b], skip=frame_tokens(tokenizer))
     return metrics
 
 
-def rank_agreement(first: list[TokenAttribution], second: list[TokenAttribution], absolute: bool = False) -> float:
-    """Mean Spearman rank correlation of two explanations' token scores over the same texts."""
+def rank_agreement(
+    first: list[TokenAttribution], second: list[TokenAttribution], absolute: bool = False, skip: set[str] = SPECIAL
+) -> float:
+    """Mean Spearman rank correlation of two explanations' token scores over the same texts (the
+    tokens in ``skip``, the start/end ones, left out)."""
     values = []
     for a, b in zip(first, second, strict=True):
-        keep = [k for k, t in enumerate(a.tokens) if t not in SPECIAL]
+        keep = [k for k, t in enumerate(a.tokens) if t not in skip]
         if len(keep) > 2:
             x, y = np.array([a.scores[k] for k in keep]), np.array([b.scores[k] for k in keep])
             rho = spearmanr(np.abs(x) if absolute else x, np.abs(y) if absolute else y).statistic
@@ -297,20 +334,26 @@ def _summary(cfg: DictConfig, explained: dict, metrics: dict[str, float]) -> dic
     }
     if "ig_mean_abs_delta" in metrics:
         summary["integrated gradients"] = (
-            f"{cfg.explain.n_steps} steps, [PAD] baseline, mean |convergence delta| {metrics['ig_mean_abs_delta']:.1e}"
+            f"{cfg.explain.n_steps} steps, pad-token baseline (start/end tokens kept), "
+            f"mean |convergence delta| {metrics['ig_mean_abs_delta']:.1e}"
         )
     for method in explained:
         c, rc = metrics[f"{method}/comprehensiveness_aopc"], metrics[f"{method}/random_comprehensiveness_aopc"]
         s, rs = metrics[f"{method}/sufficiency_aopc"], metrics[f"{method}/random_sufficiency_aopc"]
         summary[f"{method}: comprehensiveness / sufficiency AOPC"] = (
-            f"{c:.3f} / {s:.3f}   (random ranking: {rc:.3f} / {rs:.3f}; higher / lower is better)"
+            f"{c:.3f} / {s:.3f}   (mean of {cfg.explain.n_random} random rankings: {rc:.3f} / {rs:.3f}; "
+            f"higher / lower is better; bins {', '.join(f'{100 * f:g}%' for f in cfg.explain.fractions)})"
         )
     for method in explained:
-        rho = metrics[f"{method}/randomisation_spearman"]
+        if f"{method}/randomisation_spearman" not in metrics:
+            summary[f"{method}: model-randomisation check"] = "not run (explain.sanity_methods)"
+            continue
+        rho, last = metrics[f"{method}/randomisation_spearman_mean"], metrics[f"{method}/randomisation_spearman"]
         verdict = "passed" if metrics[f"{method}/randomisation_passed"] else "FAILED"
         summary[f"{method}: model-randomisation check"] = (
-            f"{verdict}: Spearman |scores| trained vs random weights = {rho:.3f} "
-            f"(must stay below {cfg.explain.sanity_max_spearman})"
+            f"{verdict}: Spearman |scores| trained vs layers randomised from the top, mean over the cascade "
+            f"{rho:.3f} (must be below {cfg.explain.sanity_max_spearman}; all layers random: {last:.3f}), on the "
+            f"first {int(metrics['sanity_max_length'])} tokens of {int(metrics['sanity_n_texts'])} test texts"
         )
     for key, value in metrics.items():
         if key.startswith("agreement/"):
