@@ -40,8 +40,10 @@ def monitoring(batch: str, overrides: list[str] | None = None) -> dict:
     """Check ``batch`` (a file or a folder) and act per ``monitor.on_drift``; return the summary
     with the ``action`` taken."""
     from glasswork.monitor import record_action
+    from pipelines.flow_parameters import deployment_run_overrides
 
-    cfg = load_config(overrides or [])
+    overrides = deployment_run_overrides(overrides)
+    cfg = load_config(overrides)
     check_on_drift(cfg)
     summary = check_batch(to_plain(cfg), batch)
     record_action(summary, act(cfg, summary, overrides or []))
@@ -117,10 +119,9 @@ def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
     for file in batch_files(Path(summary["batch"]["source"])):
         if str(file) not in summary["batch"]["files"]:
             continue  # skipped as unreadable
-        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata):
-            if "label" in chunk.column_names:
-                frame = chunk.to_pandas()
-                new.append(frame[frame["label"].isin(classes)])
+        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata, cfg.monitor.encoding):
+            frame = chunk.to_pandas()
+            new.append(frame[frame["label"].isin(classes)])
     new = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
     if new.empty:
         return None

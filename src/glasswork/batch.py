@@ -8,6 +8,7 @@ read, or lacks the text column, is skipped and reported; the others are processe
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from glasswork.errors import DataError
+from glasswork.data.sources import EncodingChecked, broken_json_line, require_unique
+from glasswork.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,48 @@ def batch_files(source: Path) -> list[Path]:
     raise DataError(f"batch {source} does not exist: give a data file or a folder of them")
 
 
-def stream(path: Path, text_column: str, label_column: str, extra: tuple[str, ...] = ()) -> Iterator[pa.Table]:
-    """Chunks of ``path`` with ``text`` and, if the file has one, ``label`` (both as strings),
-    then the ``extra`` columns as they are (CSV: as strings), all missing where the file lacks one
-    (so that every file of a batch gives the same columns)."""
+def stream(
+    path: Path, text_column: str, label_column: str, extra: tuple[str, ...] = (), encoding: str = "utf-8"
+) -> Iterator[pa.Table]:
+    """Chunks of ``path`` with ``text`` and ``label`` (both as strings; the label missing where the
+    file has none), then the ``extra`` columns as they are (CSV: as strings), all missing where the
+    file lacks one: every file of a batch gives the same columns, labelled or not.
+
+    Raises:
+        DataError: naming the line of a byte not in ``encoding``, or of a broken JSON line.
+    """
+    try:
+        yield from _stream(path, text_column, label_column, extra, encoding)
+    except pa.ArrowInvalid as err:
+        raise DataError(_located(path, encoding) or f"{path}: {first_line(err)}") from None
+
+
+def whole_numbers(labels: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Labels written ``1.0`` as ``1``: prepare reads whole-number float labels as integers, so a
+    batch from a spreadsheet that wrote 1.0 must find the class 1."""
+    return pc.replace_substring_regex(labels, r"^\s*([+-]?\d+)\.0*\s*$", r"\1")
+
+
+def _located(path: Path, encoding: str) -> str | None:
+    """Where a file Arrow could not read goes wrong, in words: a byte not in ``encoding`` or a line
+    that is not JSON (read again only on this error path)."""
+    try:
+        with EncodingChecked(path, encoding, "monitor.encoding") as raw:
+            while raw.read(1 << 20):
+                pass
+    except DataError as err:
+        return str(err)
+    return broken_json_line(path, encoding) if FORMATS.get(path.suffix.lower()) == "json" else None
+
+
+def _stream(
+    path: Path, text_column: str, label_column: str, extra: tuple[str, ...], encoding: str
+) -> Iterator[pa.Table]:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown format {path.suffix!r} (expected one of {sorted(FORMATS)})")
-    columns = _columns(path, fmt)
+    columns = _columns(path, fmt, encoding)
+    require_unique(columns, path)
     if text_column not in columns:
         raise DataError(
             f"{path} has no text column {text_column!r} (columns found: {columns}); "
@@ -79,13 +115,16 @@ def stream(path: Path, text_column: str, label_column: str, extra: tuple[str, ..
         )
     present = [c for c in extra if c in columns]
     wanted = [text_column] + ([label_column] if label_column in columns else [])
-    for chunk in _chunks(path, fmt, wanted + present):
+    for chunk in _chunks(path, fmt, wanted + present, encoding):
         names = ["text", "label"][: len(wanted)]
         renamed = {new: pc.cast(chunk.column(old), pa.string()) for new, old in zip(names, wanted, strict=True)}
+        renamed["label"] = (
+            whole_numbers(renamed["label"]) if "label" in renamed else pa.nulls(chunk.num_rows, pa.string())
+        )
         yield pa.table(renamed | {c: chunk.column(c) if c in present else pa.nulls(chunk.num_rows) for c in extra})
 
 
-def _columns(path: Path, fmt: str) -> list[str]:
+def _columns(path: Path, fmt: str, encoding: str) -> list[str]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -93,11 +132,22 @@ def _columns(path: Path, fmt: str) -> list[str]:
     if fmt == "csv":
         import pyarrow.csv as pcsv
 
-        return list(pcsv.open_csv(path).schema.names)
-    return _read_json(path).column_names
+        return list(pcsv.open_csv(path, read_options=_csv_options(encoding)).schema.names)
+    return _read_json(path, encoding).column_names
 
 
-def _chunks(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.Table | pa.RecordBatch]:
+def _csv_options(encoding: str, **options):
+    import pyarrow.csv as pcsv
+
+    # Arrow checks UTF-8 itself; any other encoding it decodes as it reads.
+    return pcsv.ReadOptions(**options) if _is_utf8(encoding) else pcsv.ReadOptions(encoding=encoding, **options)
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+
+
+def _chunks(path: Path, fmt: str, columns: list[str], encoding: str) -> Iterator[pa.Table | pa.RecordBatch]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -106,16 +156,19 @@ def _chunks(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.Table | pa.
         import pyarrow.csv as pcsv
 
         options = pcsv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string()))
-        reader = pcsv.open_csv(path, convert_options=options, read_options=pcsv.ReadOptions(block_size=1 << 24))
+        reader = pcsv.open_csv(path, convert_options=options, read_options=_csv_options(encoding, block_size=1 << 24))
         yield from reader
     else:
-        yield from _read_json(path).select(columns).to_batches(CHUNK_ROWS)
+        yield from _read_json(path, encoding).select(columns).to_batches(CHUNK_ROWS)
 
 
-def _read_json(path: Path) -> pa.Table:
+def _read_json(path: Path, encoding: str) -> pa.Table:
     import pyarrow.json as pjson
 
-    return pjson.read_json(path)
+    if _is_utf8(encoding):
+        return pjson.read_json(path)
+    with path.open("rb") as file:
+        return pjson.read_json(io.BytesIO(file.read().decode(encoding).encode("utf-8")))
 
 
 class _Reservoir:
@@ -147,7 +200,14 @@ class _Reservoir:
 
 
 def read_batch(
-    source: Path, *, text_column: str, label_column: str, sample_size: int, seed: int, extra: tuple[str, ...] = ()
+    source: Path,
+    *,
+    text_column: str,
+    label_column: str,
+    sample_size: int,
+    seed: int,
+    extra: tuple[str, ...] = (),
+    encoding: str = "utf-8",
 ) -> Batch:
     """Stream every file of ``source``; count rows, keep a uniform sample (with the ``extra``
     columns), skip what cannot be read.
@@ -161,12 +221,12 @@ def read_batch(
     for path in files:
         try:
             n_before = batch.n_rows
-            for chunk in stream(path, text_column, label_column, extra):
+            for chunk in stream(path, text_column, label_column, extra, encoding):
                 text = chunk.column("text")
                 batch.n_missing_text += int(pc.sum(pc.or_(pc.is_null(text), pc.equal(text, ""))).as_py() or 0)
                 reservoir.offer(chunk, str(path), batch.n_rows - n_before)
                 batch.n_rows += chunk.num_rows
-                batch.has_labels |= "label" in chunk.column_names
+                batch.has_labels |= chunk.column("label").null_count < chunk.num_rows
         except (DataError, pa.ArrowException, OSError, UnicodeDecodeError) as err:
             batch.n_rows = n_before
             reservoir.drop(str(path))

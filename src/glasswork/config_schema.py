@@ -33,6 +33,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_rows: int | None = None
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -91,12 +92,14 @@ class ExplainConfig:
     n_steps: int = 20
     internal_batch_size: int | None = None
     token_budget: int | None = None
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])
-    n_random: int = 2
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.5])
+    n_random: int = 5
     faithfulness_max_texts: int = 64
     contrast_alpha: float = 0.05
     sanity_max_spearman: float = 0.5
-    sanity_n_probe: int | None = 4
+    sanity_n_texts: int = 16
+    sanity_max_length: int | None = 48
+    sanity_methods: list[str] = field(default_factory=lambda: ["integrated_gradients", "attention_rollout"])
     projection: str = "pca"
     projection_max: int = 400
     shap_samples: int = 64
@@ -124,10 +127,18 @@ class MonitorConfig:
     on_drift: str = "alert"
     text_column: str = "text"
     label_column: str = "label"
+    encoding: str = "utf-8"
     sample_size: int = 800
     experiment_name: str = "glasswork-monitoring"
     output_dir: str = "artifacts/monitor"
     incoming: str = "data/incoming"
+
+
+@dataclass
+class PromoteIfConfig:
+    bound: str = "lower"
+    above: float = -0.02
+    confidence: float = 0.95
 
 
 @dataclass
@@ -137,7 +148,7 @@ class RegistryConfig:
     thresholds: dict[str, float] = field(default_factory=dict)
     learned_nothing_gate: bool = True
     compare_metric: str = "macro_f1"
-    tolerance: float = 0.0
+    promote_if: PromoteIfConfig = field(default_factory=PromoteIfConfig)
     explain_thresholds: dict[str, float] | None = None
     forbidden_tokens: list[str] = field(default_factory=list)
     forbidden_top_k: int = 3

@@ -27,8 +27,8 @@ from glasswork.data.schema import conform_metadata
 from glasswork.data.sources import read_table
 from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
-from glasswork.estimate import estimated_accuracy, fit_calibration
-from glasswork.evaluate import PREDICTIONS, read_predictions
+from glasswork.estimate import Calibration, estimated_accuracy, fit_calibration
+from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, prediction_arrays, read_predictions
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
 from glasswork.explain.faithfulness import (
     GAINS,
@@ -47,6 +47,7 @@ from glasswork.explain.global_importance import (
     descriptor_shift,
     mass_shift,
 )
+from glasswork.explain.global_view import global_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import column_slices, metric_key
@@ -208,27 +209,31 @@ def label_names(index, names: list) -> list[str] | None:
 
 
 def performance_estimate(
-    reference_predictions: pd.DataFrame | None,
+    validation: pd.DataFrame | None,
+    tested: pd.DataFrame | None,
     probs: np.ndarray,
     labels: np.ndarray | None,
     slices: dict[str, np.ndarray] | None = None,
     test_slices: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Accuracy of the current batch estimated from confidence alone (calibrated on the test
-    split's predictions from the evaluate step), and the true accuracy where labels are known
-    (``labels``: class indices, -1 for rows without a known label).
+    """Accuracy of the current batch estimated from confidence alone, calibrated per class on the
+    validation split's predictions (``validation``, the evaluate step's ``val_predictions.parquet``:
+    never the texts the estimate is judged on), beside the accuracy on the test split (``tested``,
+    its ``predictions.parquet``), and the true accuracy where labels are known (``labels``: class
+    indices, -1 for rows without a known label).
 
     With ``slices`` (the batch's rows by metadata value, :func:`metadata_slices`), the same per
     slice, beside the slice's accuracy on the test split (``test_slices``, rows in the order of
-    ``reference_predictions``) where it has one."""
-    if reference_predictions is None:
-        return {"status": "not computed: the evaluate step's predictions.parquet is missing (run `glasswork evaluate`)"}
-    scored = reference_predictions
-    right = (scored["actual"] == scored["predicted"]).to_numpy()
-    calibration = fit_calibration(scored.filter(like="prob_").to_numpy().max(axis=1), right)
+    ``tested``) where it has one."""
+    if validation is None or tested is None:
+        name = VAL_PREDICTIONS if validation is None else PREDICTIONS
+        return {"status": f"not computed: the evaluate step's {name} is missing (run `glasswork evaluate`)"}
+    calibration = fit_calibration(*prediction_arrays(validation))
+    right = (tested["actual"] == tested["predicted"]).to_numpy()
     result = {
         "status": "computed",
-        "estimated_accuracy": estimated_accuracy(calibration, probs.max(axis=1)),
+        "estimated_accuracy": estimated_accuracy(calibration, probs),
+        "calibrated_on": f"validation split ({len(validation)} texts, per class)",
         "mean_confidence": float(probs.max(axis=1).mean()),
         "reference_accuracy": float(right.mean()),
     }
@@ -237,9 +242,9 @@ def performance_estimate(
         result["actual_accuracy"] = float((probs[known].argmax(axis=1) == labels[known]).mean())
         result["n_labelled"] = int(known.sum())
     if slices:
-        tested = {k: v for k, v in (test_slices or {}).items() if len(v) == len(right)}
+        by_test = {k: v for k, v in (test_slices or {}).items() if len(v) == len(right)}
         result["slices"] = [
-            _slice_estimate(name, rows, calibration, probs, labels, right, tested) for name, rows in slices.items()
+            _slice_estimate(name, rows, calibration, probs, labels, right, by_test) for name, rows in slices.items()
         ]
     return result
 
@@ -247,7 +252,7 @@ def performance_estimate(
 def _slice_estimate(
     name: str,
     rows: np.ndarray,
-    calibration,
+    calibration: Calibration,
     probs: np.ndarray,
     labels: np.ndarray | None,
     right: np.ndarray,
@@ -258,13 +263,24 @@ def _slice_estimate(
     row: dict = {
         "slice": name,
         "n": int(rows.sum()),
-        "estimated_accuracy": estimated_accuracy(calibration, probs[rows].max(axis=1)),
+        "estimated_accuracy": estimated_accuracy(calibration, probs[rows]),
     }
     if name in tested and tested[name].any():
         row["test_accuracy"] = float(right[tested[name]].mean())
     if labels is not None and (known := rows & (labels >= 0)).any():
         row["actual_accuracy"] = float((probs[known].argmax(axis=1) == labels[known]).mean())
     return row
+
+
+def outside_reference(texts: list[str], cfg: DictConfig) -> list[str]:
+    """The batch's texts to explain: with ``drift.current=test``, those outside the explain step's
+    global view (its seeded sample of the same split), so that the explanation drift compares
+    two disjoint samples; drawn with the same seed, the batch's first texts were the reference's
+    own, and every test passed by construction (p >= 0.98)."""
+    if cfg.drift.current != "test":
+        return texts
+    seen = set(global_sample(load_split(cfg, "test"), cfg)["text"].astype(str))
+    return [text for text in texts if text not in seen]
 
 
 def explanation_drift(
@@ -420,14 +436,15 @@ def drift(cfg: DictConfig) -> dict:
     reference_view = with_metadata(reference_view, reference, metadata, reference)
     current_view = with_metadata(current_view, current, metadata, reference)
     art = Path(cfg.paths.artifacts_dir)
+    validation = _optional(art / "evaluate" / VAL_PREDICTIONS, read_predictions)
     scored = _optional(art / "evaluate" / PREDICTIONS, read_predictions)
     test = load_split(cfg, "test")  # in the order of the evaluate step's predictions
     slices = metadata_slices(current, metadata, test), metadata_slices(test, metadata, test)
-    performance = performance_estimate(scored, current_view.probs, current_labels, *slices)
+    performance = performance_estimate(validation, scored, current_view.probs, current_labels, *slices)
     result = compare(reference_view, current_view, cfg)
     landing = batch_map(reference_view, current_view, labels["names"], cfg.drift.current, cfg)
     global_view = _optional(art / "explain" / "global_importance.json", read_json)
-    explained, explanation_page = explanation_drift(global_view, model, tokenizer, texts, cfg)
+    explained, explanation_page = explanation_drift(global_view, model, tokenizer, outside_reference(texts, cfg), cfg)
     summary = {
         "current": cfg.drift.current,
         "n_reference": len(reference),

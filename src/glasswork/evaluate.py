@@ -28,6 +28,7 @@ from glasswork import tracking
 from glasswork.baseline import tfidf_baseline
 from glasswork.collapse import ADVICE, confusion, learned_nothing
 from glasswork.data.prepare import load_labels, load_split, split_md5, with_max_length
+from glasswork.errors import DataError
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.serving import predict_proba
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 
 PREDICTIONS = "predictions.parquet"  # per test text, in test order: text, actual, predicted, prob_*
+# The same per validation text: what the label-free accuracy estimate is calibrated on, so that it
+# is never calibrated on the test texts it is then judged on (glasswork.estimate).
+VAL_PREDICTIONS = "val_predictions.parquet"
 
 
 def read_predictions(path: Path | str) -> pd.DataFrame:
@@ -58,14 +62,23 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = 
         "ece": expected_calibration_error(labels, probs, n_bins),
     }
     if len(np.unique(labels)) > 1:
-        score = probs[:, 1] if probs.shape[1] == 2 else probs
-        metrics["roc_auc"] = float(roc_auc_score(labels, score, multi_class="ovr", labels=list(range(probs.shape[1]))))
-        onehot = np.eye(probs.shape[1])[labels]
-        if probs.shape[1] == 2:
-            metrics["average_precision"] = float(average_precision_score(onehot[:, 1], probs[:, 1]))
-        else:
-            metrics["average_precision"] = float(average_precision_score(onehot, probs, average="macro"))
+        metrics["roc_auc"] = roc_auc(labels, probs)
+        metrics["average_precision"] = average_precision(labels, probs)
     return metrics
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ROC-AUC: of the second class for two, one-vs-rest and macro-averaged for more."""
+    score = probs[:, 1] if probs.shape[1] == 2 else probs
+    return float(roc_auc_score(labels, score, multi_class="ovr", labels=list(range(probs.shape[1]))))
+
+
+def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Average precision: of the second class for two, one-vs-rest and macro-averaged for more."""
+    onehot = np.eye(probs.shape[1])[labels]
+    if probs.shape[1] == 2:
+        return float(average_precision_score(onehot[:, 1], probs[:, 1]))
+    return float(average_precision_score(onehot, probs, average="macro"))
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
@@ -95,6 +108,34 @@ def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.
     return frame, probs
 
 
+def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Per text of a scored split: text, actual and predicted class name, ``prob_<name>`` per class."""
+    predictions = pd.DataFrame(
+        {
+            "text": frame["text"],
+            "actual": [names[i] for i in frame["label"]],
+            "predicted": [names[i] for i in probs.argmax(1)],
+        }
+    )
+    for i, name in enumerate(names):
+        predictions[f"prob_{name}"] = probs[:, i]
+    return predictions
+
+
+def prediction_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The class probabilities (columns in class order) and the true class indices of a
+    :func:`predictions_frame`."""
+    columns = [c for c in predictions.columns if c.startswith("prob_")]
+    index = {c.removeprefix("prob_"): i for i, c in enumerate(columns)}
+    labels = predictions["actual"].astype(str).map(index)
+    if labels.isna().any():
+        unknown = sorted(set(predictions["actual"].astype(str)[labels.isna()]))[:5]
+        raise DataError(
+            f"predictions: 'actual' holds {unknown}, not among the classes of its prob_* columns {list(index)}"
+        )
+    return predictions[columns].to_numpy(float), labels.to_numpy(int)
+
+
 def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
     """The slices of a prepared split: by length and split words (through the trained model's
     tokenizer), by true class, and by each metadata column ``prepare`` kept in it."""
@@ -105,7 +146,8 @@ def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict
 
 def evaluate(cfg: DictConfig) -> dict:
     """Score the test split; write ``artifacts/evaluate/`` (metrics.json, slices.json,
-    predictions.parquet, predictions.csv without the texts, PNG plots).
+    predictions.parquet, predictions.csv without the texts, PNG plots), and the validation
+    split's predictions (val_predictions.parquet).
 
     Metrics are logged to the model's MLflow run as ``test/<name>``, per-slice accuracies as
     ``test_slice/<slice>/accuracy``.
@@ -122,19 +164,13 @@ def evaluate(cfg: DictConfig) -> dict:
     baseline = tfidf_baseline(load_split(cfg, "train"), frame, cfg.seed)
     metrics |= {f"baseline_{k}": v for k, v in baseline.items()}
     slices = slice_metrics(split_slices(cfg, frame, names), truth, probs)
+    validation = predictions_frame(*score_split(cfg, "val"), names)
     with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
-        predictions = pd.DataFrame(
-            {
-                "text": frame["text"],
-                "actual": [names[i] for i in truth],
-                "predicted": [names[i] for i in probs.argmax(1)],
-            }
-        )
-        for i, name in enumerate(names):
-            predictions[f"prob_{name}"] = probs[:, i]
+        predictions = predictions_frame(frame, probs, names)
         # Parquet holds every text as it was (a tweet with a lone carriage return broke the CSV
         # reader of the next step); the CSV, without the texts, feeds `dvc plots`.
         predictions.to_parquet(out / PREDICTIONS, index=False)
+        validation.to_parquet(out / VAL_PREDICTIONS, index=False)
         predictions.drop(columns="text").rename_axis("row").to_csv(out / "predictions.csv")
         write_json(
             out / "metrics.json",
@@ -162,13 +198,17 @@ def evaluate(cfg: DictConfig) -> dict:
     for row in slices["slices"]:
         if row["flagged"]:
             log.info(
-                "evaluate: slice '%s' (n=%d) is below the overall accuracy: %.3f (%.3f-%.3f) vs %.3f",
+                "evaluate: slice '%s' (n=%d) is below the overall accuracy: %.3f (%.3f-%.3f) vs %.3f "
+                "(p = %.1e, Holm-adjusted over %d slices %.1e)",
                 row["slice"],
                 row["n"],
                 row["accuracy"],
                 row["accuracy_low"],
                 row["accuracy_high"],
                 slices["overall_accuracy"],
+                row["p_value"],
+                len(slices["slices"]),
+                row["p_holm"],
             )
     for row in slices["crossings"]["flagged"]:
         log.info(

@@ -42,11 +42,11 @@ from glasswork.drift import (
     with_metadata,
 )
 from glasswork.errors import GlassworkError, LineageError, first_line
-from glasswork.evaluate import PREDICTIONS, read_predictions
+from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, read_predictions
 from glasswork.explain.embeddings import check_projection
 from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
-from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.outputs import atomic_dir, fetch_file, read_json, write_json
 from glasswork.serving import predict_proba
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,11 @@ class Reference:
     model_dir: Path
     train: pd.DataFrame  # the prepared training split: text, label (class index)
     labels: dict  # classes (raw values), names
-    predictions: pd.DataFrame | None  # its test-split predictions (calibration)
+    predictions: pd.DataFrame | None  # its test-split predictions (the test accuracy beside the estimate)
     global_importance: dict | None  # its explain step's global view (explanation baseline)
     splits_dir: Path
     model_id: str | None = None  # MLflow 3's LoggedModel behind the version
+    validation: pd.DataFrame | None = None  # its validation-split predictions (the estimate's calibration)
 
     @property
     def label(self) -> str:
@@ -112,6 +113,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
         model_id=logged_model_id(version),
+        validation=_run_artifact(version.run_id, f"evaluate/{VAL_PREDICTIONS}", cache, read_predictions),
     )
 
 
@@ -177,9 +179,11 @@ def _run_artifact(run_id: str, path: str, cache: Path, read):
     target = cache / "run" / path
     if not target.is_file():
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             # A single file lands directly in dst_path, without its artifact folders.
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(target.parent))
+            fetch_file(
+                target,
+                lambda into: mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=into),
+            )
         except (MlflowException, OSError):
             log.warning("monitor: run %s has no artifact %s", run_id, path)
             return None
@@ -207,6 +211,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
         sample_size=cfg.monitor.sample_size,
         seed=cfg.seed,
         extra=metadata_columns(ref.train, cfg),
+        encoding=cfg.monitor.encoding,
     )
     log.info("monitor: %s rows in %d file(s) of %s, watched with %s", batch.n_rows, len(batch.files), source, ref.label)
     model, tokenizer = load_trained(ref.model_dir, device=inference_device(cfg.trainer)), load_tokenizer(ref.model_dir)
@@ -285,7 +290,7 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
     landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
     test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions
     slices = metadata_slices(sample, metadata, test), metadata_slices(test, metadata, test)
-    performance = performance_estimate(ref.predictions, current_view.probs, labels, *slices)
+    performance = performance_estimate(ref.validation, ref.predictions, current_view.probs, labels, *slices)
     explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {
         "model": ref.label,
@@ -319,7 +324,7 @@ def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference
     with tqdm(total=batch.n_rows, desc="scoring the batch", unit="row", leave=False) as bar:
         for file in batch.files:
             start = 0
-            for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column):
+            for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, encoding=cfg.monitor.encoding):
                 texts = [t or "" for t in chunk.column("text").to_pylist()]
                 probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length)
                 predicted = probs.argmax(axis=1)
@@ -330,7 +335,7 @@ def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference
                     "predicted": [names[i] for i in predicted],
                     **{f"prob_{n}": probs[:, i].astype(np.float64) for i, n in enumerate(names)},
                 }
-                if "label" in chunk.column_names:
+                if batch.has_labels:  # every file, labelled or not: one schema for the whole batch
                     columns["label"] = chunk.column("label")
                 table = pa.table(columns)
                 writer = writer or pq.ParquetWriter(path, table.schema)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from glasswork import tracking
+from glasswork.champion_comparison import check_promote_if
 from glasswork.data import sources
 from glasswork.data.prepare import check_lengths, check_table
 from glasswork.drift import CURRENT_CHOICES
@@ -40,6 +41,8 @@ def preflight(cfg: DictConfig) -> None:
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     if cfg.drift.current not in CURRENT_CHOICES:
         raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
+    check_gate_metrics(cfg.registry)
+    check_promote_if(cfg.registry.promote_if)
     check_accelerator(cfg)
     check_compile_mode(cfg)
     check_trainer(cfg.trainer)
@@ -50,8 +53,43 @@ def preflight(cfg: DictConfig) -> None:
     check_same_labels(cfg, classes)
 
 
+# The metrics evaluate writes where higher is better: a threshold is a minimum and a challenger
+# must not be below the champion, so ece (lower is better), n or learned_nothing cannot be gated on.
+GATE_METRICS = ("accuracy", "macro_f1", "roc_auc", "average_precision")
+
+
+def check_gate_metrics(registry: DictConfig) -> None:
+    """``registry.compare_metric`` and the ``registry.thresholds`` keys name metrics evaluate
+    writes; a typo would otherwise surface only in the register step, after training."""
+    if registry.compare_metric not in GATE_METRICS:
+        raise ConfigError(f"registry.compare_metric={registry.compare_metric!r}: expected one of {list(GATE_METRICS)}")
+    for name in registry.thresholds or {}:
+        if name not in GATE_METRICS:
+            raise ConfigError(
+                f"registry.thresholds has a key {name!r}: expected test metrics among {list(GATE_METRICS)}"
+            )
+
+
+def lightning_choices() -> tuple[list[str], list[str]]:
+    """The accelerator and precision names Lightning's Trainer accepts."""
+    from typing import get_args
+
+    # Private names, but the very lists Lightning checks against: no copy here to fall behind.
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    accelerators = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    return accelerators, [*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)]
+
+
 def check_accelerator(cfg: DictConfig) -> None:
-    """``trainer=gpu`` needs a visible CUDA device; say so instead of a Lightning traceback."""
+    """A ``trainer.accelerator`` and ``trainer.precision`` Lightning knows, and for ``trainer=gpu``
+    a visible CUDA device; said now instead of a Lightning traceback once training starts."""
+    accelerators, precisions = lightning_choices()
+    if cfg.trainer.accelerator not in accelerators:
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator!r}: expected one of {accelerators}")
+    if str(cfg.trainer.precision) not in precisions:
+        raise ConfigError(f"trainer.precision={cfg.trainer.precision!r}: expected one of {precisions}")
     if cfg.trainer.accelerator in ("gpu", "cuda"):
         import torch
 

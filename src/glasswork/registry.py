@@ -2,7 +2,10 @@
 takes the ``champion`` alias.
 
 The decision is made *before* anything is registered, so a failure while scoring the current
-champion registers nothing; a failure after the version exists deletes that version again.
+champion registers nothing; a failure after the version exists deletes that version again. The
+champion is compared with the challenger on the same test texts: the paired difference on
+``registry.compare_metric`` with its bootstrap interval, judged by ``registry.promote_if``
+(:mod:`glasswork.champion_comparison`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from glasswork import serving, tracking
+from glasswork.champion_comparison import check_promote_if, paired_difference, passes, rule_words
 from glasswork.config import to_yaml
 from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5, with_max_length
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
-from glasswork.evaluate import PREDICTIONS, classification_metrics, read_predictions, split_slices
+from glasswork.evaluate import PREDICTIONS, read_predictions, split_slices
 from glasswork.explain.faithfulness import check_alpha
 from glasswork.explain.gate import explanation_failures, faithfulness_gate
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
@@ -44,6 +48,7 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     champion_version: str | None = None
     champion_score: float | None = None
+    champion_comparison: dict | None = None  # the paired difference and its interval (champion_comparison)
 
 
 def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) -> list[str]:
@@ -61,14 +66,15 @@ def check_thresholds(metrics: dict[str, float], thresholds: dict[str, float]) ->
 def decide(
     metrics: dict[str, float],
     thresholds: dict[str, float],
-    metric: str,
-    tolerance: float,
-    champion: tuple[str, float] | None,
+    rule: DictConfig,
+    champion: tuple[str, dict] | None,
     explanation_failures: list[str] | None = None,
     passed: list[str] | None = None,
 ) -> Decision:
-    """Promote only if every threshold and explanation rule passes and the challenger is not
-    worse than the champion. ``passed``: rules that held, in words, kept among the reasons."""
+    """Promote only if every threshold and explanation rule passes and the interval of the
+    challenger's difference from the champion meets ``rule`` (``registry.promote_if``);
+    ``champion``: its version and :func:`~glasswork.champion_comparison.paired_difference`.
+    ``passed``: rules that held, in words, kept among the reasons."""
     reasons = check_thresholds(metrics, thresholds) + list(explanation_failures or [])
     ok = not reasons
     if ok and thresholds:
@@ -76,29 +82,30 @@ def decide(
     if champion is None:
         reasons.append("there is no champion yet")
         return Decision(ok, reasons)
-    version, score = champion
-    mine = metrics[metric]
-    # At the precision of the version tags the champion's score is read from (6 decimals): the
-    # same model trained again (0.807430... against the tag's 0.807430) is not "worse".
-    worse = round(mine + tolerance, 6) < round(score, 6)
-    ok = ok and not worse
+    version, comparison = champion
+    held = passes(comparison, rule)
+    c = comparison
     reasons.append(
-        f"test {metric} = {mine:.4f} is {'worse' if worse else 'not worse'} than champion v{version}'s "
-        f"{score:.4f} on the same test split"
+        f"test {c['metric']}: challenger {c['challenger']:.4f} − champion v{version} {c['champion']:.4f} = "
+        f"{c['difference']:+.4f} on the same {c['n_texts']} test texts ({100 * c['confidence']:g}% interval "
+        f"{c['ci_low']:+.4f} to {c['ci_high']:+.4f}): {'meets' if held else 'FAILS'} the rule that "
+        f"{rule_words(rule, c['metric'])} (registry.promote_if)"
     )
-    return Decision(ok, reasons + list(passed or []), version, score)
+    return Decision(ok and held, reasons + list(passed or []), version, c["champion"], c)
 
 
 def register(cfg: DictConfig) -> dict:
     """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
     cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
+    check_promote_if(cfg.registry.promote_if)
     metrics = _test_metrics(cfg)
     run_id = tracking.current_run_id(cfg)
     tracking.configure(cfg)
     client = MlflowClient()
     name, alias = cfg.registry.model_name, cfg.registry.alias
     champion = _champion(cfg, client, metrics)
+    comparison = None if champion is None else compare_with_champion(cfg, champion)
     slice_rows, slice_failures = slices_vs_champion(cfg, champion)
     # A champion registered from this very run (the register step run again) is this model: its
     # explanations need no comparison with themselves.
@@ -107,9 +114,8 @@ def register(cfg: DictConfig) -> dict:
     decision = decide(
         metrics,
         dict(cfg.registry.thresholds),
-        cfg.registry.compare_metric,
-        cfg.registry.tolerance,
-        None if champion is None else (champion.version, champion.score),
+        cfg.registry.promote_if,
+        None if champion is None or comparison is None else (champion.version, comparison),
         _learned_nothing(cfg) + explanation_failures(cfg) + faithfulness_failures + slice_failures,
         faithfulness_held,
     )
@@ -212,18 +218,21 @@ def _slice_tags(cfg: DictConfig) -> dict[str, str]:
 
 @dataclass
 class Champion:
-    """The current holder of the alias, scored on *our* test split: ``compare_metric``, and per
-    test text whether it was right (``None`` when its predictions could not be had)."""
+    """The current holder of the alias, scored on *our* test split: its class probabilities per
+    test text (in test order)."""
 
     version: str
-    score: float
-    right: np.ndarray | None
+    probs: np.ndarray
     run_id: str | None = None
+
+    def right(self, truth: np.ndarray) -> np.ndarray:
+        """Per test text, whether the champion got it right."""
+        return self.probs.argmax(axis=1) == truth
 
 
 def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> Champion | None:
-    """The champion on our test split: from its tags and its run's predictions when it was tested
-    on the same split, re-scored through its pyfunc otherwise."""
+    """The champion on our test split: its run's logged predictions when it was tested on the
+    same split, its pyfunc scoring the split otherwise."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
     if metric not in metrics:
         raise ConfigError(f"registry.compare_metric={metric!r} is not among the test metrics {sorted(metrics)}")
@@ -231,24 +240,35 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
         champion = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-    tags = champion.tags
     test = load_split(cfg, "test")
-    if tags.get("glasswork.test_split_md5") == split_md5(cfg, "test") and f"glasswork.test.{metric}" in tags:
-        # Per-text results serve only the slice gate: no download when it is off.
-        right = None if cfg.registry.slice_alpha is None else _logged_right(champion.run_id, test)
-        return Champion(str(champion.version), float(tags[f"glasswork.test.{metric}"]), right, champion.run_id)
-    log.info("register: champion v%s was tested on another split; scoring it on this one", champion.version)
+    names = [str(n) for n in load_labels(cfg)["names"]]
+    if champion.tags.get("glasswork.test_split_md5") == split_md5(cfg, "test"):
+        probs = _logged_probs(champion.run_id, test, names)
+        if probs is not None:
+            return Champion(str(champion.version), probs, champion.run_id)
+    log.info("register: scoring champion v%s on this test split through its pyfunc", champion.version)
     predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
-    probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy()
+    probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy(float)
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
-        truth = test["label"].to_numpy()
-        score = classification_metrics(truth, probs)[metric]
-        return Champion(str(champion.version), score, probs.argmax(axis=1) == truth, champion.run_id)
+        return Champion(str(champion.version), probs, champion.run_id)
     raise ConfigError(
         f"champion v{champion.version} of {name!r} predicts other labels than this data's {classes}: "
         "register this model under its own name (registry.model_name=...)"
     )
+
+
+def compare_with_champion(cfg: DictConfig, champion: Champion) -> dict:
+    """The challenger's ``registry.compare_metric`` minus the champion's on the same test texts,
+    with its interval, the rule and whether it holds."""
+    test = load_split(cfg, "test")
+    mine = _logged_probs_of(read_predictions(Path(cfg.paths.artifacts_dir) / "evaluate" / PREDICTIONS), test, None)
+    if mine is None:
+        raise PipelineOrderError("evaluate/predictions.parquet is not of this test split: run `glasswork evaluate`")
+    rule = cfg.registry.promote_if
+    truth = test["label"].to_numpy()
+    comparison = paired_difference(truth, mine, champion.probs, cfg.registry.compare_metric, rule.confidence, cfg.seed)
+    return comparison | {"rule": rule_words(rule, comparison["metric"]), "passed": passes(comparison, rule)}
 
 
 def champion_classes(cfg: DictConfig) -> tuple[str, list[str]] | None:
@@ -286,9 +306,9 @@ def check_same_labels(cfg: DictConfig, classes: list) -> None:
     )
 
 
-def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
-    """Per test text, whether the run's own evaluate step got it right (its logged predictions:
-    Parquet, or the CSV of runs logged before it)."""
+def _logged_probs(run_id: str, test: pd.DataFrame, names: list[str]) -> np.ndarray | None:
+    """Per test text, the class probabilities the run's own evaluate step logged (Parquet, or
+    the CSV of runs logged before it); ``None`` when they are missing or of another split."""
     logged = None
     with tempfile.TemporaryDirectory() as folder:
         for name in (PREDICTIONS, "predictions.csv"):
@@ -303,10 +323,20 @@ def _logged_right(run_id: str, test: pd.DataFrame) -> np.ndarray | None:
     if logged is None:
         log.warning("register: no predictions of the champion's run %s (%s)", run_id, reason)
         return None
+    return _logged_probs_of(logged, test, names)
+
+
+def _logged_probs_of(logged: pd.DataFrame, test: pd.DataFrame, names: list[str] | None) -> np.ndarray | None:
+    """The ``prob_<name>`` columns of an evaluate step's predictions, in class order, when they are
+    of this test split's texts (``names``: the classes to expect; ``None``: as they come)."""
+    columns = [c for c in logged.columns if c.startswith("prob_")] if names is None else [f"prob_{n}" for n in names]
     if len(logged) != len(test) or (logged["text"].astype(str) != test["text"].astype(str).to_numpy()).any():
-        log.warning("register: the champion's logged predictions are not of this test split")
+        log.warning("register: logged predictions of %d texts are not of this test split", len(logged))
         return None
-    return (logged["actual"] == logged["predicted"]).to_numpy()
+    if not columns or not set(columns) <= set(logged.columns):
+        log.warning("register: the logged predictions have no columns %s", columns)
+        return None
+    return logged[columns].to_numpy(float)
 
 
 def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list[dict], list[str]]:
@@ -314,13 +344,13 @@ def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list
     where it is significantly worse, in words (the gate's reasons; ``registry.slice_alpha: null``
     turns the gate off; ``register`` checked the setting)."""
     alpha = cfg.registry.slice_alpha
-    if champion is None or champion.right is None or alpha is None:
+    if champion is None or alpha is None:
         return [], []
     test = load_split(cfg, "test")
     predictions = read_predictions(Path(cfg.paths.artifacts_dir) / "evaluate" / PREDICTIONS)
     mine = (predictions["actual"] == predictions["predicted"]).to_numpy()
     slices = split_slices(cfg, test, load_labels(cfg)["names"])
-    rows = compare_slices(slices, champion.right, mine, alpha)
+    rows = compare_slices(slices, champion.right(test["label"].to_numpy()), mine, alpha)
     failures = [
         f"slice '{r['slice']}' (n={r['n']}) is worse than champion v{champion.version}'s: accuracy "
         f"{r['champion_accuracy']:.3f} -> {r['accuracy']:.3f}, {r['lost']} texts lost and {r['won']} won "

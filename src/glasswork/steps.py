@@ -98,7 +98,12 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/slices.py",
             "src/glasswork/text_descriptors.py",
         ),
-        outs=(f"{A}/evaluate/predictions.parquet", f"{A}/evaluate/predictions.csv", f"{A}/evaluate/slices.json"),
+        outs=(
+            f"{A}/evaluate/predictions.parquet",
+            f"{A}/evaluate/val_predictions.parquet",
+            f"{A}/evaluate/predictions.csv",
+            f"{A}/evaluate/slices.json",
+        ),
         metrics=(f"{A}/evaluate/metrics.json",),
         plots=(
             f"{A}/evaluate/confusion_matrix.png",
@@ -140,6 +145,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/train/run.json",
             f"{A}/explain/global_importance.json",
             f"{A}/evaluate/predictions.parquet",
+            f"{A}/evaluate/val_predictions.parquet",
             "src/glasswork/drift.py",
             "src/glasswork/estimate.py",
             "src/glasswork/drift_report.py",
@@ -150,6 +156,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/faithfulness.py",
             "src/glasswork/explain/global_importance.py",
+            "src/glasswork/explain/global_view.py",
         ),
         outs=(
             f"{A}/drift/report.html",
@@ -158,7 +165,14 @@ STEPS: tuple[Step, ...] = (
             f"{A}/drift/drift.json",
         ),
         metrics=(f"{A}/drift/metrics.json",),
-        params=("drift", "seed", "explain.global_n_steps", "explain.token_budget", "explain.projection"),
+        params=(
+            "drift",
+            "seed",
+            "explain.global_n_steps",
+            "explain.global_max_texts",
+            "explain.token_budget",
+            "explain.projection",
+        ),
         retries=1,
     ),
     Step(
@@ -175,6 +189,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/attributions.json",
             f"{A}/explain/contrast.json",
             "src/glasswork/registry.py",
+            "src/glasswork/champion_comparison.py",
             "src/glasswork/evaluate.py",
             "src/glasswork/slices.py",
             "src/glasswork/text_descriptors.py",

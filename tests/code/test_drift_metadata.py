@@ -66,18 +66,19 @@ def test_a_shift_in_a_metadata_column_is_a_drifted_signal(tmp_path):
 def test_accuracy_is_estimated_per_metadata_slice_beside_the_test_split_and_the_truth():
     from glasswork.drift import metadata_slices, performance_estimate
 
-    # The test split: confident predictions (0.9) are right, unsure ones (0.6) right half the time.
+    # The test split (and, here, the validation split the estimate is calibrated on): every text
+    # predicted "a"; confident predictions (0.9) are right, unsure ones (0.6) right half the time.
     confident = np.array([0.9] * 40 + [0.6] * 40)
     right = np.array([True] * 40 + [True, False] * 20)
     predictions = pd.DataFrame(
-        {"actual": "a", "predicted": np.where(right, "a", "b"), "prob_a": confident, "prob_b": 1 - confident}
+        {"actual": np.where(right, "a", "b"), "predicted": "a", "prob_a": confident, "prob_b": 1 - confident}
     )
     test = pd.DataFrame({"source": ["web"] * 40 + ["print"] * 40})  # web: all right; print: half
     batch = pd.DataFrame({"source": ["web"] * 10 + ["print"] * 10 + [None] * 5})
     probs = np.column_stack([np.r_[[0.9] * 10, [0.6] * 15], 1 - np.r_[[0.9] * 10, [0.6] * 15]])
     labels = np.r_[[0] * 10, [1] * 10, [-1] * 5]  # the print rows all wrong; the last 5 unlabelled
     slices = metadata_slices(batch, ["source"], test), metadata_slices(test, ["source"], test)
-    result = performance_estimate(predictions, probs, labels, *slices)
+    result = performance_estimate(predictions, predictions, probs, labels, *slices)
     rows = {row["slice"]: row for row in result["slices"]}
     assert set(rows) == {"source = web", "source = print", "source missing"}
     assert rows["source = web"] == {
@@ -93,11 +94,11 @@ def test_a_numeric_column_is_sliced_at_the_test_splits_tertiles_in_the_batch():
 
     test = pd.DataFrame({"year": np.arange(1991, 2021)})  # 30 years: cut at 2000 and 2010
     right = np.arange(30) < 20  # the last tertile is all wrong on the test split
-    predictions = pd.DataFrame({"actual": "a", "predicted": np.where(right, "a", "b"), "prob_a": 0.8, "prob_b": 0.2})
+    predictions = pd.DataFrame({"actual": np.where(right, "a", "b"), "predicted": "a", "prob_a": 0.8, "prob_b": 0.2})
     batch = pd.DataFrame({"year": [1995, 2005, 2022, 2023, 2024, 2025]})  # mostly later than any test year
     probs = np.tile([0.8, 0.2], (6, 1))
     slices = metadata_slices(batch, ["year"], test), metadata_slices(test, ["year"], test)
-    rows = {row["slice"]: row for row in performance_estimate(predictions, probs, None, *slices)["slices"]}
+    rows = {row["slice"]: row for row in performance_estimate(predictions, predictions, probs, None, *slices)["slices"]}
     assert set(rows) == {"year ≤ 2000", "2000 < year ≤ 2010", "year > 2010"}
     assert rows["year > 2010"]["n"] == 4 and rows["year > 2010"]["test_accuracy"] == 0.0
     assert rows["year ≤ 2000"]["test_accuracy"] == rows["2000 < year ≤ 2010"]["test_accuracy"] == 1.0

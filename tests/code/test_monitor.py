@@ -16,6 +16,8 @@ from tests.conftest import _rewrite_artifact_root, tiny_overrides
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.errors import ConfigError
+from glasswork.estimate import estimated_accuracy, fit_calibration
+from glasswork.evaluate import prediction_arrays
 from glasswork.monitor import LineageError, NoChampionError, logged_model_id, monitor
 from glasswork.outputs import read_json
 
@@ -59,7 +61,8 @@ def tweets_folder(trained_tiny_root, tmp_path_factory):
     odd = pd.DataFrame({"text": [f"meh, it was okay {i}" for i in range(10)], "label": ["neutral"] * 10})
     odd.to_json(incoming / "odd.jsonl", orient="records", lines=True)
     (incoming / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    code = main(["monitor", str(incoming), *_overrides(root)])
+    # A sample as large as the batch: the accuracy figures can be checked against every scored row.
+    code = main(["monitor", str(incoming), *tiny_overrides(root, "monitor.sample_size=200")])
     return root, code, _latest_summary(root)
 
 
@@ -69,11 +72,21 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     assert summary["dataset_drift"] is True and summary["share_drifted"] >= summary["drift_share"]
     assert "text" in summary["drifted_signals"] and "nonletter_share" in summary["drifted_signals"]
     assert set(summary["columns"]) >= {"text", "oov_share", "predicted_probability", "embeddings:sentence"}
-    performance = summary["performance"]
-    assert performance["status"] == "computed" and 0 <= performance["estimated_accuracy"] <= 1
-    assert 0 <= performance["actual_accuracy"] <= 1  # tweets carry 0/1 labels, as the reviews do
     folder = root / "artifacts" / "monitor"
     out = next(p for p in folder.iterdir() if not p.name.startswith("."))
+    # Tweets carry 0/1 labels, as the reviews do: the truth is the scored rows' own; the estimate,
+    # those rows' probabilities through the champion's calibration on its validation split.
+    performance = summary["performance"]
+    scored = pd.read_parquet(out / "predictions.parquet")
+    probs = scored[["prob_rotten", "prob_fresh"]].to_numpy()
+    labels = scored["label"].astype(str).map({"0": 0, "1": 1})
+    known = labels.notna().to_numpy()
+    assert performance["n_labelled"] == 150 and known.sum() == 150  # the 10 "neutral" rows left out
+    assert performance["actual_accuracy"] == pytest.approx((probs[known].argmax(1) == labels[known]).mean())
+    validation = pd.read_parquet(root / "artifacts" / "evaluate" / "val_predictions.parquet")
+    calibration = fit_calibration(*prediction_arrays(validation))
+    assert performance["estimated_accuracy"] == pytest.approx(estimated_accuracy(calibration, probs))
+    assert performance["calibrated_on"] == f"validation split ({len(validation)} texts, per class)"
     assert (out / "report.html").stat().st_size > 10_000 and (out / "metrics.json").is_file()
     assert "mass_top_word" in (out / "explanation_report.html").read_text(encoding="utf-8")
     # The champion's own explain step is the faithfulness reference, read from its MLflow run.
@@ -117,7 +130,7 @@ def test_labels_the_model_never_saw_are_named_and_left_out(tweets_folder):
     _, _, summary = tweets_folder
     assert summary["unseen_labels"] == ["neutral"]
     sampled_odd = summary["n_current"] - summary["performance"]["n_labelled"]
-    assert 0 < sampled_odd <= 10  # the accuracy counts only rows with a known label
+    assert summary["n_current"] == 160 and sampled_odd == 10  # the accuracy counts only rows with a known label
     assert summary["label_drift"].startswith("not tested")
 
 

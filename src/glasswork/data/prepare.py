@@ -75,9 +75,10 @@ def prepare(cfg: DictConfig) -> dict:
         "card": data_card,
     }
     with atomic_dir(Path(cfg.paths.processed_dir)) as out:
+        # Python strings in the files, as every reader of the splits expects (not Arrow's dtype).
         for name, split in splits.items():
-            split.to_parquet(out / f"{name}.parquet", index=False)
-        probe.to_parquet(out / PROBE_FILE, index=False)
+            split.astype({"text": object}).to_parquet(out / f"{name}.parquet", index=False)
+        probe.astype({"text": object}).to_parquet(out / PROBE_FILE, index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
     with atomic_dir(Path(cfg.paths.artifacts_dir) / "prepare") as out:
@@ -216,8 +217,15 @@ def _load_checked(cfg: DictConfig) -> schema.CleanTable:
         raise DataError(
             f"{path} is missing: run `glasswork ingest` first (it copies the packaged {cfg.data.source} data)"
         )
-    frame = sources.read_table(path, cfg.data.format)
-    return schema.validate(frame, str(path), cfg.data.text_column, cfg.data.label_column, cfg.data.slice_columns)
+    columns = [cfg.data.text_column, cfg.data.label_column, *cfg.data.slice_columns]
+    # Passed on, not kept: validate lets the raw text go once it holds the trimmed one.
+    return schema.validate(
+        sources.read_table(path, cfg.data.format, encoding=cfg.data.get("encoding", "utf-8"), columns=columns),
+        str(path),
+        cfg.data.text_column,
+        cfg.data.label_column,
+        cfg.data.slice_columns,
+    )
 
 
 def _subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:

@@ -166,6 +166,16 @@ def check_trainer(t: DictConfig) -> None:
 
 
 def _check_budget(t: DictConfig) -> None:
+    # Lightning reads max_epochs=-1 as "no limit", but the schedule and the epoch arithmetic of
+    # budget() need a finite number (-1 overflowed there): bound a run by max_steps/max_minutes.
+    if isinstance(t.max_epochs, bool) or not isinstance(t.max_epochs, int) or t.max_epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={t.max_epochs}: expected 1 or more epochs (for no epoch limit, set a large "
+            "number and bound the run with trainer.max_steps or trainer.max_minutes)"
+        )
+    for key in ("batch_size", "eval_batch_size", "devices", "num_nodes"):
+        if not t[key] >= 1:
+            raise ConfigError(f"trainer.{key}={t[key]}: expected 1 or more")
     if t.min_steps < 0:
         raise ConfigError(f"trainer.min_steps={t.min_steps}: expected 0 (no minimum) or more optimizer steps")
     for key in ("val_check_interval", "early_stopping_patience", "max_minutes"):
