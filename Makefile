@@ -24,7 +24,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser postgres run test test-fast lint format repro dvc-sync ui clean
+.PHONY: help venv browser postgres images run test test-fast lint format repro dvc-sync ui clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,13 +60,18 @@ browser: ## install Debian's chromium (for the report-rendering tests) if it is 
 postgres: ## install Debian's PostgreSQL (for the tracking-server test) if initdb/pg_ctl are missing
 	@{ command -v initdb && command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Debian's dataset-fashion-mnist is the image task's default data (70,000 labelled images as the
+# four IDX files, in /usr/share/datasets/fashion-mnist): no download at run time.
+images: ## install Debian's Fashion-MNIST (the image task's default data) if it is missing
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
 run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped data and model
 	$(BIN)/glasswork run $(ARGS)
 
-test: $(STAMP) browser postgres lint ## lint, then run every test (slow and integration ones included)
+test: $(STAMP) browser postgres images lint ## lint, then run every test (slow and integration ones included)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## run the tests not marked slow
+test-fast: $(STAMP) images ## run the tests not marked slow
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/

@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from glasswork.config import from_plain, to_plain
 from glasswork.errors import GlassworkError
 from glasswork.preflight import preflight
-from glasswork.steps import STEPS, Step
+from glasswork.steps import STEP_NAMES, STEPS, Step
+from glasswork.tasks import require_steps
 
 log = logging.getLogger("glasswork.flow")
 
@@ -76,6 +77,7 @@ def training(cfg: dict) -> dict:
 
 def run_pipeline(cfg: DictConfig) -> dict:
     """Check the inputs, run the flow, and print where its results are."""
+    require_steps(cfg, STEP_NAMES)
     preflight(cfg)
     results = training(to_plain(cfg))
     print(where_to_look(cfg, results))

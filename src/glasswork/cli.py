@@ -144,7 +144,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_pipeline(cfg)
         return 0
     from glasswork.steps import get
+    from glasswork.tasks import require_steps
 
+    require_steps(cfg, [args.command])
     result = get(args.command).function()(cfg)
     logging.getLogger("glasswork").info("%s: done %s", args.command, _short(result))
     return 0

@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from glasswork.config_schema import GlassworkConfig
+from glasswork.config_schema import TASK_SCHEMAS, GlassworkConfig
 from glasswork.errors import ConfigError, LineageError, first_line
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -58,9 +58,22 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     return check_config(cfg)
 
 
+def schema_for(target: str | None) -> DictConfig:
+    """The config's schema for the task class ``target`` (the text task's when ``None``): its data
+    and model groups are the task's own."""
+    schema = OmegaConf.structured(GlassworkConfig)
+    if target is None:
+        return schema
+    if target not in TASK_SCHEMAS:
+        raise ConfigError(f"task._target_={target!r}: expected one of {sorted(TASK_SCHEMAS)} (the task=... options)")
+    data, model = TASK_SCHEMAS[target]
+    schema.data, schema.model = OmegaConf.structured(data), OmegaConf.structured(model)
+    return schema
+
+
 def check_config(cfg: DictConfig) -> DictConfig:
     """Check every key and type against :mod:`glasswork.config_schema`, then resolve."""
-    schema = OmegaConf.structured(GlassworkConfig)
+    schema = schema_for(OmegaConf.select(cfg, "task._target_", default=None))
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:

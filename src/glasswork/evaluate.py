@@ -24,16 +24,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from glasswork import tracking
-from glasswork.baseline import tfidf_baseline
+from glasswork import tasks, tracking
+from glasswork.baseline import baseline_name
 from glasswork.collapse import ADVICE, confusion, learned_nothing
-from glasswork.data.prepare import load_labels, load_split, split_md5, with_max_length
+from glasswork.data.prepare import load_labels, load_split, split_md5
 from glasswork.errors import DataError
-from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
+from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
-from glasswork.serving import predict_proba
 from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, slices_figure
-from glasswork.text_descriptors import text_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +94,17 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
 def score_split(cfg: DictConfig, split: str = "test") -> tuple[pd.DataFrame, np.ndarray]:
     """The split and the trained model's class probabilities on it."""
     frame = load_split(cfg, split)
-    path = model_dir(cfg)
-    probs = predict_proba(
-        load_trained(path, device=inference_device(cfg.trainer)),
-        load_tokenizer(path),
-        frame["text"].tolist(),
-        cfg.trainer.eval_batch_size,
-        cfg.model.max_length,
-        progress=True,
-    )
-    return frame, probs
+    predictor = tasks.build(cfg).predictor(model_dir(cfg), device=inference_device(cfg.trainer))
+    return frame, predictor.predict_proba(frame, cfg.trainer.eval_batch_size, progress=True)
 
 
 def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """Per text of a scored split: text, actual and predicted class name, ``prob_<name>`` per class."""
+    """Per row of a scored split: its text (or image path, where there is one), actual and
+    predicted class name, ``prob_<name>`` per class."""
+    shown = {c: frame[c] for c in ("text", "path") if c in frame}
     predictions = pd.DataFrame(
         {
-            "text": frame["text"],
+            **shown,
             "actual": [names[i] for i in frame["label"]],
             "predicted": [names[i] for i in probs.argmax(1)],
         }
@@ -137,11 +129,12 @@ def prediction_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
 
 
 def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
-    """The slices of a prepared split: by length and split words (through the trained model's
-    tokenizer), by true class, and by each metadata column ``prepare`` kept in it."""
-    descriptors = text_descriptors(frame["text"].tolist(), load_tokenizer(model_dir(cfg)))
-    metadata = frame.drop(columns=["text", "label"])
-    return define_slices(descriptors, frame["label"].to_numpy(), names, metadata)
+    """The slices of a prepared split: by the task's descriptors (a text's length and split
+    words, an image's brightness), by true class, and by each metadata column ``prepare`` kept."""
+    task = tasks.build(cfg)
+    descriptors = task.descriptors(frame, model_dir(cfg))
+    metadata = frame.drop(columns=[task.input_column, "label", "path"], errors="ignore")
+    return define_slices(descriptors, frame["label"].to_numpy(), names, metadata, by=task.slice_by)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -152,7 +145,8 @@ def evaluate(cfg: DictConfig) -> dict:
     Metrics are logged to the model's MLflow run as ``test/<name>``, per-slice accuracies as
     ``test_slice/<slice>/accuracy``.
     """
-    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
+    task = tasks.build(cfg)
+    cfg = task.resolve(cfg)  # e.g. model.max_length=auto: the length prepare chose
     labels = load_labels(cfg)
     frame, probs = score_split(cfg, "test")
     truth = frame["label"].to_numpy()
@@ -161,7 +155,7 @@ def evaluate(cfg: DictConfig) -> dict:
     names = labels["names"]
     nothing = learned_nothing(confusion(truth, probs.argmax(1), len(names)), names)
     metrics["learned_nothing"] = int(nothing is not None)
-    baseline = tfidf_baseline(load_split(cfg, "train"), frame, cfg.seed)
+    baseline = task.baseline(load_split(cfg, "train"), frame, cfg.seed)
     metrics |= {f"baseline_{k}": v for k, v in baseline.items()}
     slices = slice_metrics(split_slices(cfg, frame, names), truth, probs)
     validation = predictions_frame(*score_split(cfg, "val"), names)
@@ -171,7 +165,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # reader of the next step); the CSV, without the texts, feeds `dvc plots`.
         predictions.to_parquet(out / PREDICTIONS, index=False)
         validation.to_parquet(out / VAL_PREDICTIONS, index=False)
-        predictions.drop(columns="text").rename_axis("row").to_csv(out / "predictions.csv")
+        predictions.drop(columns=["text", "path"], errors="ignore").rename_axis("row").to_csv(out / "predictions.csv")
         write_json(
             out / "metrics.json",
             {"test": metrics, "test_split_md5": split_md5(cfg, "test"), "learned_nothing": nothing},
@@ -187,9 +181,10 @@ def evaluate(cfg: DictConfig) -> dict:
         log.warning("evaluate: the model learned nothing: %s; it cannot take the champion alias; %s", nothing, ADVICE)
     elif metrics["macro_f1"] <= baseline["macro_f1"]:
         log.warning(
-            "evaluate: the fine-tuned model does not beat TF-IDF + logistic regression on the same split: macro-F1 "
-            "%.3f against %.3f (accuracy %.3f against %.3f); train longer (trainer.min_steps) or ask whether the "
-            "transformer is worth its cost here",
+            "evaluate: the model does not beat its baseline (%s) on the same split: macro-F1 %.3f against %.3f "
+            "(accuracy %.3f against %.3f); train longer (trainer.min_steps) or ask whether the network is worth "
+            "its cost here",
+            baseline_name(task),
             metrics["macro_f1"],
             baseline["macro_f1"],
             metrics["accuracy"],

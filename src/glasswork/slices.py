@@ -35,13 +35,29 @@ CROSSING_MIN_SIZE = 30
 MAX_CROSSINGS = 10
 
 
+# Which descriptors are cut at their tertiles: column -> (slice name with {} for the range,
+# scale, format). Texts by words and split words (glasswork.text_descriptors); images by
+# brightness (glasswork.image_descriptors).
+TEXT_SLICES = {
+    "length_words": ("length {} words", 1, "{:.0f}"),
+    "oov_share": ("words split into pieces {}%", 100, "{:.0f}"),
+}
+IMAGE_SLICES = {"brightness": ("brightness {}", 1, "{:.2f}")}
+
+
 def define_slices(
-    descriptors: pd.DataFrame, truth: np.ndarray, names: list[str], metadata: pd.DataFrame | None = None
+    descriptors: pd.DataFrame,
+    truth: np.ndarray,
+    names: list[str],
+    metadata: pd.DataFrame | None = None,
+    by: dict[str, tuple[str, float, str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Named row masks over the split (``descriptors`` from :func:`glasswork.text_descriptors`;
-    ``metadata``: the split's own columns besides text and label, see :func:`column_slices`)."""
-    slices = _tertiles(descriptors["length_words"].to_numpy(), "length {} words", "{:.0f}".format)
-    slices |= _tertiles(100 * descriptors["oov_share"].to_numpy(), "words split into pieces {}%", "{:.0f}".format)
+    """Named row masks over the split: tertiles of the ``descriptors`` columns named in ``by``
+    (:data:`TEXT_SLICES` by default), true class, and ``metadata`` (the split's own columns
+    besides the input and label, see :func:`column_slices`)."""
+    slices: dict[str, np.ndarray] = {}
+    for column, (name, scale, fmt) in (TEXT_SLICES if by is None else by).items():
+        slices |= _tertiles(scale * descriptors[column].to_numpy(), name, fmt.format)
     slices |= {f"true class {name}": truth == k for k, name in enumerate(names)}
     if metadata is not None:
         for column in metadata.columns:

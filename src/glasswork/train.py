@@ -27,13 +27,12 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
-from glasswork import tracking
+from glasswork import tasks, tracking
 from glasswork.collapse import ADVICE, learned_nothing, macro_f1
 from glasswork.config import to_plain, to_yaml
-from glasswork.data.datamodule import TextCollator, TextDataModule, truncation
-from glasswork.data.prepare import SPLITS, TRUNCATIONS, load_labels, load_split, split_files, with_max_length
+from glasswork.data.datamodule import truncation
+from glasswork.data.prepare import SPLITS, TRUNCATIONS, load_labels, load_split, split_files
 from glasswork.errors import GlassworkError, Interrupted, first_line
-from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.models.trainer import budget, build_trainer, check_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
@@ -52,31 +51,20 @@ def train(cfg: DictConfig) -> dict:
     check_accelerator(cfg)
     check_compile_mode(cfg)
     check_trainer(cfg.trainer)
-    cfg = with_max_length(cfg)
+    cfg = tasks.build(cfg).resolve(cfg)  # e.g. model.max_length=auto: the length prepare chose
     if world_size(cfg) > 1 and not os.environ.get(LAUNCHED):
         return _launch_own_process(cfg)
+    task = tasks.build(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # "high" lets fp32 matmuls use TF32 tensor cores on GPUs (ignored on CPU).
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     labels = load_labels(cfg)
     train_df, val_df = load_split(cfg, "train"), load_split(cfg, "val")
-    # The side it cuts long texts on is saved with the tokenizer, so every later step and the
-    # registered model cut them the same way.
-    tokenizer = load_tokenizer(pretrained_dir(cfg.model), cfg.model.truncation)
-    module = _module(cfg, len(labels["classes"]), class_weights(cfg.trainer.class_weights, train_df["label"], labels))
+    weights = class_weights(cfg.trainer.class_weights, train_df["label"], labels)
+    module = task.module(cfg, len(labels["classes"]), weights)
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
         module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode, dynamic=cfg.trainer.compile_dynamic)
-    datamodule = TextDataModule(
-        train_df,
-        val_df,
-        TextCollator(tokenizer, cfg.model.max_length, cfg.trainer.pad_to_multiple_of),
-        cfg.trainer.batch_size,
-        cfg.trainer.eval_batch_size,
-        cfg.seed,
-        cfg.trainer.num_workers,
-        bucket_by_length=cfg.trainer.bucket_by_length,
-        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
-    )
+    datamodule = task.datamodule(cfg, train_df, val_df)
     out_dir = Path(cfg.paths.artifacts_dir) / "train"
     partial = Path(cfg.paths.artifacts_dir) / PARTIAL
     if global_rank(cfg) != 0:
@@ -87,7 +75,7 @@ def train(cfg: DictConfig) -> dict:
         if resume_from is None:
             write_json(partial / "resume.json", {"run_id": run_id, "fingerprint": _fingerprint(cfg)})
             _log_run_inputs(cfg, labels)
-            _log_truncation(cfg, tokenizer, train_df["text"].tolist())
+            task.log_training_data(cfg, train_df)
         else:
             step = checkpoint_step(resume_from)
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
@@ -104,16 +92,10 @@ def train(cfg: DictConfig) -> dict:
         whole = _gather_shards(module, trainer)
         if whole is not None:  # FSDP2: the whole weights, in a network of one piece
             mlflow.set_tag("glasswork.train.weights_share_rank0", f"{_local_share(module):.4f}")
-            module = _module(cfg, len(labels["classes"]))
+            module = task.module(cfg, len(labels["classes"]))
             module.load_state_dict(whole)
         best = _restore_best(module, trainer)
-        model_dir = staging / "model"
-        _unwrap(module.net).save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        write_json(
-            model_dir / "labels.json",
-            {**labels, "max_length": cfg.model.max_length, "truncation": cfg.model.truncation},
-        )
+        task.save(_unwrap(module.net), staging / "model", labels, cfg)
         metrics = _final_metrics(trainer, best) | {"train/seconds": round(seconds, 1)}
         nothing = _learned_nothing(module, labels["names"], metrics.get("val/best_macro_f1"))
         metrics["val/learned_nothing"] = int(nothing is not None)
@@ -179,17 +161,6 @@ def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     _gather_shards(module, trainer)  # rank 0 gathers the whole model: every rank must take part
     return {"run_id": state["run_id"], "rank": global_rank(cfg)}
-
-
-def _module(cfg: DictConfig, num_labels: int, weights: list[float] | None = None) -> ClassifierModule:
-    return ClassifierModule(
-        build_model(cfg.model, num_labels, cfg.seed),
-        num_labels,
-        lr=cfg.model.lr * cfg.trainer.lr_scale,
-        weight_decay=cfg.model.weight_decay,
-        warmup_fraction=cfg.model.warmup_fraction,
-        class_weights=weights,
-    )
 
 
 def class_weights(kind: str | None, train_labels, labels: dict) -> list[float] | None:
@@ -408,7 +379,7 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
         mlflow.log_input(dataset, context=split)  # the MLflow UI's "Datasets used", with a digest
 
 
-def _log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
+def log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
     """``data/train_truncated_share`` and the like in MLflow, and a warning when the model will
     not see the end of some training texts."""
     found = truncation(tokenizer, texts, cfg.model.max_length)

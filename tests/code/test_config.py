@@ -7,12 +7,12 @@ import ast
 import pytest
 from tests.conftest import REPO, tiny_overrides
 
+from glasswork import tasks
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.dvc_files import render_files
 from glasswork.errors import ConfigError
 from glasswork.steps import STEP_NAMES
-from glasswork.train import _module
 
 
 def test_default_config_composes_the_documented_defaults():
@@ -99,5 +99,5 @@ def test_the_peak_learning_rate_goes_with_the_trainers_batch(tmp_path):
         assert (cfg.trainer.batch_size, cfg.trainer.bucket_by_length, peak) == (1024, True, pytest.approx(4e-4))
     assert load_config([]).trainer.lr_scale == 1.0
     cfg = load_config(tiny_overrides(tmp_path, "trainer.lr_scale=8"))
-    module = _module(cfg, num_labels=2)
+    module = tasks.build(cfg).module(cfg, num_labels=2)
     assert module.hparams.lr == pytest.approx(8 * cfg.model.lr)

@@ -40,25 +40,35 @@ def choose_max_length(lengths: np.ndarray, quantile: float, limit: int) -> int:
 
 
 def card(
-    report: dict, splits: dict[str, pd.DataFrame], names: list[str], lengths: np.ndarray, lengths_info: dict
+    report: dict,
+    splits: dict[str, pd.DataFrame],
+    names: list[str],
+    lengths: np.ndarray | None = None,
+    lengths_info: dict | None = None,
 ) -> dict:
-    """The card as a dict: the table's report, class balance per split, lengths and warnings."""
+    """The card as a dict: the table's report, class balance per split, warnings, and for texts
+    their token ``lengths`` and the ``max_length`` they decide (``lengths_info``)."""
     balance = {
         split: {names[int(k)]: int(v) for k, v in frame["label"].value_counts().sort_index().items()}
         for split, frame in splits.items()
     }
-    max_length = lengths_info["max_length"]
     card = {
         "rows_read": report["rows_read"],
         "rows_kept": report["rows_kept"],
         "dropped": {k.removeprefix("dropped_"): v for k, v in report.items() if k.startswith("dropped_")},
         "class_balance": balance,
         "split_sizes": {k: len(v) for k, v in splits.items()},
-        "train_tokens": {f"p{int(q * 100)}": int(np.quantile(lengths, q)) for q in QUANTILES}
-        | {"max": int(lengths.max(initial=0))},
-        **lengths_info,
-        "cut_share": float((lengths > max_length).mean()) if len(lengths) else 0.0,
     }
+    if lengths is not None and lengths_info is not None:
+        card |= {
+            "train_tokens": {f"p{int(q * 100)}": int(np.quantile(lengths, q)) for q in QUANTILES}
+            | {"max": int(lengths.max(initial=0))},
+            **lengths_info,
+            "cut_share": float((lengths > lengths_info["max_length"]).mean()) if len(lengths) else 0.0,
+        }
+    for key in ("image_size", "image_mode", "images_changed", "skipped"):
+        if key in report:
+            card[key] = report[key]
     card["warnings"] = warnings(card)
     return card
 
@@ -78,7 +88,7 @@ def warnings(card: dict) -> list[str]:
             f"the classes are {ratio:.0f}:1 apart in the training split: trainer.class_weights=auto (the default) "
             "or balanced weighs the loss towards the rare ones"
         )
-    if card["cut_share"] > 0.1:
+    if card.get("cut_share", 0) > 0.1:
         found.append(
             f"{card['cut_share']:.0%} of the training texts are longer than max_length={card['max_length']} tokens "
             f"and are cut ({card['truncation']} kept)"
@@ -89,7 +99,6 @@ def warnings(card: dict) -> list[str]:
 def markdown(card: dict) -> str:
     """The card as a short Markdown page (``artifacts/prepare/data_card.md``, MLflow)."""
     dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in card["dropped"].items() if v) or "none"
-    tokens = ", ".join(f"{k} {v}" for k, v in card["train_tokens"].items())
     lines = [
         "# Data card",
         "",
@@ -99,9 +108,20 @@ def markdown(card: dict) -> str:
             f"- classes in {split}: {', '.join(f'{n} {c} ({c / max(1, sum(b.values())):.1%})' for n, c in b.items())}"
             for split, b in card["class_balance"].items()
         ),
-        f"- training tokens per text: {tokens}",
-        f"- max_length: {card['max_length']} ({card['max_length_source']}; the model takes at most "
-        f"{card['model_limit']}), {card['cut_share']:.1%} of the training texts cut, {card['truncation']} kept",
     ]
+    if "train_tokens" in card:
+        tokens = ", ".join(f"{k} {v}" for k, v in card["train_tokens"].items())
+        lines += [
+            f"- training tokens per text: {tokens}",
+            f"- max_length: {card['max_length']} ({card['max_length_source']}; the model takes at most "
+            f"{card['model_limit']}), {card['cut_share']:.1%} of the training texts cut, {card['truncation']} kept",
+        ]
+    if "image_size" in card:
+        changed = ", ".join(f"{v} {k}" for k, v in card["images_changed"].items()) or "none"
+        lines.append(
+            f"- images: {card['image_size'][1]} x {card['image_size'][0]} {card['image_mode']} (changed: {changed})"
+        )
+    if card.get("skipped"):
+        lines.append(f"- skipped (data.on_bad_image=skip): {len(card['skipped'])}: " + "; ".join(card["skipped"][:5]))
     lines += [f"- WARNING: {w}" for w in card["warnings"]]
     return "\n".join(lines) + "\n"

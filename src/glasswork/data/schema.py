@@ -60,7 +60,7 @@ def validate(
     if frame.empty:
         raise DataError(f"{source} has a header ({', '.join(header)}) but no rows")
     _require_text(frame[text_column], source, text_column)
-    labels = _labels(frame[label_column], source, label_column)
+    labels = as_classes(frame[label_column], source, label_column)
     metadata = {column: _metadata(frame[column]) for column in slice_columns}
     text = _arrow_text(frame[text_column])
     # The raw table is ours now (prepare passes it straight on): drop it, and its texts go chunk
@@ -90,7 +90,7 @@ def validate(
     clean = pd.DataFrame({"text": _kept_text(chunks, keep), "label": labels.iloc[keep].to_numpy()})
     for column, values in metadata.items():
         clean[column] = values.iloc[keep].reset_index(drop=True)
-    classes = _require_classes(clean["label"], source, label_column)
+    classes = require_classes(clean["label"], source, label_column)
     report.update(rows_kept=len(clean), class_counts={str(k): int(v) for k, v in clean["label"].value_counts().items()})
     dropped = {k: v for k, v in report.items() if k.startswith("dropped_") and v}
     if dropped:
@@ -191,7 +191,7 @@ def _arrow_text(texts: pd.Series) -> pa.ChunkedArray:
     return pa.chunked_array([pa.array(texts.astype("string"), type=pa.string())])
 
 
-def _labels(labels: pd.Series, source: str, column: str) -> pd.Series:
+def as_classes(labels: pd.Series, source: str, column: str) -> pd.Series:
     """The label column as classes: Python values, whole-number floats as integers (a class
     ``1.0`` is the class ``1``: a batch labelled 1 must find it)."""
     if isinstance(labels.dtype, pd.ArrowDtype):
@@ -298,7 +298,7 @@ def _require_labels(labels: pd.Series, source: str, column: str) -> None:
         )
 
 
-def _require_classes(labels: pd.Series, source: str, column: str) -> list:
+def require_classes(labels: pd.Series, source: str, column: str) -> list:
     counts = labels.value_counts()
     if len(counts) < 2:
         only = counts.index[0] if len(counts) else "none"

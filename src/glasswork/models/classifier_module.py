@@ -9,10 +9,12 @@ from transformers import get_linear_schedule_with_warmup
 
 
 class ClassifierModule(L.LightningModule):
-    """Fine-tune a Hugging Face sequence classifier.
+    """Train a classifier network: a Hugging Face sequence classifier, a CNN, any network whose
+    ``forward`` takes a batch's inputs by name (all but ``labels``) and returns logits (or an
+    output with ``.logits``).
 
-    The network is injected (built by :func:`glasswork.models.backbone.build_model`), so this
-    module knows nothing of configs, files or where the weights came from.
+    The network is injected (built by the task, :mod:`glasswork.tasks`), so this module knows
+    nothing of configs, files, inputs or where the weights came from.
     """
 
     def __init__(
@@ -58,11 +60,12 @@ class ClassifierModule(L.LightningModule):
         fully_shard(net, mesh=mesh)
         self.net._glasswork_sharded = True
 
-    def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
-        return self.net(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+    def forward(self, **inputs) -> torch.Tensor:
+        out = self.net(**inputs)
+        return getattr(out, "logits", out)
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        logits = self(**{k: v for k, v in batch.items() if k != "labels"})
         weight = self.class_weights if self.class_weights.numel() else None
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=weight)
         return loss, logits
@@ -115,7 +118,7 @@ class ClassifierModule(L.LightningModule):
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
         for param in self.net.parameters():
-            # Biases and LayerNorm weights are not decayed (as in BERT's original recipe).
+            # Biases and norm weights are not decayed (as in BERT's original recipe).
             (no_decay if param.ndim < 2 else decay).append(param)
         groups = [
             {"params": decay, "weight_decay": self.hparams.weight_decay},

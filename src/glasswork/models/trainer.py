@@ -57,28 +57,30 @@ class StepThroughput(L.Callback):
             self._between += now - self._step_end
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        mask = batch["attention_mask"]
-        self._examples += mask.shape[0]
-        self._padded += mask.numel()
-        tokens = mask.sum()  # stays on the device: no wait here
-        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+        # Texts count real tokens through their attention mask; other inputs count examples only.
+        mask = batch.get("attention_mask")
+        size = batch["labels"]
+        self._examples += size.shape[0]
+        if mask is not None:
+            self._padded += mask.numel()
+            tokens = mask.sum()  # stays on the device: no wait here
+            self._tokens = tokens if self._tokens is None else self._tokens + tokens
         if trainer._logger_connector.should_update_logs and trainer.logger is not None:
-            if mask.device.type == "cuda":
-                torch.cuda.synchronize(mask.device)
+            if size.device.type == "cuda":
+                torch.cuda.synchronize(size.device)
             now = time.perf_counter()
             assert self._start is not None  # set by on_train_batch_start
             seconds = max(now - self._start, 1e-9)
             world = trainer.world_size  # every rank steps through as many batches of the same size
-            real = float(self._tokens)
-            trainer.logger.log_metrics(
-                {
-                    "throughput/examples_per_s": world * self._examples / seconds,
-                    "throughput/tokens_per_s": world * real / seconds,
-                    "throughput/padding_share": 1 - real / max(1, self._padded),
-                    "throughput/between_steps_share": self._between / seconds,
-                },
-                step=trainer.global_step,
-            )
+            metrics = {
+                "throughput/examples_per_s": world * self._examples / seconds,
+                "throughput/between_steps_share": self._between / seconds,
+            }
+            if self._tokens is not None:
+                real = float(self._tokens)
+                metrics["throughput/tokens_per_s"] = world * real / seconds
+                metrics["throughput/padding_share"] = 1 - real / max(1, self._padded)
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
             self._reset(now)
         self._step_end = time.perf_counter()
 

@@ -1,0 +1,92 @@
+"""What a kind of model supplies to the steps, and what every kind shares.
+
+A task is built once per step from the config's ``task`` group (``conf/task/*.yaml``, each a
+``_target_`` that Hydra's ``instantiate`` builds): ``task=text_classification`` is the default.
+The steps call the task where they need something that depends on the kind of input (how a
+batch is made, how the model is built and saved, how a split is scored, which descriptors slice
+and describe it) and keep everything else (tracking, the splits, metrics, plots, the registry
+gate) as one piece of code for every task.
+
+What is behind the seam today: ingest and prepare (reading and checking the raw data, the data
+card), training (module, batches, saving the model) and evaluation (scoring, descriptors for
+slices, the baseline beside the model). Explain, drift, register,
+monitor and reproduce still speak text only; the next tasks move them behind it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # Lightning takes seconds to import; the CLI builds tasks to check configs
+    import lightning as L
+
+    from glasswork.data.schema import CleanTable
+
+
+class Predictor(Protocol):
+    """A trained model loaded for inference."""
+
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
+        """Class probabilities of each row of ``frame`` (a processed split's columns), in its order."""
+        ...
+
+
+class Task(Protocol):
+    """What one kind of model supplies. Implementations: :mod:`glasswork.tasks.text`,
+    :mod:`glasswork.tasks.image`."""
+
+    name: str
+    input_column: str  # the column of a processed split that holds the model's input
+    steps: tuple[str, ...]  # the pipeline steps this task has (glasswork.tasks.require_steps)
+    slice_by: dict[str, tuple[str, float, str]]  # descriptors cut at tertiles (glasswork.slices)
+
+    def ingest(self, cfg: DictConfig) -> dict:
+        """Write packaged data to ``data.path`` (``{role: path}`` of what was written); a user's own
+        data is only checked where it lies."""
+        ...
+
+    def read(self, cfg: DictConfig) -> CleanTable:
+        """The checked raw data: a frame with :attr:`input_column`, ``label`` (original values) and
+        metadata columns, its sorted classes, and a report of what was dropped and why."""
+        ...
+
+    def card(self, cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
+        """The data card ``prepare`` writes (:func:`glasswork.data.card.card` and the task's own lines)."""
+        ...
+
+    def resolve(self, cfg: DictConfig) -> DictConfig:
+        """``cfg`` with the values ``prepare`` chose from the data filled in (e.g. a text length)."""
+        ...
+
+    def module(self, cfg: DictConfig, num_labels: int, class_weights: list[float] | None = None) -> L.LightningModule:
+        """A new LightningModule to train (pretrained weights where the config names them)."""
+        ...
+
+    def datamodule(self, cfg: DictConfig, train: pd.DataFrame, val: pd.DataFrame) -> L.LightningDataModule:
+        """Training and validation batches over two processed splits."""
+        ...
+
+    def log_training_data(self, cfg: DictConfig, train: pd.DataFrame) -> None:
+        """Anything about the training data worth a metric or a warning before training starts."""
+        ...
+
+    def save(self, net, folder: Path, labels: dict, cfg: DictConfig) -> None:
+        """Write the trained network (``module.net``) and all that inference needs into ``folder``."""
+        ...
+
+    def predictor(self, folder: Path, device: str = "cpu") -> Predictor:
+        """The model that :meth:`save` wrote, ready to score."""
+        ...
+
+    def descriptors(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+        """Numbers that describe each row's input (length, brightness, ...): slices and drift."""
+        ...
+
+    def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
+        """Test ``accuracy`` and ``macro_f1`` of a simple model fitted on the same training split."""
+        ...

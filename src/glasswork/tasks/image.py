@@ -1,0 +1,219 @@
+"""``task=image_classification``: a small CNN trained on labelled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from glasswork.data.images import FASHION_MNIST_CLASSES
+from glasswork.errors import ConfigError, DataError
+from glasswork.outputs import read_json, write_json
+from glasswork.slices import IMAGE_SLICES
+
+PREPROCESS = "preprocess.json"  # size, mode, per-channel mean and std: saved with the model
+LABEL_NAMES = dict(enumerate(FASHION_MNIST_CLASSES))
+
+
+class ImagePredictor:
+    """A trained :class:`~glasswork.models.cnn.SmallCNN` and the normalisation it was trained with."""
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        from glasswork.data.image_batches import Normalize
+        from glasswork.models.cnn import SmallCNN
+
+        self.net = SmallCNN.from_pretrained(folder).to(device)
+        self.device = device
+        pre = read_json(Path(folder) / PREPROCESS)
+        self.normalize = Normalize(pre["mean"], pre["std"])
+
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
+        import torch
+
+        from glasswork.data.image_batches import decode_all
+
+        images = frame["image"].tolist()
+        starts = range(0, len(images), batch_size)
+        if progress and len(starts) > 4:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="scoring", unit="batch", leave=False)
+        out = np.zeros((len(images), self.net.config["num_labels"]), dtype=np.float32)
+        with torch.inference_mode():
+            for start in starts:
+                pixels = self.normalize(decode_all(images[start : start + batch_size])).to(self.device)
+                out[start : start + len(pixels)] = torch.softmax(self.net(pixels).float(), -1).cpu().numpy()
+        return out
+
+
+class ImageClassification:
+    """Images (PNG bytes) in an ``image`` column; a :class:`~glasswork.models.cnn.SmallCNN`."""
+
+    name = "image_classification"
+    input_column = "image"
+    # Not built yet for images: explain, drift, register (and so run, monitor, reproduce).
+    steps = ("ingest", "prepare", "train", "evaluate")
+
+    slice_by = IMAGE_SLICES  # descriptors the test metrics are sliced by (tertiles)
+
+    def __init__(self, cfg: DictConfig | None = None):
+        self.cfg = cfg
+        self._stats: tuple[list[float], list[float]] | None = None
+
+    def resolve(self, cfg: DictConfig) -> DictConfig:
+        return cfg
+
+    def ingest(self, cfg: DictConfig) -> dict:
+        """Fashion-MNIST's IDX files (Debian's package) into ``data.path`` as a Parquet table of PNG
+        bytes and labels, which DVC versions; a user's own folder or table is checked where it lies."""
+        if cfg.data.source == "fashion_mnist":
+            from glasswork.data.images import fashion_mnist, png_bytes
+            from glasswork.data.prepare import write_raw
+
+            pixels, labels = fashion_mnist(cfg.data.idx_dir)
+            frame = pd.DataFrame({"image": [png_bytes(a) for a in pixels], "label": labels})
+            return {"data": str(write_raw(frame, Path(cfg.data.path)))}
+        if cfg.data.source == "images":
+            self.read(cfg)
+            return {}
+        raise ConfigError(
+            f"data.source={cfg.data.source!r}: expected fashion_mnist or images (task=image_classification)"
+        )
+
+    def read(self, cfg: DictConfig):
+        """The checked table of images (``image`` PNG bytes in ``data.image_size``/``image_mode``,
+        ``label``) that ``prepare`` splits: exact duplicate images dropped, and images seen with
+        two labels; at least two classes of a few images each."""
+        from glasswork.data import images, schema
+
+        d = cfg.data
+        path = Path(d.path)
+        reader = images.ImageReader(
+            size=tuple(d.image_size) if d.image_size else None,
+            mode=d.image_mode,
+            max_pixels=d.max_pixels,
+            on_bad_image=d.on_bad_image,
+        )
+        if d.source == "fashion_mnist":
+            if not path.is_file():
+                raise DataError(f"{path} is missing: run `glasswork ingest` first (it reads Debian's Fashion-MNIST)")
+            table = pd.read_parquet(path)
+            # Checked like any image: the raw file could be anyone's.
+            table = table.assign(image=[reader.read_bytes(b, f"{path}, row {i}") for i, b in enumerate(table["image"])])
+            source = str(path)
+        else:
+            if path.is_dir():
+                listed, rows = images.folder_table(path), None
+            else:
+                from glasswork.data.sources import read_table
+
+                raw = read_table(path, d.format, encoding=d.encoding, columns=[d.path_column, d.label_column])
+                listed = images.path_table(raw, str(path), d.path_column, d.label_column)
+                rows = [f" ({path}, line {i + 2})" for i in range(len(listed))]
+            listed = listed.assign(label=schema.as_classes(listed["label"], str(path), d.label_column))
+            table = listed.assign(image=images.read_images(listed["path"].tolist(), reader, rows))
+            source = str(path)
+        read = len(table)
+        bad = table["image"].isna()
+        table = table[~bad]
+        digest = table["image"].map(lambda b: hash(bytes(b)))
+        duplicated = digest.duplicated()
+        conflicting = digest.map(table.groupby(digest)["label"].nunique()) > 1
+        kept = table[~duplicated & ~conflicting].reset_index(drop=True)
+        classes = schema.require_classes(kept["label"], source, d.label_column)
+        report = {
+            "rows_read": read,
+            "rows_kept": len(kept),
+            "dropped_bad_images": int(bad.sum()),
+            "dropped_duplicates": int((duplicated & ~conflicting).sum()),
+            "dropped_conflicting_labels": int(conflicting.sum()),
+            "image_size": list(reader.size or ()),
+            "image_mode": reader.mode,
+            "images_changed": dict(reader.changed),
+            "skipped": reader.skipped[:50],
+        }
+        columns = ["image", "label"] + (["path"] if "path" in kept else [])
+        return schema.CleanTable(kept[columns], classes, report)
+
+    def card(self, cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
+        from glasswork.data import card
+
+        return card.card(report, splits, names)
+
+    def module(self, cfg: DictConfig, num_labels: int, class_weights: list[float] | None = None):
+        import torch
+
+        from glasswork.models.classifier_module import ClassifierModule
+        from glasswork.models.cnn import SmallCNN
+
+        torch.manual_seed(cfg.seed)
+        size = tuple(cfg.data.image_size)
+        net = SmallCNN(
+            num_labels,
+            in_channels=3 if cfg.data.image_mode == "RGB" else 1,
+            image_size=(int(size[0]), int(size[1])),
+            channels=tuple(cfg.model.channels),
+            hidden=cfg.model.hidden,
+            dropout=cfg.model.dropout,
+        )
+        return ClassifierModule(
+            net,
+            num_labels,
+            lr=cfg.model.lr * cfg.trainer.lr_scale,
+            weight_decay=cfg.model.weight_decay,
+            warmup_fraction=cfg.model.warmup_fraction,
+            class_weights=class_weights,
+        )
+
+    def datamodule(self, cfg: DictConfig, train: pd.DataFrame, val: pd.DataFrame):
+        from glasswork.data.image_batches import ImageDataModule, Normalize, channel_stats
+
+        module = ImageDataModule(
+            train,
+            val,
+            Normalize([0.0], [1.0]),
+            cfg.trainer.batch_size,
+            cfg.trainer.eval_batch_size,
+            cfg.seed,
+            cfg.trainer.num_workers,
+        )
+        # Normalised with the training split's own statistics (never the validation's or test's).
+        self._stats = channel_stats(module.train.pixels)
+        module.normalize = Normalize(*self._stats)
+        return module
+
+    def log_training_data(self, cfg: DictConfig, train: pd.DataFrame) -> None:
+        import mlflow
+
+        if self._stats is not None:
+            mean, std = self._stats
+            mlflow.log_params(
+                {"data.pixel_mean": [round(m, 4) for m in mean], "data.pixel_std": [round(s, 4) for s in std]}
+            )
+
+    def save(self, net, folder: Path, labels: dict, cfg: DictConfig) -> None:
+        if self._stats is None:
+            raise RuntimeError("save() before datamodule(): the normalisation statistics are unknown")
+        net.save_pretrained(folder)
+        mean, std = self._stats
+        write_json(
+            folder / PREPROCESS,
+            {"image_size": list(cfg.data.image_size), "image_mode": cfg.data.image_mode, "mean": mean, "std": std},
+        )
+        write_json(folder / "labels.json", labels)
+
+    def predictor(self, folder: Path, device: str = "cpu") -> ImagePredictor:
+        return ImagePredictor(folder, device)
+
+    def descriptors(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+        from glasswork.data.image_batches import decode_all
+        from glasswork.image_descriptors import image_descriptors
+
+        return image_descriptors(decode_all(frame["image"].tolist()))
+
+    def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
+        from glasswork.baseline import pixel_baseline
+
+        return pixel_baseline(train, test, seed)

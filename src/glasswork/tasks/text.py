@@ -1,0 +1,128 @@
+"""``task=text_classification``: a pretrained transformer fine-tuned on labelled texts."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from glasswork.outputs import read_json, write_json
+from glasswork.slices import TEXT_SLICES
+
+
+class TextPredictor:
+    """A trained sequence classifier and its tokenizer (:func:`glasswork.serving.predict_proba`)."""
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        from glasswork.models.backbone import load_tokenizer, load_trained
+
+        self.model, self.tokenizer = load_trained(folder, device=device), load_tokenizer(folder)
+        # The length it was trained at, saved with it (older models: the pipeline's old default).
+        self.max_length = int(read_json(Path(folder) / "labels.json").get("max_length", 128))
+
+    def predict_proba(self, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
+        from glasswork.serving import predict_proba
+
+        texts = frame["text"].tolist()
+        return predict_proba(self.model, self.tokenizer, texts, batch_size, self.max_length, progress=progress)
+
+
+class TextClassification:
+    """Texts in a ``text`` column; a Hugging Face sequence classifier (``model.package``/``model.dir``)."""
+
+    name = "text_classification"
+    input_column = "text"
+    steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
+
+    slice_by = TEXT_SLICES  # descriptors the test metrics are sliced by (tertiles)
+
+    def __init__(self, cfg: DictConfig | None = None):
+        # The whole run's config, when the caller passes it (glasswork.tasks.build does).
+        self.cfg = cfg
+
+    def resolve(self, cfg: DictConfig) -> DictConfig:
+        from glasswork.data.prepare import with_max_length
+
+        return with_max_length(cfg)  # model.max_length=auto: the length prepare chose
+
+    def ingest(self, cfg: DictConfig) -> dict:
+        from glasswork.data.prepare import ingest_texts
+
+        return ingest_texts(cfg)
+
+    def read(self, cfg: DictConfig):
+        from glasswork.data.prepare import read_texts
+
+        return read_texts(cfg)
+
+    def card(self, cfg: DictConfig, report: dict, splits: dict[str, pd.DataFrame], names: list[str]) -> dict:
+        from glasswork.data.prepare import text_card
+
+        return text_card(cfg, report, splits, names)
+
+    @cached_property
+    def _tokenizer(self):
+        from glasswork.models.backbone import load_tokenizer, pretrained_dir
+
+        # The side it cuts long texts on is saved with the tokenizer, so every later step and the
+        # registered model cut them the same way.
+        if self.cfg is None:
+            raise RuntimeError("TextClassification needs the run's config (glasswork.tasks.build passes it)")
+        return load_tokenizer(pretrained_dir(self.cfg.model), self.cfg.model.truncation)
+
+    def module(self, cfg: DictConfig, num_labels: int, class_weights: list[float] | None = None):
+        from glasswork.models.backbone import build_model
+        from glasswork.models.classifier_module import ClassifierModule
+
+        return ClassifierModule(
+            build_model(cfg.model, num_labels, cfg.seed),
+            num_labels,
+            lr=cfg.model.lr * cfg.trainer.lr_scale,
+            weight_decay=cfg.model.weight_decay,
+            warmup_fraction=cfg.model.warmup_fraction,
+            class_weights=class_weights,
+        )
+
+    def datamodule(self, cfg: DictConfig, train: pd.DataFrame, val: pd.DataFrame):
+        from glasswork.data.datamodule import TextCollator, TextDataModule
+
+        return TextDataModule(
+            train,
+            val,
+            TextCollator(self._tokenizer, cfg.model.max_length, cfg.trainer.pad_to_multiple_of),
+            cfg.trainer.batch_size,
+            cfg.trainer.eval_batch_size,
+            cfg.seed,
+            cfg.trainer.num_workers,
+            bucket_by_length=cfg.trainer.bucket_by_length,
+            pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
+        )
+
+    def log_training_data(self, cfg: DictConfig, train: pd.DataFrame) -> None:
+        from glasswork.train import log_truncation
+
+        log_truncation(cfg, self._tokenizer, train["text"].tolist())
+
+    def save(self, net, folder: Path, labels: dict, cfg: DictConfig) -> None:
+        net.save_pretrained(folder)
+        self._tokenizer.save_pretrained(folder)
+        write_json(
+            folder / "labels.json", {**labels, "max_length": cfg.model.max_length, "truncation": cfg.model.truncation}
+        )
+
+    def predictor(self, folder: Path, device: str = "cpu") -> TextPredictor:
+        return TextPredictor(folder, device)
+
+    def descriptors(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+        from glasswork.models.backbone import load_tokenizer
+        from glasswork.text_descriptors import text_descriptors
+
+        return text_descriptors(frame["text"].tolist(), load_tokenizer(folder))
+
+    def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
+        from glasswork.baseline import tfidf_baseline
+
+        return tfidf_baseline(train, test, seed)
