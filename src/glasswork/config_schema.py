@@ -151,6 +151,7 @@ class ExplainConfig:
     global_min_count: int = 4
     global_top_k: int = 12
     max_share_of_train: float | None = 0.2
+    patch_size: int = 4  # images: the squares faithfulness removes together, and the occlusion window
 
 
 @dataclass

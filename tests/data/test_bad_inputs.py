@@ -290,7 +290,7 @@ PHRASES = [f"the film number {i} is {'wonderful' if i % 2 else 'dreadful'} and t
 MEASURE = """
 import resource, sys
 from omegaconf import OmegaConf
-from glasswork.data.prepare import check_table
+from glasswork.data.prepare import read_texts
 
 def bytes_read():
     with open("/proc/self/io") as io:
@@ -299,7 +299,7 @@ def bytes_read():
 data = {"source": "table", "path": sys.argv[1], "format": None, "text_column": "text", "label_column": "label",
         "slice_columns": [], "encoding": "utf-8"}
 baseline, read_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, bytes_read()
-table = check_table(OmegaConf.create({"data": data}))
+table = read_texts(OmegaConf.create({"data": data}))
 read = bytes_read() - read_before
 print(len(table.frame), baseline * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, read)
 """

@@ -93,6 +93,31 @@ def _attributions_page(texts: list[str], labels: list[int]) -> str:
     return report.render({"integrated_gradients": items}, NAMES, "token attributions", summary, figure)
 
 
+def _image_attributions_page() -> str:
+    """The image task's ``attributions.html`` (``explain.image_step``), over two probe images whose
+    classes are named ``NAMES`` (a class folder may be named anything a file system allows)."""
+    from glasswork.explain.image_step import _page
+
+    probe = pd.DataFrame({"label": [0, 1]})
+    probs = np.array([[0.8, 0.2], [0.3, 0.7]])
+    metrics = {
+        f"integrated_gradients/{k}": 0.1
+        for k in (
+            "comprehensiveness_aopc",
+            "random_comprehensiveness_aopc",
+            "sufficiency_aopc",
+            "random_sufficiency_aopc",
+        )
+    }
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.imshow(np.eye(8))
+    figure = {"Where the model looks": png_bytes(fig)}
+    cfg = load_config(["task=image_classification"])
+    return _page(probe, probs, NAMES, metrics, ["integrated_gradients"], figure, cfg)
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> dict[str, tuple[Path, list[str], list[str]]]:
     """Each page, with the marker words of the hostile strings it is given and the strings it
@@ -111,6 +136,7 @@ def pages(tmp_path_factory) -> dict[str, tuple[Path, list[str], list[str]]]:
         "batch_map.html": batch_map(reference, current, NAMES, BATCH, cfg),
         "projection.html": projection_page(points, train, classes, reference.probs, NAMES, used),
         "attributions.html": _attributions_page(train[:4], list(classes[:4])),
+        "image_attributions.html": _image_attributions_page(),
     }
     for name, page in written.items():
         (root / name).write_text(page, encoding="utf-8")
@@ -119,11 +145,14 @@ def pages(tmp_path_factory) -> dict[str, tuple[Path, list[str], list[str]]]:
         "batch_map.html": (root / "batch_map.html", ["violin", "trumpet", "harp", "banjo"], [LABEL, BATCH]),
         "projection.html": (root / "projection.html", ["violin", "harp"], [LABEL]),
         "attributions.html": (root / "attributions.html", ["violin", "harp"], [LABEL]),
+        "image_attributions.html": (root / "image_attributions.html", ["harp"], [LABEL]),
     }
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["drift_report.html", "batch_map.html", "projection.html", "attributions.html"])
+@pytest.mark.parametrize(
+    "name", ["drift_report.html", "batch_map.html", "projection.html", "attributions.html", "image_attributions.html"]
+)
 def test_user_data_on_a_page_is_shown_as_text_and_runs_no_script(name, pages, tmp_path):
     path, markers, strings = pages[name]
     source = path.read_text(encoding="utf-8")

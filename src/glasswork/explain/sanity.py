@@ -50,7 +50,10 @@ def check_sanity(n_texts: int, max_length: int | None) -> None:
 
 def cascade(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Module]]]:
     """The model's layers from the output down, as (name, modules): the classification head (with
-    the pooler), each block of the encoder's layer list from the last, then the embeddings."""
+    the pooler), each block of the encoder's layer list from the last, then the embeddings; a
+    network that names its own stages (``model.cascade()``, e.g. the image task's CNN) those."""
+    if callable(getattr(model, "cascade", None)):
+        return model.cascade()
     base = getattr(model, "base_model", model)
     head = [m for m in model.children() if m is not base]
     if getattr(base, "pooler", None) is not None:

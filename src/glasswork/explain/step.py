@@ -105,6 +105,13 @@ def check_methods(methods, setting: str = "explain.methods", allow_none: bool = 
 
 
 def explain(cfg: DictConfig) -> dict:
+    """The explain step: the task's own explanations (:meth:`glasswork.tasks.base.Task.explain`)."""
+    from glasswork import tasks
+
+    return tasks.build(cfg).explain(cfg)
+
+
+def explain_texts(cfg: DictConfig) -> dict:
     """Explain ``explain.n_probe`` test texts; write ``artifacts/explain/`` (HTML, json, probe, metrics)."""
     cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
     started = time.perf_counter()

@@ -66,6 +66,13 @@ class SmallCNN(nn.Module):
     def last_conv(self) -> nn.Module:
         return self.features[-1]
 
+    def cascade(self) -> list[tuple[str, list[nn.Module]]]:
+        """The layers from the output down, for the cascading randomisation check
+        (:func:`glasswork.explain.sanity.cascade`): the classifier, the dense layer, then each
+        conv block from the last."""
+        blocks = [(f"conv {i + 1}", [self.features[i]]) for i in reversed(range(len(self.features)))]
+        return [("classifier", [self.classifier]), ("dense", [self.head]), *blocks]
+
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixel_values))
 

@@ -9,8 +9,9 @@ gate) as one piece of code for every task.
 
 What is behind the seam today: ingest and prepare (reading and checking the raw data, the data
 card), training (module, batches, saving the model) and evaluation (scoring, descriptors for
-slices, the baseline beside the model). Explain, drift, register,
-monitor and reproduce still speak text only; the next tasks move them behind it.
+slices, the baseline beside the model) and explanation (each task's methods; the faithfulness
+measure's AOPC and gains and the cascading randomisation check are shared). Drift, register, monitor
+and reproduce still speak text only; the next tasks move them behind it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class Task(Protocol):
 
     def descriptors(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
         """Numbers that describe each row's input (length, brightness, ...): slices and drift."""
+        ...
+
+    def explain(self, cfg: DictConfig) -> dict:
+        """The explain step: explain the probe sample, measure the explanations, write
+        ``artifacts/explain/`` and log it; returns the metrics."""
         ...
 
     def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:

@@ -53,8 +53,8 @@ class ImageClassification:
 
     name = "image_classification"
     input_column = "image"
-    # Not built yet for images: explain, drift, register (and so run, monitor, reproduce).
-    steps = ("ingest", "prepare", "train", "evaluate")
+    # Not built yet for images: drift, register (and so run, monitor, reproduce).
+    steps = ("ingest", "prepare", "train", "evaluate", "explain")
 
     slice_by = IMAGE_SLICES  # descriptors the test metrics are sliced by (tertiles)
 
@@ -212,6 +212,11 @@ class ImageClassification:
         from glasswork.image_descriptors import image_descriptors
 
         return image_descriptors(decode_all(frame["image"].tolist()))
+
+    def explain(self, cfg: DictConfig) -> dict:
+        from glasswork.explain.image_step import explain_images
+
+        return explain_images(cfg)
 
     def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
         from glasswork.baseline import pixel_baseline

@@ -122,6 +122,11 @@ class TextClassification:
 
         return text_descriptors(frame["text"].tolist(), load_tokenizer(folder))
 
+    def explain(self, cfg: DictConfig) -> dict:
+        from glasswork.explain.step import explain_texts
+
+        return explain_texts(cfg)
+
     def baseline(self, train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
         from glasswork.baseline import tfidf_baseline
 
