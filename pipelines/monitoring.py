@@ -65,7 +65,11 @@ def act(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
     mode = cfg.monitor.on_drift
     if mode == "none":
         return "none: monitor.on_drift=none"
-    if mode == "retrain":
+    if mode == "retrain" and summary.get("task", "text_classification") != "text_classification":
+        log.warning(
+            "monitor: on_drift=retrain is built for text models only (not %s): alerting instead", summary["task"]
+        )
+    elif mode == "retrain":
         data = retraining_data(cfg, summary)
         if data is not None:
             return retrain(overrides, data, cfg.registry.model_name)

@@ -22,7 +22,7 @@ from glasswork.config import from_plain, to_plain
 from glasswork.errors import GlassworkError
 from glasswork.preflight import preflight
 from glasswork.steps import STEP_NAMES, STEPS, Step
-from glasswork.tasks import require_steps
+from glasswork.tasks import build, require_steps
 
 log = logging.getLogger("glasswork.flow")
 
@@ -111,6 +111,9 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
     drift = results["drift"]
     drift_word = "DRIFT" if drift["dataset_drift"] else "no drift"
     auc = test.get("roc_auc", float("nan"))
+    from glasswork.baseline import baseline_name  # late: scikit-learn, for one line of words
+
+    baseline = baseline_name(build(cfg))
     model_uri = f"models:/{reg['model_name']}@{reg['alias']}" if reg["promote"] else reg["model_uri"]
     return "\n".join(
         [
@@ -118,7 +121,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             "Glasswork run finished.",
             f"  test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
             f"ROC-AUC {auc:.3f}, ECE {test['ece']:.3f}",
-            f"  baseline (TF-IDF + logistic regression, same split): accuracy {test['baseline_accuracy']:.3f}, "
+            f"  baseline ({baseline}, same split): accuracy {test['baseline_accuracy']:.3f}, "
             f"macro-F1 {test['baseline_macro_f1']:.3f}"
             + ("" if test["macro_f1"] > test["baseline_macro_f1"] else "  <- the fine-tuned model does not beat it"),
             *(["  THE MODEL LEARNED NOTHING (see the evaluate step's log)"] if test.get("learned_nothing") else []),

@@ -43,6 +43,7 @@ class Batch:
     n_missing_text: int = 0
     has_labels: bool = False
     sample: pd.DataFrame = field(default_factory=pd.DataFrame)
+    items: list[Path] = field(default_factory=list)  # an image batch: its images (files: the folder)
 
     def summary(self) -> dict:
         return {

@@ -155,6 +155,14 @@ class ExplainConfig:
 
 
 @dataclass
+class ImageShiftConfig:
+    # drift.current=shifted (images): the test images as a worse camera takes them.
+    contrast: float = 0.6
+    brightness: float = 1.3
+    blur: float = 0.7
+
+
+@dataclass
 class DriftConfig:
     current: str = "tweets"
     current_path: str = ""
@@ -164,6 +172,7 @@ class DriftConfig:
     embeddings_plot: bool = True
     explain_sample: int = 100
     explanation_alpha: float = 0.01
+    shift: ImageShiftConfig = field(default_factory=ImageShiftConfig)
 
 
 @dataclass

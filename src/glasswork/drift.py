@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -22,13 +20,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from glasswork import tracking
-from glasswork.data.prepare import load_labels, load_split, with_max_length
+from glasswork.data.prepare import load_labels, load_split
 from glasswork.data.schema import conform_metadata
 from glasswork.data.sources import read_table
 from glasswork.drift_report import DriftResult, build_drift_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.estimate import Calibration, estimated_accuracy, fit_calibration
-from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, prediction_arrays, read_predictions
+from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, prediction_arrays
 from glasswork.explain.embeddings import batch_map_page, check_projection, embed
 from glasswork.explain.faithfulness import (
     GAINS,
@@ -49,12 +47,11 @@ from glasswork.explain.global_importance import (
 )
 from glasswork.explain.global_view import global_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
-from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.outputs import atomic_dir, write_json
 from glasswork.slices import column_slices, metric_key
 from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CURRENT_CHOICES = ("tweets", "test")
 NUMERIC = [*DESCRIPTORS, "predicted_probability"]
@@ -87,12 +84,18 @@ def current_batch(cfg: DictConfig) -> pd.DataFrame:
 
 @dataclass
 class View:
-    """One side of a comparison: the columns the report tests, the sentence embeddings, and the
-    model's class probabilities (rows in the same order)."""
+    """One side of a comparison: the columns the report tests, the model's embeddings, and its
+    class probabilities (rows in the same order). Which columns are text and which are numbers,
+    the embeddings' name and what hovering a point of the batch map shows come from the task
+    (the defaults are the text task's)."""
 
     frame: pd.DataFrame
     embeddings: np.ndarray
     probs: np.ndarray
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    numeric: list[str] = field(default_factory=lambda: list(NUMERIC))
+    embedding_name: str = "sentence"
+    hover: list[str] | None = None  # per row; None: the text column
 
     @property
     def has_labels(self) -> bool:
@@ -100,7 +103,13 @@ class View:
 
     def take(self, rows: np.ndarray) -> View:
         """The rows at these positions (e.g. one random split of a described pool)."""
-        return View(self.frame.iloc[rows].reset_index(drop=True), self.embeddings[rows], self.probs[rows])
+        hover = None if self.hover is None else [self.hover[i] for i in rows]
+        frame = self.frame.iloc[rows].reset_index(drop=True)
+        return replace(self, frame=frame, embeddings=self.embeddings[rows], probs=self.probs[rows], hover=hover)
+
+    @property
+    def hover_texts(self) -> list[str]:
+        return self.hover if self.hover is not None else self.frame["text"].astype(str).tolist()
 
 
 def describe(texts: list[str], model, tokenizer, cfg: DictConfig, labels: list[str] | None = None) -> View:
@@ -117,7 +126,7 @@ def describe(texts: list[str], model, tokenizer, cfg: DictConfig, labels: list[s
     return View(frame, vectors, probs)
 
 
-def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
+def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame, inputs: tuple[str, ...] = ("text",)) -> list[str]:
     """The split's metadata columns (``data.slice_columns``) that both sides carry, with at least
     one value of the split's type ("five" in a number column is missing), to be tested for
     drift: numbers, flags and categories. Dates are left out: a later batch always has later
@@ -125,7 +134,7 @@ def drift_metadata(split: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
     return [
         column
         for column in split.columns
-        if column not in ("text", "label")
+        if column not in (*inputs, "label", "path")
         and not pd.api.types.is_datetime64_any_dtype(split[column])
         and split[column].notna().any()
         and column in batch.columns
@@ -172,26 +181,29 @@ def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
     return build_drift_report(
         with_embeddings(reference),
         with_embeddings(current),
-        text_columns=["text"],
-        numerical_columns=NUMERIC + numeric,
+        text_columns=reference.text_columns,
+        numerical_columns=reference.numeric + numeric,
         categorical_columns=(["label"] if labelled else []) + [c for c in metadata if c not in numeric],
-        embeddings={"sentence": columns},
+        embeddings={reference.embedding_name: columns},
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,
         embeddings_plot=cfg.drift.embeddings_plot,
     )
 
 
-def batch_map(reference: View, current: View, names: list[str], batch: str, cfg: DictConfig) -> str:
-    """The interactive map of where ``current`` lands among the training texts
+def batch_map(
+    reference: View, current: View, names: list[str], batch: str, cfg: DictConfig, kind: tuple[str, str] | None = None
+) -> str:
+    """The interactive map of where ``current`` lands among the training data
     (``embeddings.html``; ``explain.projection`` picks PCA or UMAP)."""
     return batch_map_page(
-        (reference.embeddings, reference.frame["text"].tolist()),
-        (current.embeddings, current.frame["text"].tolist(), current.probs),
+        (reference.embeddings, reference.hover_texts),
+        (current.embeddings, current.hover_texts, current.probs),
         names,
         batch,
         cfg.explain.projection,
         cfg.seed,
+        **({"kind": kind} if kind else {}),
     )
 
 
@@ -233,7 +245,7 @@ def performance_estimate(
     result = {
         "status": "computed",
         "estimated_accuracy": estimated_accuracy(calibration, probs),
-        "calibrated_on": f"validation split ({len(validation)} texts, per class)",
+        "calibrated_on": f"validation split ({len(validation)} rows, per class)",
         "mean_confidence": float(probs.max(axis=1).mean()),
         "reference_accuracy": float(right.mean()),
     }
@@ -405,65 +417,75 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
     return metrics
 
 
-def _optional(path: Path, read: Callable[[Path], T]) -> T | None:
-    return read(path) if path.is_file() else None
+class TextDescriber:
+    """The text task's side of a comparison: the trained model (in ``folder``, default the
+    work folder's) scores, embeds and describes texts (:func:`describe`) and explains a batch
+    (:func:`explanation_drift`)."""
+
+    rows = ("texts", "sentence embeddings")  # what the batch map calls its points
+
+    def __init__(self, cfg: DictConfig, folder: Path | None = None):
+        path = folder or model_dir(cfg)
+        self.model = load_trained(path, device=inference_device(cfg.trainer))
+        self.tokenizer = load_tokenizer(path)
+        self.cfg = cfg
+        self.local = folder is None  # the drift step's: the explain step's outputs lie beside it
+
+    def describe(self, frame: pd.DataFrame, labels: list[str] | None) -> View:
+        texts = frame["text"].fillna("").astype(str).tolist()
+        return describe(texts, self.model, self.tokenizer, self.cfg, labels)
+
+    def explanation_drift(self, current: pd.DataFrame, baseline: dict | None) -> tuple[dict, DriftResult | None]:
+        texts = current["text"].fillna("").astype(str).tolist()
+        if self.local:  # drift.current=test: leave out the explain step's own test texts
+            texts = outside_reference(texts, self.cfg)
+        return explanation_drift(baseline, self.model, self.tokenizer, texts, self.cfg)
 
 
 def drift(cfg: DictConfig) -> dict:
     """Write ``artifacts/drift/`` (report.html, explanation_report.html, embeddings.html,
-    drift.json, metrics.json) and log ``drift/*``."""
-    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
+    drift.json, metrics.json) and log ``drift/*``. The batch and what describes a row come from
+    the task; the comparison is :func:`glasswork.comparison.compare_batch`, as ``glasswork
+    monitor``'s, against the work folder's own model and splits."""
+    from glasswork import tasks
+    from glasswork.comparison import compare_batch, local_reference
+
+    task = tasks.build(cfg)
+    cfg = task.resolve(cfg)
     n = cfg.drift.sample_size
     if n < 10:
         raise ConfigError(f"drift.sample_size={n}: expected at least 10 rows per side")
     check_projection(cfg.explain.projection)
     check_sample(cfg.explain.faithfulness_max_texts)
     check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
-    current = current_batch(cfg)
-    reference = load_split(cfg, "train")
-    current = current.sample(n=min(n, len(current)), random_state=cfg.seed)
-    reference = reference.sample(n=min(n, len(reference)), random_state=cfg.seed)
-    path = model_dir(cfg)
-    model, tokenizer = load_trained(path, device=inference_device(cfg.trainer)), load_tokenizer(path)
-    labels = load_labels(cfg)
-    current_labels = label_indices(current["label"], labels["classes"])[0] if "label" in current else None
-    texts = current["text"].fillna("").astype(str).tolist()
-    reference_view = describe(
-        reference["text"].tolist(), model, tokenizer, cfg, label_names(reference["label"], labels["names"])
+    current = task.drift_batch(cfg)
+    current = current.sample(n=min(n, len(current)), random_state=cfg.seed).reset_index(drop=True)
+    ref = local_reference(cfg)
+    labels = label_indices(current["label"], ref.labels["classes"])[0] if "label" in current else None
+    found = compare_batch(
+        ref,
+        task.describer(cfg),
+        current,
+        labels,
+        cfg.drift.current,
+        cfg,
+        sample_size=n,
+        metadata=drift_metadata(ref.train, current, (task.input_column,)),
+        test_labels=labels is not None,
     )
-    current_view = describe(texts, model, tokenizer, cfg, label_names(current_labels, labels["names"]))
-    metadata = drift_metadata(reference, current)
-    reference_view = with_metadata(reference_view, reference, metadata, reference)
-    current_view = with_metadata(current_view, current, metadata, reference)
+    summary = {"current": cfg.drift.current, "n_current": len(current), **found.summary()}
+    metrics = found.metrics
     art = Path(cfg.paths.artifacts_dir)
-    validation = _optional(art / "evaluate" / VAL_PREDICTIONS, read_predictions)
-    scored = _optional(art / "evaluate" / PREDICTIONS, read_predictions)
-    test = load_split(cfg, "test")  # in the order of the evaluate step's predictions
-    slices = metadata_slices(current, metadata, test), metadata_slices(test, metadata, test)
-    performance = performance_estimate(validation, scored, current_view.probs, current_labels, *slices)
-    result = compare(reference_view, current_view, cfg)
-    landing = batch_map(reference_view, current_view, labels["names"], cfg.drift.current, cfg)
-    global_view = _optional(art / "explain" / "global_importance.json", read_json)
-    explained, explanation_page = explanation_drift(global_view, model, tokenizer, outside_reference(texts, cfg), cfg)
-    summary = {
-        "current": cfg.drift.current,
-        "n_reference": len(reference),
-        "n_current": len(current),
-        **result.to_dict(),
-        "explanation_drift": explained,
-        "performance": performance,
-    }
-    metrics = drift_metrics(result, performance, explained)
     with tracking.step_run(cfg, "drift"), atomic_dir(art / "drift") as out:
-        result.save_html(out / "report.html")
-        save_explanation_page(explanation_page, explained, out / "explanation_report.html")
-        (out / "embeddings.html").write_text(landing, encoding="utf-8")
+        found.result.save_html(out / "report.html")
+        save_explanation_page(found.explanation_report, found.explained, out / "explanation_report.html")
+        (out / "embeddings.html").write_text(found.landing, encoding="utf-8")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": metrics})
         mlflow.log_metrics({f"drift/{k}": float(v) for k, v in metrics.items()})
-        mlflow.set_tag("glasswork.drift_verdict", "drift" if result.dataset_drift else "no drift")
+        mlflow.set_tag("glasswork.drift_verdict", "drift" if found.result.dataset_drift else "no drift")
         mlflow.log_artifacts(str(out), "drift")
-    log.info("drift: %s vs training reference -> %s", cfg.drift.current, verdict_words(result, performance, explained))
+    log.info("drift: %s vs training reference -> %s", cfg.drift.current, found.words)
     return summary
 
 

@@ -22,30 +22,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from glasswork import tracking
+from glasswork import comparison, tracking
 from glasswork.batch import Batch, read_batch, stream
+from glasswork.comparison import compare_batch
 from glasswork.config import recorded_config
 from glasswork.data.prepare import split_files, splits_md5
-from glasswork.drift import (
-    batch_map,
-    compare,
-    describe,
-    drift_metadata,
-    drift_metrics,
-    explanation_drift,
-    label_indices,
-    label_names,
-    metadata_slices,
-    performance_estimate,
-    save_explanation_page,
-    verdict_words,
-    with_metadata,
-)
+from glasswork.drift import drift_metadata, label_indices, save_explanation_page
 from glasswork.errors import GlassworkError, LineageError, first_line
 from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, read_predictions
 from glasswork.explain.embeddings import check_projection
 from glasswork.explain.faithfulness import check_alpha, check_sample
-from glasswork.models.backbone import inference_device, load_tokenizer, load_trained
 from glasswork.outputs import atomic_dir, fetch_file, read_json, write_json
 from glasswork.serving import predict_proba
 
@@ -60,23 +46,40 @@ class NoChampionError(GlassworkError):
 
 @dataclass
 class Reference:
-    """What the champion was trained and checked on, found through its lineage."""
+    """What the champion was trained and checked on, found through its lineage: where it came
+    from (name, version, run, recorded config, model folder, splits) and the data a comparison
+    needs (:class:`glasswork.comparison.Reference`)."""
 
     name: str
     version: str
     run_id: str
     model_dir: Path
-    train: pd.DataFrame  # the prepared training split: text, label (class index)
-    labels: dict  # classes (raw values), names
-    predictions: pd.DataFrame | None  # its test-split predictions (the test accuracy beside the estimate)
-    global_importance: dict | None  # its explain step's global view (explanation baseline)
     splits_dir: Path
+    recorded: DictConfig  # the config the champion was trained with (its task, its data settings)
+    data: comparison.Reference
     model_id: str | None = None  # MLflow 3's LoggedModel behind the version
-    validation: pd.DataFrame | None = None  # its validation-split predictions (the estimate's calibration)
 
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def train(self) -> pd.DataFrame:  # the prepared training split: the input, label (class index)
+        return self.data.train
+
+    @property
+    def labels(self) -> dict:  # classes (raw values), names
+        return self.data.labels
+
+    def task(self):
+        """The champion's own task (a config recorded before tasks existed: text)."""
+        from omegaconf import OmegaConf
+
+        from glasswork import tasks
+
+        if OmegaConf.select(self.recorded, "task._target_") is None:
+            return tasks.get_task("glasswork.tasks.text.TextClassification", self.recorded)
+        return tasks.build(self.recorded)
 
 
 def champion(cfg: DictConfig):
@@ -102,18 +105,23 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
     recorded = recorded_config(tracking.recorded_config_text(client, version, cache / "run"), label)
     splits = _reference_splits(version, Path(recorded.paths.processed_dir), cache, label)
     model_dir = _download(f"models:/{version.name}/{version.version}", cache / "model") / "artifacts" / "model"
+    data = comparison.Reference(
+        train=pd.read_parquet(splits / "train.parquet"),
+        test=pd.read_parquet(splits / "test.parquet"),  # in the order of the champion's predictions
+        labels=read_json(splits / "labels.json"),
+        validation=_run_artifact(version.run_id, f"evaluate/{VAL_PREDICTIONS}", cache, read_predictions),
+        predictions=_logged_predictions(version.run_id, cache),
+        explanations=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
+    )
     return Reference(
         name=version.name,
         version=str(version.version),
         run_id=version.run_id,
         model_dir=model_dir,
-        train=pd.read_parquet(splits / "train.parquet"),
-        labels=read_json(splits / "labels.json"),
-        predictions=_logged_predictions(version.run_id, cache),
-        global_importance=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
         splits_dir=splits,
+        recorded=recorded,
+        data=data,
         model_id=logged_model_id(version),
-        validation=_run_artifact(version.run_id, f"evaluate/{VAL_PREDICTIONS}", cache, read_predictions),
     )
 
 
@@ -204,25 +212,19 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     client, version = champion(cfg)
     output = Path(cfg.monitor.output_dir)
     ref = find_reference(client, version, output / ".cache" / f"{version.name}-v{version.version}")
-    batch = read_batch(
-        Path(source),
-        text_column=cfg.monitor.text_column,
-        label_column=cfg.monitor.label_column,
-        sample_size=cfg.monitor.sample_size,
-        seed=cfg.seed,
-        extra=metadata_columns(ref.train, cfg),
-        encoding=cfg.monitor.encoding,
-    )
+    task = ref.task()
+    batch = task.monitor_batch(Path(source), cfg, ref)
     log.info("monitor: %s rows in %d file(s) of %s, watched with %s", batch.n_rows, len(batch.files), source, ref.label)
-    model, tokenizer = load_trained(ref.model_dir, device=inference_device(cfg.trainer)), load_tokenizer(ref.model_dir)
+    describer = task.describer(cfg, ref.model_dir)
     folder = output / f"{time.strftime('%Y%m%dT%H%M%S')}-{Path(source).stem}"
     with atomic_dir(folder) as out, _monitor_run(cfg, ref, batch) as run:
-        counts = write_predictions(out / "predictions.parquet", batch, model, tokenizer, ref, cfg)
-        summary, result, explanation_page, landing = _compare(batch, model, tokenizer, ref, cfg)
+        counts = task.score_batch(out / "predictions.parquet", batch, describer, ref, cfg)
+        summary, found = _compare(batch, describer, ref, task.input_column, cfg)
         summary |= {"predicted_counts": counts, "output_dir": str(folder), "mlflow_run_id": run.info.run_id}
-        result.save_html(out / "report.html")
-        save_explanation_page(explanation_page, summary["explanation_drift"], out / "explanation_report.html")
-        (out / "embeddings.html").write_text(landing, encoding="utf-8")
+        summary["task"] = task.name
+        found.result.save_html(out / "report.html")
+        save_explanation_page(found.explanation_report, found.explained, out / "explanation_report.html")
+        (out / "embeddings.html").write_text(found.landing, encoding="utf-8")
         write_json(out / "drift.json", summary)
         write_json(out / "metrics.json", {"drift": summary["metrics"]})
         mlflow.set_tags(
@@ -238,10 +240,10 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     return summary
 
 
-def metadata_columns(train: pd.DataFrame, cfg: DictConfig) -> tuple[str, ...]:
+def metadata_columns(train: pd.DataFrame, cfg: DictConfig, inputs: tuple[str, ...] = ("text",)) -> tuple[str, ...]:
     """The champion's metadata columns (``data.slice_columns``) to read from a batch beside the
-    text and the label, where the batch has them (its drift signals ``meta:NAME``)."""
-    taken = ("text", "label", "file", "row", cfg.monitor.text_column, cfg.monitor.label_column)
+    input and the label, where the batch has them (its drift signals ``meta:NAME``)."""
+    taken = (*inputs, "label", "file", "row", "path", cfg.monitor.text_column, cfg.monitor.label_column)
     return tuple(c for c in train.columns if c not in taken)
 
 
@@ -253,7 +255,10 @@ def record_action(summary: dict, action: str) -> None:
     MlflowClient().set_tag(summary["mlflow_run_id"], "glasswork.monitor.action", action)
 
 
-def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
+def _compare(batch: Batch, describer, ref: Reference, input_column: str, cfg: DictConfig):
+    """The batch's sample against the champion's reference (:func:`glasswork.comparison.compare_batch`,
+    as the drift step compares), with what monitor adds: labels the model never saw, and the
+    label tested only when every sampled row has one it knows."""
     sample = batch.sample
     labels = None
     unseen: list[str] = []
@@ -261,58 +266,60 @@ def _compare(batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig):
         labelled = sample["label"] != ""
         index, unseen = label_indices(sample["label"], ref.labels["classes"])
         labels = np.where(labelled.to_numpy(), index, -1)
+        unseen = [u for u in unseen if u]  # "": a row without a label, not an unknown one
         if unseen:
             log.warning(
                 "monitor: %s carries labels %s never seen in training (the model knows %s); "
                 "those rows are left out of the accuracy and of retraining",
                 batch.source,
-                [u for u in unseen if u][:10],
+                unseen[:10],
                 [str(c) for c in ref.labels["classes"]],
             )
-    reference = ref.train.sample(n=min(cfg.monitor.sample_size, len(ref.train)), random_state=cfg.seed)
     # Label drift is tested only when every sampled row has a label the model knows.
     test_labels = labels is not None and (labels >= 0).all()
-    reference_view = describe(
-        reference["text"].tolist(),
-        model,
-        tokenizer,
+    inputs = (input_column,)
+    metadata = [c for c in drift_metadata(ref.train, sample, inputs) if c in metadata_columns(ref.train, cfg, inputs)]
+    found = compare_batch(
+        ref.data,
+        describer,
+        sample,
+        labels,
+        Path(batch.source).name,
         cfg,
-        label_names(reference["label"], ref.labels["names"]) if test_labels else None,
+        sample_size=cfg.monitor.sample_size,
+        metadata=metadata,
+        test_labels=bool(test_labels),
     )
-    texts = sample["text"].astype(str).tolist()
-    current_view = describe(
-        texts, model, tokenizer, cfg, label_names(labels, ref.labels["names"]) if test_labels else None
-    )
-    metadata = [c for c in drift_metadata(ref.train, sample) if c in metadata_columns(ref.train, cfg)]
-    reference_view = with_metadata(reference_view, reference, metadata, ref.train)
-    current_view = with_metadata(current_view, sample, metadata, ref.train)
-    result = compare(reference_view, current_view, cfg)
-    landing = batch_map(reference_view, current_view, ref.labels["names"], Path(batch.source).name, cfg)
-    test = pd.read_parquet(ref.splits_dir / "test.parquet")  # in the order of the champion's predictions
-    slices = metadata_slices(sample, metadata, test), metadata_slices(test, metadata, test)
-    performance = performance_estimate(ref.validation, ref.predictions, current_view.probs, labels, *slices)
-    explained, explanation_page = explanation_drift(ref.global_importance, model, tokenizer, texts, cfg)
     summary = {
         "model": ref.label,
         "model_run_id": ref.run_id,
         "reference": str(ref.splits_dir / "train.parquet"),
         "batch": batch.summary(),
-        "n_reference": len(reference),
         "n_current": len(sample),
-        **result.to_dict(),
-        "drifted_signals": result.drifted_signals,
+        **found.summary(),
         "label_drift": "tested" if test_labels else "not tested: the batch has no labels for every sampled row",
-        "unseen_labels": [u for u in unseen if u],
-        "performance": performance,
-        "explanation_drift": explained,
-        "metrics": drift_metrics(result, performance, explained),
-        "verdict_words": verdict_words(result, performance, explained),
+        "unseen_labels": unseen,
+        "metrics": found.metrics,
+        "verdict_words": found.words,
     }
-    return summary, result, explanation_page, landing
+    return summary, found
 
 
-def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference, cfg: DictConfig) -> dict[str, int]:
-    """Score every row of the batch, chunk by chunk, into one parquet file; return the counts
+def read_text_batch(source: Path, cfg: DictConfig, ref: Reference) -> Batch:
+    """The text task's batch: a file or a folder of csv, parquet or jsonl files (:mod:`glasswork.batch`)."""
+    return read_batch(
+        source,
+        text_column=cfg.monitor.text_column,
+        label_column=cfg.monitor.label_column,
+        sample_size=cfg.monitor.sample_size,
+        seed=cfg.seed,
+        extra=metadata_columns(ref.train, cfg),
+        encoding=cfg.monitor.encoding,
+    )
+
+
+def write_predictions(path: Path, batch: Batch, describer, ref: Reference, cfg: DictConfig) -> dict[str, int]:
+    """Score every row of a text batch, chunk by chunk, into one parquet file; return the counts
     per predicted class."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -326,7 +333,9 @@ def write_predictions(path: Path, batch: Batch, model, tokenizer, ref: Reference
             start = 0
             for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, encoding=cfg.monitor.encoding):
                 texts = [t or "" for t in chunk.column("text").to_pylist()]
-                probs = predict_proba(model, tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length)
+                probs = predict_proba(
+                    describer.model, describer.tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length
+                )
                 predicted = probs.argmax(axis=1)
                 columns = {
                     "file": [str(file)] * len(texts),

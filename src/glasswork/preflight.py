@@ -24,29 +24,22 @@ from glasswork.registry import SLICE_GATE, check_same_labels
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Raise a :class:`~glasswork.errors.GlassworkError` for anything that would fail a step later."""
-    if cfg.data.source == "table":
-        classes = check_table(cfg).classes
-    elif cfg.data.source in sources.PACKAGED:
-        classes = sorted(sources.PACKAGED[cfg.data.source]()["label"].unique().tolist())
-    else:
-        raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
-    pretrained_dir(cfg.model)
-    check_methods(cfg.explain.methods)
+    """Raise a :class:`~glasswork.errors.GlassworkError` for anything that would fail a step later:
+    the task's data and its own settings (``Task.preflight``), then what every task shares."""
+    from glasswork import tasks
+
+    classes = tasks.build(cfg).preflight(cfg)
     check_projection(cfg.explain.projection, cfg.explain.projection_max)
     check_sample(cfg.explain.faithfulness_max_texts)
     check_alpha("explain.contrast_alpha", cfg.explain.contrast_alpha)
     check_share(cfg.explain.max_share_of_train)
     check_alpha("drift.explanation_alpha", cfg.drift.explanation_alpha)
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
-    if cfg.drift.current not in CURRENT_CHOICES:
-        raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
     check_gate_metrics(cfg.registry)
     check_promote_if(cfg.registry.promote_if)
     check_accelerator(cfg)
     check_compile_mode(cfg)
     check_trainer(cfg.trainer)
-    check_lengths(cfg.model)
     # Last: the only checks that may wait on the network (a tracking server's /health, then its
     # registry): a champion of other labels under the same name is refused before training.
     tracking.check_store(cfg)
@@ -56,6 +49,23 @@ def preflight(cfg: DictConfig) -> None:
 # The metrics evaluate writes where higher is better: a threshold is a minimum and a challenger
 # must not be below the champion, so ece (lower is better), n or learned_nothing cannot be gated on.
 GATE_METRICS = ("accuracy", "macro_f1", "roc_auc", "average_precision")
+
+
+def check_text_run(cfg: DictConfig) -> list:
+    """The text task's part of the preflight: its table (or packaged data), the pretrained model,
+    the explain methods, the lengths and the drift batch; returns the data's classes."""
+    if cfg.data.source == "table":
+        classes = check_table(cfg).classes
+    elif cfg.data.source in sources.PACKAGED:
+        classes = sorted(sources.PACKAGED[cfg.data.source]()["label"].unique().tolist())
+    else:
+        raise ConfigError(f"data.source={cfg.data.source!r}: expected 'table' or one of {sorted(sources.PACKAGED)}")
+    pretrained_dir(cfg.model)
+    check_methods(cfg.explain.methods)
+    check_lengths(cfg.model)
+    if cfg.drift.current not in CURRENT_CHOICES:
+        raise ConfigError(f"drift.current={cfg.drift.current!r}: expected one of {list(CURRENT_CHOICES)}")
+    return classes
 
 
 def check_gate_metrics(registry: DictConfig) -> None:

@@ -24,15 +24,15 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from glasswork import serving, tracking
+from glasswork import tasks, tracking
 from glasswork.champion_comparison import check_promote_if, paired_difference, passes, rule_words
 from glasswork.config import to_yaml
-from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5, with_max_length
+from glasswork.data.prepare import data_md5, load_labels, load_split, split_md5
 from glasswork.errors import ConfigError, PipelineOrderError, first_line
 from glasswork.evaluate import PREDICTIONS, read_predictions, split_slices
 from glasswork.explain.faithfulness import check_alpha
 from glasswork.explain.gate import explanation_failures, faithfulness_gate
-from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
+from glasswork.models.backbone import model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import compare_slices
 
@@ -96,7 +96,8 @@ def decide(
 
 def register(cfg: DictConfig) -> dict:
     """Log, register and maybe promote the trained model; write ``artifacts/register/registration.json``."""
-    cfg = with_max_length(cfg)  # model.max_length=auto: the length prepare chose
+    task = tasks.build(cfg)
+    cfg = task.resolve(cfg)  # e.g. model.max_length=auto: the length prepare chose
     check_alpha("registry.slice_alpha", cfg.registry.slice_alpha, off=SLICE_GATE)
     check_promote_if(cfg.registry.promote_if)
     metrics = _test_metrics(cfg)
@@ -104,7 +105,7 @@ def register(cfg: DictConfig) -> dict:
     tracking.configure(cfg)
     client = MlflowClient()
     name, alias = cfg.registry.model_name, cfg.registry.alias
-    champion = _champion(cfg, client, metrics)
+    champion = _champion(cfg, client, metrics, task.input_column)
     comparison = None if champion is None else compare_with_champion(cfg, champion)
     slice_rows, slice_failures = slices_vs_champion(cfg, champion)
     # A champion registered from this very run (the register step run again) is this model: its
@@ -128,7 +129,8 @@ def register(cfg: DictConfig) -> dict:
             # One training run, one version: a retry, or the step run again, takes the run's own.
             version = _version_of_run(client, name, run_id)
             if version is None:
-                version = created = _create_version(client, cfg, name, _log_pyfunc(cfg), run_id, metrics)
+                info = _log_pyfunc(cfg, task)
+                version = created = _create_version(client, cfg, name, info, run_id, metrics, task.pyfunc().description)
             mlflow.set_tag("glasswork.registered_version", f"{name}/{version}")
             record = {
                 "model_name": name,
@@ -230,7 +232,7 @@ class Champion:
         return self.probs.argmax(axis=1) == truth
 
 
-def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) -> Champion | None:
+def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float], column: str) -> Champion | None:
     """The champion on our test split: its run's logged predictions when it was tested on the
     same split, its pyfunc scoring the split otherwise."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
@@ -247,7 +249,7 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float]) 
         if probs is not None:
             return Champion(str(champion.version), probs, champion.run_id)
     log.info("register: scoring champion v%s on this test split through its pyfunc", champion.version)
-    predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[["text"]])
+    predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[[column]])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
     probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy(float)
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
@@ -328,10 +330,13 @@ def _logged_probs(run_id: str, test: pd.DataFrame, names: list[str]) -> np.ndarr
 
 def _logged_probs_of(logged: pd.DataFrame, test: pd.DataFrame, names: list[str] | None) -> np.ndarray | None:
     """The ``prob_<name>`` columns of an evaluate step's predictions, in class order, when they are
-    of this test split's texts (``names``: the classes to expect; ``None``: as they come)."""
+    of this test split's rows (``names``: the classes to expect; ``None``: as they come). Rows are
+    matched on what identifies them where both sides have it (the text, an image's path); the
+    callers have matched the test split's md5 before."""
     columns = [c for c in logged.columns if c.startswith("prob_")] if names is None else [f"prob_{n}" for n in names]
-    if len(logged) != len(test) or (logged["text"].astype(str) != test["text"].astype(str).to_numpy()).any():
-        log.warning("register: logged predictions of %d texts are not of this test split", len(logged))
+    same = [c for c in ("text", "path") if c in logged.columns and c in test.columns]
+    if len(logged) != len(test) or any((logged[c].astype(str) != test[c].astype(str).to_numpy()).any() for c in same):
+        log.warning("register: logged predictions of %d rows are not of this test split", len(logged))
         return None
     if not columns or not set(columns) <= set(logged.columns):
         log.warning("register: the logged predictions have no columns %s", columns)
@@ -361,35 +366,35 @@ def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list
     return rows, failures
 
 
-def _log_pyfunc(cfg: DictConfig):
-    path = model_dir(cfg)
-    example = load_split(cfg, "test")[["text"]].head(3).reset_index(drop=True)
-    model, tokenizer = load_trained(path), load_tokenizer(path)
-    probs = serving.predict_proba(model, tokenizer, example["text"].tolist(), max_length=cfg.model.max_length)
-    names = load_labels(cfg)["names"]
-    output = pd.DataFrame({"label": [str(load_labels(cfg)["classes"][i]) for i in probs.argmax(1)]})
-    for i, n in enumerate(names):
+def _log_pyfunc(cfg: DictConfig, task):
+    """Log the trained model as the task's pyfunc ("models from code"), with a signature and an
+    input example of three test rows scored by the model itself."""
+    path, spec = model_dir(cfg), task.pyfunc()
+    example = load_split(cfg, "test")[[task.input_column]].head(3).reset_index(drop=True)
+    labels = load_labels(cfg)
+    probs = task.predictor(path).predict_proba(example, batch_size=8)
+    output = pd.DataFrame({"label": [str(labels["classes"][i]) for i in probs.argmax(1)]})
+    for i, n in enumerate(labels["names"]):
         output[f"prob_{n}"] = probs[:, i].astype(np.float64)
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(Path(serving.__file__)),
+        python_model=spec.code,
         artifacts={"model": str(path)},
+        code_paths=spec.code_paths or None,
         signature=infer_signature(example, output),
         input_example=example,
-        pip_requirements=_requirements(),
+        pip_requirements=spec.requirements,
     )
 
 
-def _create_version(client: MlflowClient, cfg: DictConfig, name: str, info, run_id: str, metrics: dict) -> str:
+def _create_version(
+    client: MlflowClient, cfg: DictConfig, name: str, info, run_id: str, metrics: dict, description: str
+) -> str:
     created = False
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(
-            name,
-            description="Glasswork text classifier (pyfunc: a DataFrame with a 'text' column in; "
-            "the label and class probabilities out).",
-        )
+        client.create_registered_model(name, description=description)
         created = True
     tags = {
         **tracking.lineage_tags(cfg),
@@ -408,18 +413,3 @@ def _create_version(client: MlflowClient, cfg: DictConfig, name: str, info, run_
                 client.delete_registered_model(name)
         raise
     return str(version.version)
-
-
-def _requirements() -> list[str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    return [
-        f"mlflow=={mlflow.__version__}",
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"transformers=={transformers.__version__}",
-        f"tokenizers=={tokenizers.__version__}",
-        f"pandas=={pd.__version__}",
-        f"numpy=={np.__version__}",
-    ]

@@ -115,7 +115,7 @@ def test_the_estimate_is_calibrated_on_the_validation_split_not_on_the_texts_it_
     result = performance_estimate(frame(probs, val_labels), frame(probs, test_labels), probs, test_labels)
     assert result["reference_accuracy"] == 1.0 and result["actual_accuracy"] == 1.0
     assert abs(result["estimated_accuracy"] - (val_labels == probs.argmax(axis=1)).mean()) < 1e-9
-    assert result["calibrated_on"].startswith("validation split (1000 texts")
+    assert result["calibrated_on"].startswith("validation split (1000 rows")
     missing = performance_estimate(None, frame(probs, test_labels), probs, None)
     assert missing["status"].startswith("not computed: the evaluate step's val_predictions.parquet is missing")
 

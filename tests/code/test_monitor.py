@@ -86,7 +86,7 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     validation = pd.read_parquet(root / "artifacts" / "evaluate" / "val_predictions.parquet")
     calibration = fit_calibration(*prediction_arrays(validation))
     assert performance["estimated_accuracy"] == pytest.approx(estimated_accuracy(calibration, probs))
-    assert performance["calibrated_on"] == f"validation split ({len(validation)} texts, per class)"
+    assert performance["calibrated_on"] == f"validation split ({len(validation)} rows, per class)"
     assert (out / "report.html").stat().st_size > 10_000 and (out / "metrics.json").is_file()
     assert "mass_top_word" in (out / "explanation_report.html").read_text(encoding="utf-8")
     # The champion's own explain step is the faithfulness reference, read from its MLflow run.

@@ -175,7 +175,7 @@ def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):
     assert {"estimated_accuracy", "actual_accuracy", "reference_accuracy"} <= set(performance)
     # Calibrated on the validation split, not on the test texts the batch is drawn from.
     n_validation = len(pd.read_parquet(root / "data/processed/val.parquet"))
-    assert performance["calibrated_on"] == f"validation split ({n_validation} texts, per class)"
+    assert performance["calibrated_on"] == f"validation split ({n_validation} rows, per class)"
     batch, probs = _drift_sample(cfg)
     labels = batch["label"].astype(str).map({"0": 0, "1": 1}).to_numpy()
     assert performance["actual_accuracy"] == pytest.approx((probs.argmax(1) == labels).mean())

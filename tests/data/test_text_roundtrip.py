@@ -17,6 +17,7 @@ from tests.conftest import learnable_overrides, learnable_rows
 from glasswork import tracking
 from glasswork.cli import main
 from glasswork.config import load_config
+from glasswork.data.prepare import load_probe
 from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.serving import HeadTailTokenizer, predict_proba
 from glasswork.steps import STEPS
@@ -61,11 +62,11 @@ def odd_run(tmp_path_factory):
 
 
 def test_the_splits_and_the_probe_hold_every_text_as_it_was(odd_run):
-    root, _, frame = odd_run
+    root, cfg, frame = odd_run
     kept = pd.concat(pd.read_parquet(root / f"data/processed/{s}.parquet") for s in ("train", "val", "test"))
     assert sorted(kept["text"]) == sorted(frame["review"].str.strip())
     assert sum(any(odd in t for odd in ODD) for t in kept["text"]) == 60
-    probe = pd.read_parquet(root / "data/processed/probe.parquet")
+    probe = load_probe(cfg)
     test = pd.read_parquet(root / "data/processed/test.parquet")
     assert len(probe) == 24 and set(probe["text"]) <= set(test["text"])
 
@@ -80,8 +81,8 @@ def test_the_evaluate_steps_predictions_hold_every_test_text(odd_run):
 
 
 def test_the_explanations_hold_the_probe_texts_unchanged(odd_run):
-    root, _, _ = odd_run
-    probe = pd.read_parquet(root / "data/processed/probe.parquet")["text"].tolist()
+    root, cfg, _ = odd_run
+    probe = load_probe(cfg)["text"].tolist()
     assert sum(any(odd in t for odd in ODD) for t in probe) >= 3
     explained = json.loads((root / "artifacts/explain/attributions.json").read_text(encoding="utf-8"))
     for method, items in explained.items():

@@ -20,9 +20,6 @@ from glasswork.outputs import atomic_dir, read_json, write_json
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# Parquet, not CSV: a probe text may hold a carriage return, a NUL or a delimiter, and must be
-# read back as exactly the text it was (a tweet with a lone CR once came back as two rows).
-PROBE_FILE = "probe.parquet"
 # model.truncation -> the part of a longer text the model keeps (head+tail: serving.head_and_tail)
 TRUNCATIONS = {"head": "start", "tail": "end", "head+tail": "first quarter and last three quarters"}
 LABEL_NAMES = {"rotten_tomatoes": {0: "rotten", 1: "fresh"}, "fashion_mnist": dict(enumerate(FASHION_MNIST_CLASSES))}
@@ -77,7 +74,7 @@ def prepare(cfg: DictConfig) -> dict:
         "label_column": cfg.data.label_column,
         **{key: cfg.data[key] for key in ("text_column", "path_column") if key in cfg.data},
     }
-    probe = draw_probe(splits["test"], cfg.explain.n_probe, cfg.seed)
+    draw_probe(splits["test"], cfg.explain.n_probe, cfg.seed)  # an impossible explain.n_probe: said now
     data_card = task.card(cfg, table.report, splits, labels["names"])
     report = {
         **table.report,
@@ -90,7 +87,6 @@ def prepare(cfg: DictConfig) -> dict:
         # Python strings in the files, as every reader of the splits expects (not Arrow's dtype).
         for name, split in splits.items():
             _python_text(split).to_parquet(out / f"{name}.parquet", index=False)
-        _python_text(probe).to_parquet(out / PROBE_FILE, index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
     with atomic_dir(Path(cfg.paths.artifacts_dir) / "prepare") as out:
@@ -163,10 +159,12 @@ def load_split(cfg: DictConfig, name: str) -> pd.DataFrame:
 
 
 def draw_probe(test: pd.DataFrame, n_probe: int, seed: int) -> pd.DataFrame:
-    """The explain step's probe texts: a seeded sample of the test split, kept in test order.
+    """The explain step's probe rows: a seeded sample of the test split, kept in test order.
 
-    Drawn here, with the data, so that DVC versions it and every model trained on this data
-    version is explained on the very same texts.
+    A function of the versioned test split and the seed alone, so every model trained on one
+    data version is explained on the very same rows, and a larger ``explain.n_probe`` keeps the
+    smaller one's rows (pandas draws a seeded permutation and takes its head). Not stored by
+    ``prepare``: changing the probe size re-runs the explain step only, never the training.
     """
     if not 0 < n_probe <= len(test):
         raise ConfigError(f"explain.n_probe={n_probe}: expected 1..{len(test)} (the size of the test split)")
@@ -174,20 +172,8 @@ def draw_probe(test: pd.DataFrame, n_probe: int, seed: int) -> pd.DataFrame:
 
 
 def load_probe(cfg: DictConfig) -> pd.DataFrame:
-    """The probe texts written by :func:`prepare` (``explain.n_probe`` of them), or say what to run."""
-    test = load_split(cfg, "test")
-    path = Path(cfg.paths.processed_dir) / PROBE_FILE
-    if not 0 < cfg.explain.n_probe <= len(test):
-        draw_probe(test, cfg.explain.n_probe, cfg.seed)  # raises the error that names the limit
-    if not path.is_file():
-        raise DataError(f"{path} is missing: run `glasswork prepare` first (it draws the probe texts)")
-    probe = pd.read_parquet(path)
-    if len(probe) != cfg.explain.n_probe:
-        raise ConfigError(
-            f"explain.n_probe={cfg.explain.n_probe}, but {path} holds {len(probe)} probe texts: run "
-            "`glasswork prepare` with the same setting (`dvc repro` does so by itself)"
-        )
-    return probe
+    """The ``explain.n_probe`` probe rows of the prepared test split (:func:`draw_probe`)."""
+    return draw_probe(load_split(cfg, "test"), cfg.explain.n_probe, cfg.seed).reset_index(drop=True)
 
 
 def load_labels(cfg: DictConfig) -> dict:

@@ -192,10 +192,14 @@ def batch_map_page(
     batch: str,
     method: str,
     seed: int,
+    kind: tuple[str, str] = ("texts", "sentence embeddings"),
 ) -> str:
     """Where a new batch lands among the training texts: one map of both samples' sentence
     embeddings (``reference``: vectors, texts; ``current``: vectors, texts, class
-    probabilities), by origin and by the model's prediction; hovering a point shows its text."""
+    probabilities), by origin and by the model's prediction; hovering a point shows its text.
+    ``kind``: what the rows and the embeddings are called (another task's words: images,
+    penultimate-layer embeddings), with the hover texts to match."""
+    rows, vectors = kind
     (ref_vectors, ref_texts), (cur_vectors, cur_texts, probs) = reference, current
     names, batch = [plotly_text(n) for n in names], plotly_text(batch)  # data: text, never markup
     points, used = project(np.vstack([ref_vectors, cur_vectors]), method, seed)
@@ -213,8 +217,8 @@ def batch_map_page(
         for k, name in enumerate(names)
     ]
     title = (
-        f"Where {len(cur_texts)} texts of {batch} land among {len(ref_texts)} training texts: "
-        f"sentence embeddings ({used}); hover a point for its text"
+        f"Where {len(cur_texts)} {rows} of {batch} land among {len(ref_texts)} training {rows}: "
+        f"{vectors} ({used}); hover a point for {'its text' if rows == 'texts' else 'what it is'}"
     )
     panels = [(f"training data vs {batch}", origin), (f"{batch} by prediction", by_class)]
     return map_page(points, hover, panels, title)

@@ -26,8 +26,8 @@ from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain.budget import check_share, training_seconds
 from glasswork.explain.embeddings import data_uri, png_bytes
-from glasswork.explain.faithfulness import check_measure, faithfulness_figure
-from glasswork.explain.pixels import METHODS, agreement, explain_pixels, faithfulness_pixels
+from glasswork.explain.faithfulness import check_alpha, check_measure, faithfulness_figure
+from glasswork.explain.pixels import METHODS, agreement, explain_pixels, faithfulness_pixels, gains_by_image
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
@@ -64,6 +64,7 @@ def explain_images(cfg: DictConfig) -> dict:
     check_measure(e.fractions, e.n_random)
     check_sanity(e.sanity_n_texts, None)
     check_share(e.max_share_of_train)
+    check_alpha("explain.contrast_alpha", e.contrast_alpha)
     names = load_labels(cfg)["names"]
     predictor = ImagePredictor(model_dir(cfg), device=inference_device(cfg.trainer))
     net, device = predictor.net, predictor.device
@@ -99,6 +100,11 @@ def explain_images(cfg: DictConfig) -> dict:
         )
         metrics |= found
         sanity_png = png_bytes(cascade_figure(curves, len(sample), e.sanity_max_spearman))
+    versus = image_contrast(cfg, predictor, test, load_labels(cfg))
+    for k, change in versus.get("global_faithfulness", {}).get("change", {}).items():
+        if "difference" in change:
+            metrics[f"contrast/global_{k}_change"] = change["difference"]
+            metrics[f"contrast/global_{k}_fell"] = int(change["verdict"] == "lower")
     saliency_png, n_saliency = _class_saliency(net, predictor, test, names, cfg)
     metrics["class_saliency/n_images"] = n_saliency
     metrics["probe_accuracy"] = float(np.mean(np.asarray(predicted) == probe["label"].to_numpy()))
@@ -137,11 +143,58 @@ def explain_images(cfg: DictConfig) -> dict:
                 "scores": {m: np.round(v, 6).tolist() for m, v in explained.items()},
             },
         )
+        write_json(out / "contrast.json", {"method": "integrated_gradients", **versus})
         write_json(out / "metrics.json", {"explain": metrics})
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
     log.info("explain: %s", {k: round(v, 4) for k, v in metrics.items() if "_top" not in k})
     return metrics
+
+
+def image_contrast(cfg: DictConfig, predictor, test: pd.DataFrame, labels: dict) -> dict:
+    """How faithful integrated gradients are for this model and for the champion on the same test
+    images (``explain.faithfulness_max_texts`` of them, seeded), each model explaining its own
+    prediction from its own normalisation: the paired change of each gain at
+    ``explain.contrast_alpha``, which the register step's faithfulness gate reads. As the text
+    task writes it (:func:`glasswork.explain.contrast.contrast`)."""
+    from glasswork.explain.contrast import champion_model_dir
+    from glasswork.explain.faithfulness import SUMMARY, gain_change
+    from glasswork.outputs import read_json
+    from glasswork.tasks.image import ImagePredictor
+
+    found = champion_model_dir(cfg, tracking.current_run_id(cfg))
+    if found is None:
+        return {"status": "no champion to compare with"}
+    version, folder = found
+    if read_json(folder / "labels.json")["classes"] != labels["classes"]:
+        return {"status": f"champion v{version} predicts other classes: not compared"}
+    champion = ImagePredictor(folder, device=predictor.device)
+    if champion.net.config["image_size"] != predictor.net.config["image_size"]:
+        return {"status": f"champion v{version} reads images of another size: not compared"}
+    e = cfg.explain
+    sample = test.sample(n=min(len(test), e.faithfulness_max_texts), random_state=cfg.seed)
+    raw = decode_all(sample["image"].tolist())
+
+    def measured(model) -> dict:
+        x = model.normalize(raw).to(model.device)
+        with torch.inference_mode():
+            targets = model.net(x).argmax(-1).tolist()
+        scores = explain_pixels(model.net, x, targets, ("integrated_gradients",), n_steps=e.n_steps)
+        return gains_by_image(model.net, x, targets, scores["integrated_gradients"], list(e.fractions),
+                              patch=e.patch_size, n_random=e.n_random, seed=cfg.seed)  # fmt: skip
+
+    mine, theirs = measured(predictor), measured(champion)
+    return {
+        "status": f"compared with champion v{version}",
+        "champion_version": version,
+        "global_faithfulness": {
+            "n_texts": theirs["n_texts"],
+            "champion": {k: theirs[k] for k in SUMMARY},
+            "this_model": {k: mine[k] for k in SUMMARY},
+            "alpha": e.contrast_alpha,
+            "change": gain_change(theirs["by_text"], mine["by_text"], e.contrast_alpha, paired=True),
+        },
+    }
 
 
 def _heatmaps(probe: pd.DataFrame, x: torch.Tensor, explained: dict[str, np.ndarray], probs, names) -> plt.Figure:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from glasswork.explain.faithfulness import _aggregate
+from glasswork.explain.faithfulness import SUMMARY, _aggregate, gains_by_text
 
 METHODS = ("integrated_gradients", "grad_cam", "occlusion")
 
@@ -99,20 +99,19 @@ def _probabilities(net, pixels: torch.Tensor, targets: torch.Tensor, batch: int 
     return torch.cat(out).cpu().numpy()
 
 
-def faithfulness_pixels(
+def _by_image(
     net: torch.nn.Module,
     pixels: torch.Tensor,
     targets: Sequence[int],
     explained: dict[str, np.ndarray],
     fractions: Sequence[float],
-    *,
-    patch: int = 4,
-    n_random: int = 5,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Per method ``<method>/comprehensiveness_aopc``, ``…/sufficiency_aopc``, their random-order
-    twins and gains, and one value per fraction, as :func:`glasswork.explain.faithfulness.faithfulness`
-    reports for tokens."""
+    patch: int,
+    n_random: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per method and per image, the fall of the target's probability with the top-ranked
+    patches deleted (comprehensiveness) or alone kept (sufficiency), at each fraction; and the
+    same for ``n_random`` random orders (the chance level, shared by the methods)."""
     net = net.eval()
     masks = torch.as_tensor(_patch_masks(tuple(pixels.shape[-2:]), patch), device=pixels.device)
     n_patches = len(masks)
@@ -136,12 +135,54 @@ def faithfulness_pixels(
         return found
 
     chance = drops(random_orders, "random_")
+    methods = {
+        method: drops([np.argsort(-patch_scores(scores, patch), axis=1, kind="stable")], "")
+        for method, scores in explained.items()
+    }
+    return methods, chance
+
+
+def faithfulness_pixels(
+    net: torch.nn.Module,
+    pixels: torch.Tensor,
+    targets: Sequence[int],
+    explained: dict[str, np.ndarray],
+    fractions: Sequence[float],
+    *,
+    patch: int = 4,
+    n_random: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per method ``<method>/comprehensiveness_aopc``, ``…/sufficiency_aopc``, their random-order
+    twins and gains, and one value per fraction, as :func:`glasswork.explain.faithfulness.faithfulness`
+    reports for tokens."""
+    methods, chance = _by_image(net, pixels, targets, explained, fractions, patch, n_random, seed)
     metrics: dict[str, float] = {}
-    for method, scores in explained.items():
-        ranked = np.argsort(-patch_scores(scores, patch), axis=1, kind="stable")
-        figures = _aggregate(drops([ranked], "") | chance, list(fractions))
-        metrics |= {f"{method}/{k}": v for k, v in figures.items()}
+    for method, curves in methods.items():
+        metrics |= {f"{method}/{k}": v for k, v in _aggregate(curves | chance, list(fractions)).items()}
     return metrics
+
+
+def gains_by_image(
+    net: torch.nn.Module,
+    pixels: torch.Tensor,
+    targets: Sequence[int],
+    scores: np.ndarray,
+    fractions: Sequence[float],
+    *,
+    patch: int = 4,
+    n_random: int = 5,
+    seed: int = 0,
+) -> dict:
+    """One method's AOPCs and gains over random orders (as :func:`faithfulness_summary` gives them
+    for texts), with each image's gains (``by_text``, for a paired interval between two models)."""
+    methods, chance = _by_image(net, pixels, targets, {"m": scores}, fractions, patch, n_random, seed)
+    curves = methods["m"] | chance
+    quality, gains = _aggregate(curves, list(fractions)), gains_by_text(curves, list(fractions))
+    return {k: quality[k] for k in SUMMARY} | {
+        "n_texts": len(pixels),
+        "by_text": {k: [round(float(x), 6) for x in v] for k, v in gains.items()},
+    }
 
 
 def agreement(a: np.ndarray, b: np.ndarray, *, absolute: bool = False) -> float:

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from glasswork.tasks.base import Predictor, Task
 
-__all__ = ["Predictor", "Task", "build", "require_steps"]
+__all__ = ["Predictor", "Task", "build", "get_task", "require_steps"]
 
 
 def build(cfg: DictConfig) -> Task:
@@ -16,6 +16,14 @@ def build(cfg: DictConfig) -> Task:
 
     # _recursive_=False: the run's config holds this very node, which must not be built again.
     return instantiate(cfg.task, cfg=cfg, _recursive_=False)
+
+
+def get_task(target: str, cfg: DictConfig) -> Task:
+    """The task of class ``target`` (``module.Class``) for ``cfg`` (a recorded config without a
+    ``task`` group, from before tasks existed, is the text task's)."""
+    from hydra.utils import get_class
+
+    return get_class(target)(cfg)
 
 
 def require_steps(cfg: DictConfig, names: tuple[str, ...] | list[str]) -> None:

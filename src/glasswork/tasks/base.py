@@ -9,13 +9,16 @@ gate) as one piece of code for every task.
 
 What is behind the seam today: ingest and prepare (reading and checking the raw data, the data
 card), training (module, batches, saving the model) and evaluation (scoring, descriptors for
-slices, the baseline beside the model) and explanation (each task's methods; the faithfulness
-measure's AOPC and gains and the cascading randomisation check are shared). Drift, register, monitor
-and reproduce still speak text only; the next tasks move them behind it.
+slices, the baseline beside the model), explanation (each task's methods; the faithfulness
+measure's AOPC and gains and the cascading randomisation check are shared) drift and monitor (the
+batch and what describes a row; the comparison, the estimate and the outputs are shared:
+:mod:`glasswork.comparison`) and register (the pyfunc). Reproduce and retraining from a
+monitored batch still speak text only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,7 +29,35 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:  # Lightning takes seconds to import; the CLI builds tasks to check configs
     import lightning as L
 
+    from glasswork.batch import Batch
     from glasswork.data.schema import CleanTable
+    from glasswork.drift import View
+    from glasswork.drift_report import DriftResult
+
+
+@dataclass(frozen=True)
+class PyfuncSpec:
+    """How the register step logs a task's model: the file logged as its code ("models from
+    code"), files that code imports (``code_paths``), what it needs installed, and the
+    registered model's description (what goes in and what comes out)."""
+
+    code: str
+    requirements: list[str]
+    description: str
+    code_paths: list[str] = field(default_factory=list)
+
+
+def requirements(*packages: str) -> list[str]:
+    """``name==version`` of each installed package (its import name), mlflow, pandas and numpy first."""
+    import importlib
+
+    names = ("mlflow", "pandas", "numpy", *packages)
+    pins = {"PIL": "pillow"}  # import name -> distribution name
+    found = []
+    for name in names:
+        version = importlib.import_module(name).__version__.split("+")[0]
+        found.append(f"{pins.get(name, name)}=={version}")
+    return found
 
 
 class Predictor(Protocol):
@@ -34,6 +65,22 @@ class Predictor(Protocol):
 
     def predict_proba(self, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
         """Class probabilities of each row of ``frame`` (a processed split's columns), in its order."""
+        ...
+
+
+class Describer(Protocol):
+    """What the drift step asks of a task's trained model (:class:`glasswork.drift.TextDescriber`,
+    :class:`glasswork.image_drift.ImageDescriber`)."""
+
+    rows: tuple[str, str]  # what the batch map calls its points and their embeddings
+
+    def describe(self, frame: pd.DataFrame, labels: list[str] | None) -> View:
+        """Score, embed and describe the rows of ``frame``; ``labels`` are class names."""
+        ...
+
+    def explanation_drift(self, current: pd.DataFrame, baseline: dict | None) -> tuple[dict, DriftResult | None]:
+        """How the model's explanations moved from ``baseline`` (the explain step's global view) to
+        the batch's rows: the summary and its report (or why not)."""
         ...
 
 
@@ -45,6 +92,11 @@ class Task(Protocol):
     input_column: str  # the column of a processed split that holds the model's input
     steps: tuple[str, ...]  # the pipeline steps this task has (glasswork.tasks.require_steps)
     slice_by: dict[str, tuple[str, float, str]]  # descriptors cut at tertiles (glasswork.slices)
+
+    def preflight(self, cfg: DictConfig) -> list:
+        """A run's checks of the task's own settings and data, before anything is written; the
+        data's classes (:func:`glasswork.preflight.preflight` adds what every task shares)."""
+        ...
 
     def ingest(self, cfg: DictConfig) -> dict:
         """Write packaged data to ``data.path`` (``{role: path}`` of what was written); a user's own
@@ -86,6 +138,29 @@ class Task(Protocol):
 
     def descriptors(self, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
         """Numbers that describe each row's input (length, brightness, ...): slices and drift."""
+        ...
+
+    def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
+        """The batch ``drift`` compares with the training reference (``drift.current``), with the
+        input column and, where known, ``label`` as raw class values."""
+        ...
+
+    def describer(self, cfg: DictConfig, folder: Path | None = None) -> Describer:
+        """The trained model (in ``folder``; default the work folder's), ready to describe rows
+        for a comparison (:func:`glasswork.comparison.compare_batch`)."""
+        ...
+
+    def monitor_batch(self, source: Path, cfg: DictConfig, ref) -> Batch:
+        """A new batch for ``glasswork monitor`` (a file or folder), with a seeded sample of
+        ``monitor.sample_size`` rows read; ``ref`` is the champion's :class:`glasswork.monitor.Reference`."""
+        ...
+
+    def score_batch(self, path: Path, batch: Batch, describer: Describer, ref, cfg: DictConfig) -> dict[str, int]:
+        """Score every row of ``batch`` into the parquet file ``path``; the counts per predicted class."""
+        ...
+
+    def pyfunc(self) -> PyfuncSpec:
+        """How ``register`` logs the trained model (the input column it takes is :attr:`input_column`)."""
         ...
 
     def explain(self, cfg: DictConfig) -> dict:

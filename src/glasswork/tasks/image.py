@@ -29,6 +29,20 @@ class ImagePredictor:
         pre = read_json(Path(folder) / PREPROCESS)
         self.normalize = Normalize(pre["mean"], pre["std"])
 
+    def embed(self, pixels, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate-layer embeddings and class probabilities of uint8 ``(N, C, H, W)`` images."""
+        import torch
+
+        vectors = np.zeros((len(pixels), self.net.config["hidden"]), dtype=np.float32)
+        probs = np.zeros((len(pixels), self.net.config["num_labels"]), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(pixels), batch_size):
+                hidden = self.net.embed(self.normalize(pixels[start : start + batch_size]).to(self.device))
+                vectors[start : start + len(hidden)] = hidden.float().cpu().numpy()
+                logits = self.net.classifier(hidden)
+                probs[start : start + len(hidden)] = torch.softmax(logits.float(), -1).cpu().numpy()
+        return vectors, probs
+
     def predict_proba(self, frame: pd.DataFrame, batch_size: int, progress: bool = False) -> np.ndarray:
         import torch
 
@@ -48,13 +62,22 @@ class ImagePredictor:
         return out
 
 
+def monitor_reader(folder: Path):
+    """A reader of new images in the size and mode a trained model reads (``preprocess.json``);
+    a bad image is skipped and listed, never the end of a check."""
+    from glasswork.data.images import ImageReader
+
+    pre = read_json(Path(folder) / PREPROCESS)
+    return ImageReader(size=tuple(pre["image_size"]), mode=pre["image_mode"], on_bad_image="skip")
+
+
 class ImageClassification:
     """Images (PNG bytes) in an ``image`` column; a :class:`~glasswork.models.cnn.SmallCNN`."""
 
     name = "image_classification"
     input_column = "image"
-    # Not built yet for images: drift, register (and so run, monitor, reproduce).
-    steps = ("ingest", "prepare", "train", "evaluate", "explain")
+    # Not built yet for images: monitor and reproduce.
+    steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
 
     slice_by = IMAGE_SLICES  # descriptors the test metrics are sliced by (tertiles)
 
@@ -64,6 +87,35 @@ class ImageClassification:
 
     def resolve(self, cfg: DictConfig) -> DictConfig:
         return cfg
+
+    def preflight(self, cfg: DictConfig) -> list:
+        """The image task's part of a run's preflight: its settings, then its data (every image
+        of a user's folder or table is read and checked, as ``prepare`` will); the classes."""
+        from glasswork.data import images
+        from glasswork.explain.image_step import check_image_methods
+        from glasswork.image_drift import check_current, check_shift
+
+        e, d = cfg.explain, cfg.data
+        check_image_methods(e.methods)
+        check_image_methods(e.sanity_methods, "explain.sanity_methods", allow_none=True)
+        check_current(cfg.drift.current)
+        check_shift(cfg.drift.shift)
+        images.ImageReader(  # checks the size, mode and on_bad_image settings
+            size=tuple(d.image_size) if d.image_size else None, mode=d.image_mode, on_bad_image=d.on_bad_image
+        )
+        if d.source == "fashion_mnist":
+            missing = [
+                f for pair in images.FASHION_MNIST_FILES.values() for f in pair if not (Path(d.idx_dir) / f).is_file()
+            ]
+            if missing:
+                raise DataError(
+                    f"data.idx_dir={d.idx_dir}: no {', '.join(missing)}: install Debian's dataset-fashion-mnist "
+                    "(`make images`) or point data.idx_dir at the four IDX files"
+                )
+            return list(range(len(FASHION_MNIST_CLASSES)))
+        if d.source == "images":
+            return self.read(cfg).classes
+        raise ConfigError(f"data.source={d.source!r}: expected fashion_mnist or images (task=image_classification)")
 
     def ingest(self, cfg: DictConfig) -> dict:
         """Fashion-MNIST's IDX files (Debian's package) into ``data.path`` as a Parquet table of PNG
@@ -212,6 +264,39 @@ class ImageClassification:
         from glasswork.image_descriptors import image_descriptors
 
         return image_descriptors(decode_all(frame["image"].tolist()))
+
+    def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
+        from glasswork.image_drift import current_batch
+
+        return current_batch(cfg)
+
+    def describer(self, cfg: DictConfig, folder: Path | None = None):
+        from glasswork.image_drift import ImageDescriber
+
+        return ImageDescriber(cfg, folder)
+
+    def monitor_batch(self, source: Path, cfg: DictConfig, ref):
+        from glasswork.image_drift import read_image_batch
+
+        return read_image_batch(source, monitor_reader(ref.model_dir), cfg.monitor.sample_size, cfg.seed)
+
+    def score_batch(self, path: Path, batch, describer, ref, cfg: DictConfig) -> dict[str, int]:
+        from glasswork.image_drift import score_images
+
+        return score_images(path, batch, monitor_reader(ref.model_dir), describer, ref.labels["names"], cfg)
+
+    def pyfunc(self):
+        from glasswork import serving_images
+        from glasswork.models import cnn
+        from glasswork.tasks.base import PyfuncSpec, requirements
+
+        return PyfuncSpec(
+            code=str(Path(serving_images.__file__)),
+            code_paths=[str(Path(cnn.__file__))],  # the network's class, imported by the code
+            requirements=requirements("torch", "safetensors", "PIL"),
+            description="Glasswork image classifier (pyfunc: a DataFrame with an 'image' column of image bytes "
+            "or file paths in; the label and class probabilities out).",
+        )
 
     def explain(self, cfg: DictConfig) -> dict:
         from glasswork.explain.image_step import explain_images

@@ -48,6 +48,11 @@ class TextClassification:
 
         return with_max_length(cfg)  # model.max_length=auto: the length prepare chose
 
+    def preflight(self, cfg: DictConfig) -> list:
+        from glasswork.preflight import check_text_run
+
+        return check_text_run(cfg)
+
     def ingest(self, cfg: DictConfig) -> dict:
         from glasswork.data.prepare import ingest_texts
 
@@ -121,6 +126,37 @@ class TextClassification:
         from glasswork.text_descriptors import text_descriptors
 
         return text_descriptors(frame["text"].tolist(), load_tokenizer(folder))
+
+    def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
+        from glasswork.drift import current_batch
+
+        return current_batch(cfg)
+
+    def describer(self, cfg: DictConfig, folder: Path | None = None):
+        from glasswork.drift import TextDescriber
+
+        return TextDescriber(cfg, folder)
+
+    def monitor_batch(self, source: Path, cfg: DictConfig, ref):
+        from glasswork.monitor import read_text_batch
+
+        return read_text_batch(source, cfg, ref)
+
+    def score_batch(self, path: Path, batch, describer, ref, cfg: DictConfig) -> dict[str, int]:
+        from glasswork.monitor import write_predictions
+
+        return write_predictions(path, batch, describer, ref, cfg)
+
+    def pyfunc(self):
+        from glasswork import serving
+        from glasswork.tasks.base import PyfuncSpec, requirements
+
+        return PyfuncSpec(
+            code=str(Path(serving.__file__)),
+            requirements=requirements("torch", "transformers", "tokenizers"),
+            description="Glasswork text classifier (pyfunc: a DataFrame with a 'text' column in; "
+            "the label and class probabilities out).",
+        )
 
     def explain(self, cfg: DictConfig) -> dict:
         from glasswork.explain.step import explain_texts

@@ -1,0 +1,130 @@
+"""One comparison of a batch with a model's reference, for the ``drift`` step and ``glasswork monitor``.
+
+A :class:`Reference` is what a model was trained and checked on: its prepared training and test
+splits, its classes, its validation and test predictions (the label-free estimate's calibration
+and the test accuracy beside it) and its explanation baseline. The drift step builds it from
+the local artifacts (:func:`local_reference`); ``glasswork monitor`` from the champion's lineage
+(:func:`glasswork.monitor.find_reference`). :func:`compare_batch` then does the same for both:
+the task's describer scores, embeds and describes a sample of each side, Evidently compares
+them, the batch is mapped among the training data, accuracy is estimated without labels, and
+the explanations are compared where the task can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from glasswork.drift import (
+    batch_map,
+    compare,
+    drift_metrics,
+    label_names,
+    metadata_slices,
+    performance_estimate,
+    verdict_words,
+    with_metadata,
+)
+from glasswork.drift_report import DriftResult
+
+
+@dataclass
+class Reference:
+    """What a model was trained and checked on (rows of the splits as ``prepare`` wrote them)."""
+
+    train: pd.DataFrame  # the prepared training split: the input, label (class index), metadata
+    test: pd.DataFrame  # the prepared test split, in the order of ``predictions``
+    labels: dict  # classes (raw values), names
+    validation: pd.DataFrame | None = None  # validation predictions: the estimate's calibration
+    predictions: pd.DataFrame | None = None  # test predictions: the test accuracy beside the estimate
+    explanations: dict | None = None  # the explain step's global view (the explanation baseline)
+
+
+def local_reference(cfg: DictConfig) -> Reference:
+    """The reference of the model in this work folder: its splits and its evaluate and explain outputs."""
+    from glasswork.data.prepare import load_labels, load_split
+    from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, read_predictions
+    from glasswork.outputs import read_json
+
+    art = Path(cfg.paths.artifacts_dir)
+
+    def optional(path: Path, read):
+        return read(path) if path.is_file() else None
+
+    return Reference(
+        train=load_split(cfg, "train"),
+        test=load_split(cfg, "test"),
+        labels=load_labels(cfg),
+        validation=optional(art / "evaluate" / VAL_PREDICTIONS, read_predictions),
+        predictions=optional(art / "evaluate" / PREDICTIONS, read_predictions),
+        explanations=optional(art / "explain" / "global_importance.json", read_json),
+    )
+
+
+@dataclass
+class Comparison:
+    """The outcome: Evidently's report and verdict, the accuracy estimate, the explanation drift
+    (and its report), the batch map, and the reference sample's size."""
+
+    result: DriftResult
+    performance: dict
+    explained: dict
+    explanation_report: DriftResult | None
+    landing: str
+    n_reference: int
+    labels_tested: bool
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return drift_metrics(self.result, self.performance, self.explained)
+
+    @property
+    def words(self) -> str:
+        return verdict_words(self.result, self.performance, self.explained)
+
+    def summary(self) -> dict:
+        """What ``drift.json`` holds for every caller."""
+        return {
+            "n_reference": self.n_reference,
+            **self.result.to_dict(),
+            "drifted_signals": self.result.drifted_signals,
+            "performance": self.performance,
+            "explanation_drift": self.explained,
+        }
+
+
+def compare_batch(
+    ref: Reference,
+    describer,
+    current: pd.DataFrame,
+    labels: np.ndarray | None,
+    batch_name: str,
+    cfg: DictConfig,
+    *,
+    sample_size: int,
+    metadata: list[str],
+    test_labels: bool,
+    explain: pd.DataFrame | None = None,
+) -> Comparison:
+    """Compare ``current`` (the batch's sample; ``labels``: class index per row, -1 where unknown)
+    with a seeded sample of ``sample_size`` training rows.
+
+    ``metadata``: the columns both sides carry, tested as ``meta:NAME`` and sliced in the estimate;
+    ``test_labels``: whether the label is one of the signals; ``explain``: the rows whose
+    explanations are compared (default: all of ``current``)."""
+    names = ref.labels["names"]
+    reference = ref.train.sample(n=min(sample_size, len(ref.train)), random_state=cfg.seed).reset_index(drop=True)
+    reference_view = describer.describe(reference, label_names(reference["label"], names) if test_labels else None)
+    current_view = describer.describe(current, label_names(labels, names) if test_labels else None)
+    reference_view = with_metadata(reference_view, reference, metadata, ref.train)
+    current_view = with_metadata(current_view, current, metadata, ref.train)
+    result = compare(reference_view, current_view, cfg)
+    landing = batch_map(reference_view, current_view, names, batch_name, cfg, describer.rows)
+    slices = metadata_slices(current, metadata, ref.test), metadata_slices(ref.test, metadata, ref.test)
+    performance = performance_estimate(ref.validation, ref.predictions, current_view.probs, labels, *slices)
+    explained, page = describer.explanation_drift(current if explain is None else explain, ref.explanations)
+    return Comparison(result, performance, explained, page, landing, len(reference), test_labels)
