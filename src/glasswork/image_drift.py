@@ -123,7 +123,14 @@ def read_image_batch(source: Path, reader, sample_size: int, seed: int):
         raise DataError(f"batch {source}: expected a folder of images (class sub-folders give labels)")
     files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and len(p.relative_to(source).parts) <= 2]
-    skipped = {str(p): "not an image file (png, jpg, webp, ...)" for p in files if p not in set(images)}
+    listed = set(images)
+    skipped = {
+        str(p): "not an image file (png, jpg, webp, ...)"
+        if p.suffix.lower() not in IMAGE_SUFFIXES
+        else "deeper than a class sub-folder: not read (images at the top, or one folder per class)"
+        for p in files
+        if p not in listed
+    }
     if not images:
         raise DataError(f"batch {source}: no images (png, jpg, webp) at its top or in class sub-folders")
     labels = [p.parent.name if p.parent != source else "" for p in images]

@@ -322,7 +322,7 @@ def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Tr
     t = cfg.trainer
     if not t.fast_dev_run:
         log.info(
-            "train: %d training texts make %d steps an epoch; training at most %s steps, %d epochs and %s minutes%s",
+            "train: %d training rows make %d steps an epoch; training at most %s steps, %d epochs and %s minutes%s",
             n_train,
             per_epoch,
             "no limit of" if t.max_steps is None else t.max_steps,
