@@ -102,3 +102,18 @@ def test_a_numeric_column_is_sliced_at_the_test_splits_tertiles_in_the_batch():
     assert set(rows) == {"year ≤ 2000", "2000 < year ≤ 2010", "year > 2010"}
     assert rows["year > 2010"]["n"] == 4 and rows["year > 2010"]["test_accuracy"] == 0.0
     assert rows["year ≤ 2000"]["test_accuracy"] == rows["2000 < year ≤ 2010"]["test_accuracy"] == 1.0
+
+
+def test_the_reference_confidence_is_the_validation_splits_not_the_training_rows():
+    from glasswork.comparison import held_out_confidence
+
+    # A model is surer of rows it learned: the prediction-drift signal's reference is drawn from
+    # the validation predictions (binary: the positive class's probability; more classes: the top).
+    validation = pd.DataFrame(
+        {"actual": ["a", "b", "c"] * 10, "prob_a": [0.2] * 30, "prob_b": [0.5] * 30, "prob_c": [0.3] * 30}
+    )
+    assert set(held_out_confidence(validation, 50, seed=0)) == {0.5}  # more rows than it has: drawn again
+    binary = pd.DataFrame({"actual": ["x", "y"] * 20, "prob_x": np.linspace(0.1, 0.9, 40)})
+    binary["prob_y"] = 1 - binary["prob_x"]
+    drawn = held_out_confidence(binary, 20, seed=1)
+    assert len(drawn) == 20 and set(drawn) <= set(binary["prob_y"]) and len(set(drawn)) == 20
