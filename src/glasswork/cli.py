@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     commands |= {s.name: f"run one step: {s.summary}" for s in STEPS}
     commands |= {
         "show-config": "print the composed, resolved config",
-        "dvc-sync": "write params.yaml and dvc.yaml from conf/ and the step list",
+        "dvc-sync": "write params.yaml and dvc.yaml from conf/ and the step list (other tasks: into dvc/TASK/)",
     }
     for name, text in commands.items():
         cmd = sub.add_parser(

@@ -3,6 +3,10 @@
 Plain ``dvc repro`` does not compose Hydra configs, so the composed config is kept in git as
 ``params.yaml``; every DVC stage runs ``glasswork STEP --config params.yaml`` and declares the
 params it reads, so changing a drift setting re-runs the drift stage alone.
+
+The default task's pipeline is the repository's own ``dvc.yaml``; another task's lives in
+``dvc/<task>/`` (``glasswork dvc-sync task=image_classification``; ``dvc repro
+dvc/image_classification/dvc.yaml`` replays it), with outputs in that task's own folders.
 """
 
 from __future__ import annotations
@@ -21,11 +25,26 @@ HEADER = (
 )
 
 
+DEFAULT_TASK = "text_classification"
+
+
+def pipeline_folder(cfg: DictConfig) -> Path:
+    """Where the task's ``params.yaml`` and ``dvc.yaml`` go, relative to the repository root."""
+    from hydra.utils import get_class
+
+    name = get_class(cfg.task._target_).name
+    return Path(".") if name == DEFAULT_TASK else Path("dvc") / name
+
+
 def dvc_document(cfg: DictConfig, root: Path) -> dict:
     """The whole ``dvc.yaml`` document."""
     predictions = render_path("{artifacts}/evaluate/predictions.csv", cfg, root)
+    folder = pipeline_folder(cfg)
+    config_file = "params.yaml" if folder == Path(".") else (folder / "params.yaml").as_posix()
+    if folder != Path("."):  # a plot's path is taken from the dvc.yaml's own folder
+        predictions = "/".join([".."] * len(folder.parts) + [predictions])
     return {
-        "stages": dvc_stages(cfg, root),
+        "stages": dvc_stages(cfg, root, config_file),
         "plots": [
             {
                 predictions: {
@@ -40,19 +59,21 @@ def dvc_document(cfg: DictConfig, root: Path) -> dict:
 
 
 def render_files(cfg: DictConfig, root: Path) -> dict[str, str]:
-    """File name -> text of ``params.yaml`` and ``dvc.yaml``."""
+    """Path (from the repository root) -> text of the task's ``params.yaml`` and ``dvc.yaml``."""
+    folder = pipeline_folder(cfg)
     params = HEADER.format(source="conf/") + yaml.safe_dump(to_plain(cfg), sort_keys=False)
     dvc = HEADER.format(source="src/glasswork/steps.py") + yaml.safe_dump(
         dvc_document(cfg, root), sort_keys=False, width=120
     )
-    return {"params.yaml": params, "dvc.yaml": dvc}
+    return {(folder / "params.yaml").as_posix(): params, (folder / "dvc.yaml").as_posix(): dvc}
 
 
 def write_dvc_files(cfg: DictConfig, root: Path) -> list[Path]:
-    """Write both files into ``root``; return their paths."""
+    """Write both files under ``root``; return their paths."""
     written = []
     for name, text in render_files(cfg, root).items():
         path = Path(root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
     return written

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+MISSING_KEY = object()
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ STEPS: tuple[Step, ...] = (
         "glasswork.data.prepare:ingest",
         "copy the packaged datasets into data/raw",
         deps=("src/glasswork/data/sources.py", "src/glasswork/data/images.py", "src/glasswork/tasks"),
-        outs=("{data_path}", "{drift_path}"),
+        outs=("{data_path}",),  # and the task's (TASK_PATHS)
         params=("task", "data", "drift.current", "drift.current_path"),
     ),
     Step(
@@ -126,14 +128,10 @@ STEPS: tuple[Step, ...] = (
         "glasswork.explain.step:explain",
         "token attributions (3 methods) and their faithfulness, global words, embedding map",
         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
-        outs=(
+        outs=(  # and the task's (TASK_PATHS)
             f"{A}/explain/attributions.html",
             f"{A}/explain/attributions.json",
-            f"{A}/explain/embeddings.png",
-            f"{A}/explain/embeddings.html",
             f"{A}/explain/contrast.json",
-            f"{A}/explain/global_importance.json",
-            f"{A}/explain/global_importance.png",
             f"{A}/explain/faithfulness.png",
         ),
         metrics=(f"{A}/explain/metrics.json",),
@@ -144,12 +142,10 @@ STEPS: tuple[Step, ...] = (
         "drift",
         "glasswork.drift:drift",
         "compare a current batch with the training data (Evidently)",
-        deps=(
+        deps=(  # and the task's (TASK_PATHS)
             "{processed}",
-            "{drift_path}",
             f"{A}/train/model",
             f"{A}/train/run.json",
-            f"{A}/explain/global_importance.json",
             f"{A}/evaluate/predictions.parquet",
             f"{A}/evaluate/val_predictions.parquet",
             "src/glasswork/drift.py",
@@ -215,6 +211,29 @@ STEPS: tuple[Step, ...] = (
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 
+# What one task's steps read and write beyond every task's (above), by task name, step and kind:
+# the text task's ingest also copies the tweets, its explain step writes the embedding map and the
+# global view, and its drift step reads both; the image task's explain step draws heatmaps.
+TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
+    "text_classification": {
+        "ingest": {"outs": ("{drift_path}",)},
+        "explain": {
+            "outs": (
+                f"{A}/explain/embeddings.png",
+                f"{A}/explain/embeddings.html",
+                f"{A}/explain/global_importance.json",
+                f"{A}/explain/global_importance.png",
+            )
+        },
+        "drift": {"deps": ("{drift_path}", f"{A}/explain/global_importance.json")},
+    },
+    "image_classification": {
+        "explain": {
+            "outs": (f"{A}/explain/heatmaps.png", f"{A}/explain/class_saliency.png", f"{A}/explain/randomisation.png")
+        },
+    },
+}
+
 
 def get(name: str) -> Step:
     """The step called ``name``."""
@@ -240,17 +259,29 @@ def render_path(template: str, cfg: DictConfig, root: Path) -> str:
         return path.as_posix()
 
 
+def task_paths(cfg: DictConfig, step: Step, kind: str) -> tuple[str, ...]:
+    """``step``'s ``kind`` (deps, outs) for the configured task: every task's and the task's own."""
+    from hydra.utils import get_class
+
+    name = get_class(cfg.task._target_).name
+    return (*getattr(step, kind), *TASK_PATHS.get(name, {}).get(step.name, {}).get(kind, ()))
+
+
 def dvc_stages(cfg: DictConfig, root: Path, config_file: str = "params.yaml") -> dict:
-    """The ``stages:`` mapping of ``dvc.yaml``: every step calls the CLI on the frozen config."""
+    """The ``stages:`` mapping of ``dvc.yaml``: every step calls the CLI on the frozen config.
+    A ``config_file`` in a sub-folder (another task's pipeline) runs its stages from the
+    repository root (``wdir``) and names the params in that file."""
     stages = {}
+    folder = Path(config_file).parent
     for step in STEPS:
-        fill = [render_path(p, cfg, root) for p in step.deps]
-        stage: dict = {
-            "cmd": f"glasswork {step.name} --config {config_file}",
-            "deps": fill,
-            "params": list(step.params),
-        }
-        stage["outs"] = [render_path(p, cfg, root) for p in step.outs]
+        stage: dict = {"cmd": f"glasswork {step.name} --config {config_file}"}
+        if folder != Path("."):
+            stage["wdir"] = "/".join([".."] * len(folder.parts))
+        stage["deps"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "deps")]
+        # Only the keys this task's config has: DVC refuses a declared param that is missing.
+        params = [key for key in step.params if OmegaConf.select(cfg, key, default=MISSING_KEY) is not MISSING_KEY]
+        stage["params"] = params if folder == Path(".") else [{config_file: params}]
+        stage["outs"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "outs")]
         if step.metrics:
             stage["metrics"] = [{render_path(p, cfg, root): {"cache": False}} for p in step.metrics]
         if step.plots:

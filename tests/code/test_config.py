@@ -64,9 +64,14 @@ def test_help_lists_every_step(capsys):
         assert f"{group.name}={options}" in listed, group.name
 
 
-def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypatch):
+@pytest.mark.parametrize("task", ["text_classification", "image_classification"])
+def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypatch, task):
     monkeypatch.delenv("GLASSWORK_ROOT", raising=False)
-    for name, text in render_files(load_config([]), REPO).items():
+    files = render_files(load_config([f"task={task}"]), REPO)
+    assert set(files) == ({"params.yaml", "dvc.yaml"} if task == "text_classification" else {
+        "dvc/image_classification/params.yaml", "dvc/image_classification/dvc.yaml",
+    })  # fmt: skip
+    for name, text in files.items():
         assert (REPO / name).read_text() == text, f"{name} is stale: run `make dvc-sync` and commit it"
 
 

@@ -77,3 +77,31 @@ def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_pat
     ).read_bytes()
     status = _sh(["dvc", "status"], mate)
     assert "up to date" in status, status  # nothing to re-run: the teammate has what the lock file names
+
+
+def test_the_image_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
+    # `glasswork dvc-sync task=image_classification` writes dvc/image_classification/; DVC reads it
+    # (every stage run from the repository root, its params in its own file, each declared key
+    # present: DVC refuses a missing one) and its outputs lie in the image task's own folders.
+    # `dvc repro` of it was run by hand (the closing note of issue 23): a real run costs minutes.
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _sh(["git", "init", "-q"], repo)
+    _sh(["dvc", "init", "-q"], repo)
+    _sh(["glasswork", "dvc-sync", "task=image_classification"], repo)
+    assert not (repo / "dvc.yaml").exists()  # the text task's pipeline is left alone
+    pipeline = "dvc/image_classification/dvc.yaml"
+    dag = _sh(["dvc", "dag", pipeline, "--dot"], repo)
+    for stage in ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register"):
+        assert f'"{pipeline}:{stage}"' in dag, stage
+    assert f'"{pipeline}:prepare" -> "{pipeline}:train"' in dag
+    status = _sh(["dvc", "status", pipeline], repo)
+    assert "deleted:            data/image_classification/raw/fashion_mnist.parquet" in status
+    assert "artifacts/image_classification/explain/heatmaps.png" in status
+    assert "tweets" not in status and "global_importance.json" not in status  # the text task's files
+    stages = yaml.safe_load((repo / pipeline).read_text())["stages"]
+    assert stages["prepare"]["params"] == [
+        {"dvc/image_classification/params.yaml": ["task", "data", "seed"]}
+    ]  # no model.max_length: the CNN has none, and explain.n_probe no longer retrains
+    assert all(stage["wdir"] == "../.." for stage in stages.values())
