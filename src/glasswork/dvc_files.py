@@ -30,9 +30,9 @@ DEFAULT_TASK = "text_classification"
 
 def pipeline_folder(cfg: DictConfig) -> Path:
     """Where the task's ``params.yaml`` and ``dvc.yaml`` go, relative to the repository root."""
-    from hydra.utils import get_class
+    from glasswork.tasks import task_name
 
-    name = get_class(cfg.task._target_).name
+    name = task_name(cfg)
     return Path(".") if name == DEFAULT_TASK else Path("dvc") / name
 
 

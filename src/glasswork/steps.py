@@ -261,9 +261,9 @@ def render_path(template: str, cfg: DictConfig, root: Path) -> str:
 
 def task_paths(cfg: DictConfig, step: Step, kind: str) -> tuple[str, ...]:
     """``step``'s ``kind`` (deps, outs) for the configured task: every task's and the task's own."""
-    from hydra.utils import get_class
+    from glasswork.tasks import task_name
 
-    name = get_class(cfg.task._target_).name
+    name = task_name(cfg)
     return (*getattr(step, kind), *TASK_PATHS.get(name, {}).get(step.name, {}).get(kind, ()))
 
 
@@ -280,7 +280,8 @@ def dvc_stages(cfg: DictConfig, root: Path, config_file: str = "params.yaml") ->
         stage["deps"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "deps")]
         # Only the keys this task's config has: DVC refuses a declared param that is missing.
         params = [key for key in step.params if OmegaConf.select(cfg, key, default=MISSING_KEY) is not MISSING_KEY]
-        stage["params"] = params if folder == Path(".") else [{config_file: params}]
+        declared: list[str | dict[str, list[str]]] = [*params] if folder == Path(".") else [{config_file: params}]
+        stage["params"] = declared
         stage["outs"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "outs")]
         if step.metrics:
             stage["metrics"] = [{render_path(p, cfg, root): {"cache": False}} for p in step.metrics]

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from glasswork.tasks.base import Predictor, Task
 
-__all__ = ["Predictor", "Task", "build", "get_task", "require_steps"]
+__all__ = ["Predictor", "Task", "build", "get_task", "require_steps", "task_name"]
 
 
 def build(cfg: DictConfig) -> Task:
@@ -16,6 +16,14 @@ def build(cfg: DictConfig) -> Task:
 
     # _recursive_=False: the run's config holds this very node, which must not be built again.
     return instantiate(cfg.task, cfg=cfg, _recursive_=False)
+
+
+def task_name(cfg: DictConfig) -> str:
+    """The configured task's name (``text_classification``, ...), from its class alone."""
+    from hydra.utils import get_class
+
+    task: Task = get_class(cfg.task._target_)  # type: ignore[assignment]  # the class: its attributes
+    return task.name
 
 
 def get_task(target: str, cfg: DictConfig) -> Task:
