@@ -287,6 +287,13 @@ def interruptible(hint: str) -> Iterator[None]:
         return
 
     def stop(signum, frame):
+        if _in_database_call(frame):
+            # Raised inside an SQLite write (MLflow logging a metric), the exception would leave
+            # that connection holding the database's lock, and marking the run KILLED would then
+            # fail with "database is locked" (seen once in CI's SIGINT test). Deliver the same
+            # Ctrl-C again a moment later, once the write is done.
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise Interrupted(hint)
 
@@ -295,6 +302,18 @@ def interruptible(hint: str) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+DATABASE_MODULES = ("sqlite3", "sqlalchemy", "mlflow.store", "alembic")
+
+
+def _in_database_call(frame) -> bool:
+    """Whether the interrupted code is inside a database call (any frame of the stack)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(DATABASE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def checkpoint_step(path: str | Path) -> int:

@@ -157,3 +157,14 @@ def test_a_killed_fsdp_run_resumes_from_its_whole_model_checkpoint(tmp_path):
     # 15 batches an epoch shared by 2 ranks. trainer=gpu's length buckets deal whole batches and
     # leave the odd one out (Lightning's DistributedSampler would pad to 8 each): 7 each.
     assert result["train/steps"] == EPOCHS * 7
+
+
+def test_a_ctrl_c_inside_a_database_write_waits_for_the_write():
+    # Raising inside an SQLite write leaves the lock held and the run could not be marked KILLED:
+    # the handler defers a Ctrl-C that lands in sqlalchemy/sqlite3/MLflow's store code.
+    from glasswork.train import _in_database_call
+
+    namespace = {"__name__": "sqlalchemy.engine.fake", "sys": sys}
+    exec("def write(inner):\n    return inner()", namespace)  # a frame of a database module
+    assert namespace["write"](lambda: _in_database_call(sys._getframe()))
+    assert not _in_database_call(sys._getframe())
