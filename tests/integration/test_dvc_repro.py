@@ -32,13 +32,19 @@ def _sh(cmd: list[str], cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
-def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_path):
+def _repo(tmp_path: Path) -> Path:
+    """A git and DVC repository holding a copy of the sources (the stages' code deps)."""
     repo = tmp_path / "clone"
     repo.mkdir()
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     _sh(["git", "init", "-q"], repo)
     _sh(["dvc", "init", "-q"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_path):
+    repo = _repo(tmp_path)
     _sh(["glasswork", "dvc-sync", "debug=fast"], repo)  # the tiny config, frozen into params.yaml
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "commit", "-qm", "pipeline"], repo)
@@ -84,11 +90,7 @@ def test_the_image_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
     # (every stage run from the repository root, its params in its own file, each declared key
     # present: DVC refuses a missing one) and its outputs lie in the image task's own folders.
     # `dvc repro` of it was run by hand (the closing note of issue 23): a real run costs minutes.
-    repo = tmp_path / "clone"
-    repo.mkdir()
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    _sh(["git", "init", "-q"], repo)
-    _sh(["dvc", "init", "-q"], repo)
+    repo = _repo(tmp_path)
     _sh(["glasswork", "dvc-sync", "task=image_classification"], repo)
     assert not (repo / "dvc.yaml").exists()  # the text task's pipeline is left alone
     pipeline = "dvc/image_classification/dvc.yaml"
