@@ -12,7 +12,6 @@ from glasswork import tracking
 from glasswork.champion_comparison import check_promote_if
 from glasswork.data import sources
 from glasswork.data.prepare import check_lengths, check_table
-from glasswork.drift import CURRENT_CHOICES
 from glasswork.errors import ConfigError
 from glasswork.explain.budget import check_share
 from glasswork.explain.embeddings import check_projection
@@ -21,6 +20,7 @@ from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 from glasswork.models.trainer import check_trainer
 from glasswork.registry import SLICE_GATE, check_same_labels
+from glasswork.text_drift import CURRENT_CHOICES
 
 
 def preflight(cfg: DictConfig) -> None:

@@ -149,6 +149,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/evaluate/predictions.parquet",
             f"{A}/evaluate/val_predictions.parquet",
             "src/glasswork/drift.py",
+            "src/glasswork/text_drift.py",
             "src/glasswork/comparison.py",
             "src/glasswork/image_drift.py",
             "src/glasswork/image_descriptors.py",

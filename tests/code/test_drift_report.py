@@ -126,7 +126,8 @@ def test_embeddings_vote_the_same_with_and_without_the_plot(tmp_path):
 def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(tmp_path):
     from scipy.stats import ks_2samp
 
-    from glasswork.drift import explanation_report, save_explanation_page
+    from glasswork.drift import save_explanation_page
+    from glasswork.text_drift import explanation_report
 
     rng = np.random.default_rng(0)
     reference = {"mass_non_letters": rng.beta(1, 9, 200), "mass_split_words": rng.beta(1, 5, 200)}
@@ -156,7 +157,7 @@ def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(
 def test_explanations_of_one_text_or_constant_descriptors_get_a_verdict_without_numpy_noise():
     import warnings
 
-    from glasswork.drift import EXPLANATION_DESCRIPTORS, explanation_report
+    from glasswork.text_drift import EXPLANATION_DESCRIPTORS, explanation_report
 
     spread = {name: np.linspace(0.0, 0.9, 20) for name in EXPLANATION_DESCRIPTORS}
     constant = {name: np.full(12, 0.5) for name in EXPLANATION_DESCRIPTORS}

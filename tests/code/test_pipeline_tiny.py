@@ -189,9 +189,9 @@ def test_held_out_labelled_batch_gets_estimate_and_truth_side_by_side(tiny_run):
 def _drift_sample(cfg):
     """The drift step's sample of the current batch and the trained model's probabilities on it."""
     from glasswork.data.prepare import with_max_length
-    from glasswork.drift import current_batch
     from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
     from glasswork.serving import predict_proba
+    from glasswork.text_drift import current_batch
 
     cfg = with_max_length(cfg)
     batch = current_batch(cfg)

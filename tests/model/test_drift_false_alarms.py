@@ -12,8 +12,9 @@ import pytest
 
 from glasswork.config import load_config
 from glasswork.data.sources import rotten_tomatoes, tweets
-from glasswork.drift import compare, describe
+from glasswork.drift import compare
 from glasswork.models.backbone import build_model, load_tokenizer, pretrained_dir
+from glasswork.text_drift import describe
 
 SPLITS = 20
 SIDE = 150  # rows per side: modest, as monitoring a small daily batch would be

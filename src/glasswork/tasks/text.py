@@ -128,12 +128,12 @@ class TextClassification:
         return text_descriptors(frame["text"].tolist(), load_tokenizer(folder))
 
     def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
-        from glasswork.drift import current_batch
+        from glasswork.text_drift import current_batch
 
         return current_batch(cfg)
 
     def describer(self, cfg: DictConfig, folder: Path | None = None):
-        from glasswork.drift import TextDescriber
+        from glasswork.text_drift import TextDescriber
 
         return TextDescriber(cfg, folder)
 
