@@ -1,6 +1,8 @@
-"""Fully sharded training (``trainer=fsdp``: FSDP2 on Lightning's ModelParallelStrategy) with two
-CPU processes (gloo): each rank holds half of the weights, and the model it saves is the one that
-DDP trains from the same start on the same batches."""
+"""Distributed training with two CPU processes (gloo), launched from inside a long-lived process
+(here pytest; in production a Prefect task): data-parallel (``trainer=ddp``) through every step,
+and fully sharded (``trainer=fsdp``: FSDP2 on Lightning's ModelParallelStrategy), where each rank
+holds half of the weights and the model it saves is the one DDP trains from the same start on the
+same batches. One DDP run serves both tests: each two-process run costs a minute on 2 cores."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from glasswork.config import load_config
 from glasswork.models.backbone import build_model
 from glasswork.steps import STEPS
 
+DDP = ("trainer=ddp", *TWO_CPU_PROCESSES)
+
 
 def _train(cfg) -> dict:
     for step in STEPS:
@@ -21,6 +25,31 @@ def _train(cfg) -> dict:
         if step.name == "train":
             return result
     raise AssertionError("no train step")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """The tiny pipeline with trainer=ddp, every step: (its root, config, each step's result)."""
+    root = tmp_path_factory.mktemp("ddp")
+    cfg = load_config(tiny_overrides(root, *DDP))
+    return root, cfg, {step.name: step.function()(cfg) for step in STEPS}
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_logs_from_rank_zero_only_and_registers_once(ddp_run):
+    root, cfg, results = ddp_run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    run = client.get_run(results["train"]["run_id"])
+    assert run.data.tags["glasswork.train.world_size"] == "2"
+    assert run.data.tags["glasswork.train.status"] == "done"
+    # One MLflow run (rank 1 opened none), one registered version.
+    assert [r.info.run_id for r in client.search_runs([run.info.experiment_id])] == [run.info.run_id]
+    versions = client.search_model_versions(f"name='{cfg.registry.model_name}'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    # Each rank took half of the batches: 4 steps per epoch, as configured per process.
+    assert results["train"]["train/steps"] == 4
+    assert (root / "artifacts" / "train" / "model" / "config.json").is_file()
+    assert not (root / "artifacts" / ".train.partial").exists()
 
 
 def test_the_fsdp_setting_is_checked_before_anything_runs():
@@ -37,10 +66,10 @@ def test_the_fsdp_setting_is_checked_before_anything_runs():
 
 
 @pytest.mark.slow
-def test_fsdp_shards_the_weights_and_saves_the_model_ddp_trains(tmp_path):
+def test_fsdp_shards_the_weights_and_saves_the_model_ddp_trains(tmp_path, ddp_run):
     fsdp = load_config(tiny_overrides(tmp_path / "fsdp", "trainer=fsdp", *TWO_CPU_PROCESSES))
-    ddp = load_config(tiny_overrides(tmp_path / "ddp", "trainer=ddp", *TWO_CPU_PROCESSES))
-    sharded, replicated = _train(fsdp), _train(ddp)
+    ddp_root, _, ddp_results = ddp_run
+    sharded, replicated = _train(fsdp), ddp_results["train"]
     assert sharded["train/steps"] == replicated["train/steps"] == 4  # 4 steps an epoch on each rank
 
     tags = MlflowClient(tracking_uri=fsdp.tracking.uri).get_run(sharded["run_id"]).data.tags
@@ -51,7 +80,7 @@ def test_fsdp_shards_the_weights_and_saves_the_model_ddp_trains(tmp_path):
     saved = load_file(trained / "model" / "model.safetensors")
     best = torch.load(trained / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     start = build_model(fsdp.model, 2, fsdp.seed).state_dict()
-    by_ddp = load_file(tmp_path / "ddp" / "artifacts" / "train" / "model" / "model.safetensors")
+    by_ddp = load_file(ddp_root / "artifacts" / "train" / "model" / "model.safetensors")
     assert saved.keys() == by_ddp.keys() and saved.keys() <= start.keys()
     moved = max((by_ddp[k] - start[k]).abs().max().item() for k in saved)
     assert moved > 1e-3  # training moved the weights
