@@ -111,9 +111,7 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
     drift = results["drift"]
     drift_word = "DRIFT" if drift["dataset_drift"] else "no drift"
     auc = test.get("roc_auc", float("nan"))
-    from glasswork.baseline import baseline_name  # late: scikit-learn, for one line of words
-
-    baseline = baseline_name(build(cfg))
+    baseline = build(cfg).baseline_name
     model_uri = f"models:/{reg['model_name']}@{reg['alias']}" if reg["promote"] else reg["model_uri"]
     return "\n".join(
         [

@@ -73,6 +73,40 @@ class ImageModelConfig:
 
 
 @dataclass
+class TabularDataConfig:
+    """``task=tabular_classification``'s data: Fair's survey or a user's table of features."""
+
+    name: str = "fair"
+    source: str = "fair"
+    path: str = ""
+    format: str | None = None
+    label_column: str = "affair"
+    feature_columns: list[str] | None = None
+    numeric_columns: list[str] = field(default_factory=list)
+    categorical_columns: list[str] = field(default_factory=list)
+    max_categories: int = 50
+    max_classes: int = 20
+    registry_name: str = "glasswork-fair"
+    slice_columns: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_rows: int | None = None
+    encoding: str = "utf-8"
+
+
+@dataclass
+class TabularModelConfig:
+    """``task=tabular_classification``'s model: :class:`glasswork.models.mlp.MLP`."""
+
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.0
+
+
+@dataclass
 class TaskConfig:
     """Which kind of model: a class Hydra's ``instantiate`` builds (``glasswork.tasks``)."""
 
@@ -237,4 +271,5 @@ class GlassworkConfig:
 TASK_SCHEMAS: dict[str, tuple[type, type]] = {
     "glasswork.tasks.text.TextClassification": (DataConfig, ModelConfig),
     "glasswork.tasks.image.ImageClassification": (ImageDataConfig, ImageModelConfig),
+    "glasswork.tasks.tabular.TabularClassification": (TabularDataConfig, TabularModelConfig),
 }

@@ -312,7 +312,7 @@ def drift(cfg: DictConfig) -> dict:
         cfg.drift.current,
         cfg,
         sample_size=n,
-        metadata=drift_metadata(ref.train, current, (task.input_column,)),
+        metadata=drift_metadata(ref.train, current, tuple(task.inputs())),
         test_labels=labels is not None,
     )
     summary = {"current": cfg.drift.current, "n_current": len(current), **found.summary()}

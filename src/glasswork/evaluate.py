@@ -25,7 +25,6 @@ from sklearn.metrics import (
 )
 
 from glasswork import tasks, tracking
-from glasswork.baseline import baseline_name
 from glasswork.collapse import ADVICE, confusion, learned_nothing
 from glasswork.data.prepare import load_labels, load_split, split_md5
 from glasswork.errors import DataError
@@ -133,7 +132,7 @@ def split_slices(cfg: DictConfig, frame: pd.DataFrame, names: list[str]) -> dict
     words, an image's brightness), by true class, and by each metadata column ``prepare`` kept."""
     task = tasks.build(cfg)
     descriptors = task.descriptors(frame, model_dir(cfg))
-    metadata = frame.drop(columns=[task.input_column, "label", "path"], errors="ignore")
+    metadata = frame.drop(columns=[*task.inputs(), "label", "path"], errors="ignore")
     return define_slices(descriptors, frame["label"].to_numpy(), names, metadata, by=task.slice_by)
 
 
@@ -184,7 +183,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "evaluate: the model does not beat its baseline (%s) on the same split: macro-F1 %.3f against %.3f "
             "(accuracy %.3f against %.3f); train longer (trainer.min_steps) or ask whether the network is worth "
             "its cost here",
-            baseline_name(task),
+            task.baseline_name,
             metrics["macro_f1"],
             baseline["macro_f1"],
             metrics["accuracy"],

@@ -219,7 +219,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     folder = output / f"{time.strftime('%Y%m%dT%H%M%S')}-{Path(source).stem}"
     with atomic_dir(folder) as out, _monitor_run(cfg, ref, batch) as run:
         counts = task.score_batch(out / "predictions.parquet", batch, describer, ref, cfg)
-        summary, found = _compare(batch, describer, ref, task.input_column, cfg)
+        summary, found = _compare(batch, describer, ref, tuple(task.inputs()), cfg)
         summary |= {"predicted_counts": counts, "output_dir": str(folder), "mlflow_run_id": run.info.run_id}
         summary["task"] = task.name
         found.result.save_html(out / "report.html")
@@ -255,7 +255,7 @@ def record_action(summary: dict, action: str) -> None:
     MlflowClient().set_tag(summary["mlflow_run_id"], "glasswork.monitor.action", action)
 
 
-def _compare(batch: Batch, describer, ref: Reference, input_column: str, cfg: DictConfig):
+def _compare(batch: Batch, describer, ref: Reference, inputs: tuple[str, ...], cfg: DictConfig):
     """The batch's sample against the champion's reference (:func:`glasswork.comparison.compare_batch`,
     as the drift step compares), with what monitor adds: labels the model never saw, and the
     label tested only when every sampled row has one it knows."""
@@ -277,7 +277,6 @@ def _compare(batch: Batch, describer, ref: Reference, input_column: str, cfg: Di
             )
     # Label drift is tested only when every sampled row has a label the model knows.
     test_labels = labels is not None and (labels >= 0).all()
-    inputs = (input_column,)
     metadata = [c for c in drift_metadata(ref.train, sample, inputs) if c in metadata_columns(ref.train, cfg, inputs)]
     found = compare_batch(
         ref.data,

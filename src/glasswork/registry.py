@@ -105,7 +105,7 @@ def register(cfg: DictConfig) -> dict:
     tracking.configure(cfg)
     client = MlflowClient()
     name, alias = cfg.registry.model_name, cfg.registry.alias
-    champion = _champion(cfg, client, metrics, task.input_column)
+    champion = _champion(cfg, client, metrics, task.inputs())
     comparison = None if champion is None else compare_with_champion(cfg, champion)
     slice_rows, slice_failures = slices_vs_champion(cfg, champion)
     # A champion registered from this very run (the register step run again) is this model: its
@@ -232,7 +232,7 @@ class Champion:
         return self.probs.argmax(axis=1) == truth
 
 
-def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float], column: str) -> Champion | None:
+def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float], inputs: list[str]) -> Champion | None:
     """The champion on our test split: its run's logged predictions when it was tested on the
     same split, its pyfunc scoring the split otherwise."""
     name, alias, metric = cfg.registry.model_name, cfg.registry.alias, cfg.registry.compare_metric
@@ -249,7 +249,7 @@ def _champion(cfg: DictConfig, client: MlflowClient, metrics: dict[str, float], 
         if probs is not None:
             return Champion(str(champion.version), probs, champion.run_id)
     log.info("register: scoring champion v%s on this test split through its pyfunc", champion.version)
-    predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[[column]])
+    predicted = mlflow.pyfunc.load_model(f"models:/{name}@{alias}").predict(test[inputs])
     classes = [str(c) for c in load_labels(cfg)["classes"]]
     probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy(float)
     if predicted["label"].isin(classes).all() and probs.shape[1] == len(classes):
@@ -370,7 +370,7 @@ def _log_pyfunc(cfg: DictConfig, task):
     """Log the trained model as the task's pyfunc ("models from code"), with a signature and an
     input example of three test rows scored by the model itself."""
     path, spec = model_dir(cfg), task.pyfunc()
-    example = load_split(cfg, "test")[[task.input_column]].head(3).reset_index(drop=True)
+    example = load_split(cfg, "test")[task.inputs()].head(3).reset_index(drop=True)
     labels = load_labels(cfg)
     probs = task.predictor(path).predict_proba(example, batch_size=8)
     output = pd.DataFrame({"label": [str(labels["classes"][i]) for i in probs.argmax(1)]})

@@ -89,9 +89,14 @@ class Task(Protocol):
     :mod:`glasswork.tasks.image`."""
 
     name: str
-    input_column: str  # the column of a processed split that holds the model's input
+    baseline_name: str  # the simple model fitted beside it (evaluate), in words
     steps: tuple[str, ...]  # the pipeline steps this task has (glasswork.tasks.require_steps)
     slice_by: dict[str, tuple[str, float, str]]  # descriptors cut at tertiles (glasswork.slices)
+
+    def inputs(self) -> list[str]:
+        """The columns of a processed split that hold the model's input (``text``; ``image``; a
+        table's feature columns, which ``prepare`` decided): the registered model's input too."""
+        ...
 
     def preflight(self, cfg: DictConfig) -> list:
         """A run's checks of the task's own settings and data, before anything is written; the
@@ -104,7 +109,7 @@ class Task(Protocol):
         ...
 
     def read(self, cfg: DictConfig) -> CleanTable:
-        """The checked raw data: a frame with :attr:`input_column`, ``label`` (original values) and
+        """The checked raw data: a frame with the :meth:`inputs` columns, ``label`` (original values) and
         metadata columns, its sorted classes, and a report of what was dropped and why."""
         ...
 
@@ -160,7 +165,7 @@ class Task(Protocol):
         ...
 
     def pyfunc(self) -> PyfuncSpec:
-        """How ``register`` logs the trained model (the input column it takes is :attr:`input_column`)."""
+        """How ``register`` logs the trained model (the columns it takes are :meth:`inputs`)."""
         ...
 
     def explain(self, cfg: DictConfig) -> dict:

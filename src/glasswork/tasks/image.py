@@ -76,6 +76,7 @@ class ImageClassification:
 
     name = "image_classification"
     input_column = "image"
+    baseline_name = "logistic regression on the pixels"
     # Not built yet for images: monitor and reproduce.
     steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
 
@@ -84,6 +85,9 @@ class ImageClassification:
     def __init__(self, cfg: DictConfig | None = None):
         self.cfg = cfg
         self._stats: tuple[list[float], list[float]] | None = None
+
+    def inputs(self) -> list[str]:
+        return [self.input_column]
 
     def resolve(self, cfg: DictConfig) -> DictConfig:
         return cfg

@@ -35,6 +35,7 @@ class TextClassification:
 
     name = "text_classification"
     input_column = "text"
+    baseline_name = "TF-IDF + logistic regression"
     steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
 
     slice_by = TEXT_SLICES  # descriptors the test metrics are sliced by (tertiles)
@@ -42,6 +43,9 @@ class TextClassification:
     def __init__(self, cfg: DictConfig | None = None):
         # The whole run's config, when the caller passes it (glasswork.tasks.build does).
         self.cfg = cfg
+
+    def inputs(self) -> list[str]:
+        return [self.input_column]
 
     def resolve(self, cfg: DictConfig) -> DictConfig:
         from glasswork.data.prepare import with_max_length
