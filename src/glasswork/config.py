@@ -194,6 +194,14 @@ def _explain_hydra_error(err: HydraException, overrides: Sequence[str]) -> str:
         text = text.split("Config search path")[0]
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return f"{lines[0]}; {' '.join(lines[1:])}. `glasswork --help` lists the config groups."
+    if "LexerNoViableAltException" in text or "mismatched input" in text:
+        # Hydra's grammar stops at a space, a bracket or an accent inside an unquoted value.
+        bad = next((o for o in overrides if o in text), None) or "the override"
+        return (
+            f"{bad}: Hydra could not parse this value. Quote each value holding spaces, brackets, commas or "
+            'accented characters, e.g. \'data.feature_columns=["tenure (months)","région"]\' (single quotes '
+            "for the shell, double quotes for Hydra)"
+        )
     return f"{first_line(err)} (overrides: {list(overrides)})"
 
 

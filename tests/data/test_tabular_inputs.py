@@ -86,3 +86,14 @@ def test_a_feature_named_like_a_split_column_is_refused(tmp_path, capsys, name):
     frame = _table(tmp_path).rename(columns={"spend": name})
     err = _refused(tmp_path, capsys, frame)
     assert f"a feature column is named {name!r}" in err
+
+
+def test_a_column_name_hydra_cannot_parse_gets_the_quoting_that_works(tmp_path, capsys):
+    table = write_table(tmp_path / "t.csv", n=40)
+    unquoted = "data.feature_columns=[plan,spend (€)]"  # a bracket inside a value stops Hydra's parser
+    assert main(["show-config", *table_overrides(tmp_path, table, unquoted)]) == 2
+    err = capsys.readouterr().err
+    assert f"{unquoted}: Hydra could not parse this value" in err and '\'data.feature_columns=["tenure (months)"' in err
+    quoted = 'data.feature_columns=["tenure months","plan"]'
+    assert main(["show-config", *table_overrides(tmp_path, table, quoted)]) == 0
+    assert "- tenure months" in capsys.readouterr().out
