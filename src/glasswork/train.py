@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> dict:
             mlflow.set_tag("glasswork.train.learned_nothing", nothing)
         write_json(staging / "metrics.json", metrics)
         write_json(staging / "run.json", {"run_id": run_id})
+        _write_curves(run_id, staging)
         shutil.move(str(partial / "checkpoints"), str(staging / "checkpoints"))
         best = best and str(staging / "checkpoints" / Path(best).name)
     shutil.rmtree(partial, ignore_errors=True)
@@ -112,6 +113,20 @@ def train(cfg: DictConfig) -> dict:
     if nothing:
         log.warning("train: the model learned nothing: %s; %s", nothing, ADVICE)
     return {"run_id": run_id, **metrics}
+
+
+def _write_curves(run_id: str, folder: Path) -> None:
+    """``curves.png``: the loss and the scores Lightning logged, per step, validation and epoch;
+    logged to the run beside its metrics (MLflow draws each metric alone, not side by side)."""
+    from mlflow.tracking import MlflowClient
+
+    from glasswork.curves import curves_figure
+    from glasswork.explain.embeddings import png_bytes
+
+    fig = curves_figure(MlflowClient(), run_id)
+    if fig is not None:
+        (folder / "curves.png").write_bytes(png_bytes(fig))
+        mlflow.log_artifact(str(folder / "curves.png"), "train")
 
 
 PARTIAL = ".train.partial"  # checkpoints and run id of a training run that has not finished yet

@@ -103,6 +103,11 @@ def test_a_users_table_trains_evaluates_and_registers_through_the_same_steps(tmp
     saved = tmp_path / ART / "train" / "model"
     assert {p.name for p in saved.iterdir()} >= {"config.json", "model.safetensors", "preprocess.json", "labels.json"}
     assert read_json(saved / "preprocess.json")["categorical"]["plan"][0] == OTHER
+    # The training and validation curves, per epoch, as a picture beside the run's metrics.
+    assert (tmp_path / ART / "train" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    client = mlflow.tracking.MlflowClient(tracking_uri=cfg.tracking.uri)
+    assert "train/curves.png" in [a.path for a in client.list_artifacts(results["train"]["run_id"], "train")]
+    assert len(client.get_metric_history(results["train"]["run_id"], "val/loss")) == 25  # one per epoch
     assert results["register"]["promote"], results["register"]["reasons"]
 
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
