@@ -84,6 +84,7 @@ format: $(STAMP) ## ruff format + import sort
 dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list (and the image task's)
 	$(BIN)/glasswork dvc-sync
 	$(BIN)/glasswork dvc-sync task=image_classification
+	$(BIN)/glasswork dvc-sync task=tabular_classification
 
 repro: $(STAMP) ## replay the pipeline with DVC (skips the unchanged stages)
 	$(BIN)/dvc repro

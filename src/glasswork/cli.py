@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="glasswork",
-        description="Train, evaluate, explain, watch and register transformer text classifiers.",
+        description="Train, evaluate, explain, watch and register deep classifiers of texts, images and tables.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -12,7 +12,7 @@ the explanations are compared where the task can.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ class Comparison:
     landing: str
     n_reference: int
     labels_tested: bool
+    findings: dict = field(default_factory=dict)  # the batch's view's (a table's unseen categories)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -94,6 +95,7 @@ class Comparison:
             "drifted_signals": self.result.drifted_signals,
             "performance": self.performance,
             "explanation_drift": self.explained,
+            **self.findings,
         }
 
 
@@ -144,4 +146,6 @@ def compare_batch(
     slices = metadata_slices(current, metadata, ref.test), metadata_slices(ref.test, metadata, ref.test)
     performance = performance_estimate(ref.validation, ref.predictions, current_view.probs, labels, *slices)
     explained, page = describer.explanation_drift(current if explain is None else explain, ref.explanations)
-    return Comparison(result, performance, explained, page, landing, len(reference), test_labels)
+    return Comparison(
+        result, performance, explained, page, landing, len(reference), test_labels, dict(current_view.findings)
+    )

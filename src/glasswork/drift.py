@@ -61,6 +61,8 @@ class View:
     numeric: list[str] = field(default_factory=lambda: list(NUMERIC))
     embedding_name: str = "sentence"
     hover: list[str] | None = None  # per row; None: the text column
+    categorical: list[str] = field(default_factory=list)  # columns tested as categories (a table's)
+    findings: dict = field(default_factory=dict)  # what the rows hold that the model never learned
 
     @property
     def has_labels(self) -> bool:
@@ -134,7 +136,9 @@ def compare(reference: View, current: View, cfg: DictConfig) -> DriftResult:
         with_embeddings(current),
         text_columns=reference.text_columns,
         numerical_columns=reference.numeric + numeric,
-        categorical_columns=(["label"] if labelled else []) + [c for c in metadata if c not in numeric],
+        categorical_columns=(["label"] if labelled else [])
+        + reference.categorical
+        + [c for c in metadata if c not in numeric],
         embeddings={reference.embedding_name: columns},
         drift_share=cfg.drift.drift_share,
         text_method=cfg.drift.text_method,

@@ -43,7 +43,12 @@ STEPS: tuple[Step, ...] = (
         "ingest",
         "glasswork.data.prepare:ingest",
         "copy the packaged datasets into data/raw",
-        deps=("src/glasswork/data/sources.py", "src/glasswork/data/images.py", "src/glasswork/tasks"),
+        deps=(
+            "src/glasswork/data/sources.py",
+            "src/glasswork/data/images.py",
+            "src/glasswork/data/tabular.py",
+            "src/glasswork/tasks",
+        ),
         outs=("{data_path}",),  # and the task's (TASK_PATHS)
         params=("task", "data", "drift.current", "drift.current_path"),
     ),
@@ -58,6 +63,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/data/card.py",
             "src/glasswork/data/sources.py",
             "src/glasswork/data/images.py",
+            "src/glasswork/data/tabular.py",
             "src/glasswork/tasks",
         ),
         outs=("{processed}", f"{A}/prepare/data_card.json", f"{A}/prepare/data_card.md"),
@@ -82,6 +88,8 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/models",
             "src/glasswork/data/datamodule.py",
             "src/glasswork/data/image_batches.py",
+            "src/glasswork/data/table_batches.py",
+            "src/glasswork/curves.py",
             "src/glasswork/collapse.py",
             "src/glasswork/tasks",
         ),
@@ -152,6 +160,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/text_drift.py",
             "src/glasswork/comparison.py",
             "src/glasswork/image_drift.py",
+            "src/glasswork/table_drift.py",
             "src/glasswork/image_descriptors.py",
             "src/glasswork/tasks",
             "src/glasswork/estimate.py",
@@ -203,6 +212,7 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/explain/gate.py",
             "src/glasswork/serving.py",
             "src/glasswork/serving_images.py",
+            "src/glasswork/serving_tables.py",
             "src/glasswork/tasks",
         ),
         outs=(f"{A}/register/registration.json",),
@@ -231,6 +241,16 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "image_classification": {
         "explain": {
             "outs": (f"{A}/explain/heatmaps.png", f"{A}/explain/class_saliency.png", f"{A}/explain/randomisation.png")
+        },
+    },
+    "tabular_classification": {
+        "explain": {
+            "outs": (
+                f"{A}/explain/global_importance.json",
+                f"{A}/explain/global_importance.png",
+                f"{A}/explain/dependence.png",
+                f"{A}/explain/randomisation.png",
+            )
         },
     },
 }

@@ -107,3 +107,18 @@ def test_the_image_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
         {"dvc/image_classification/params.yaml": ["task", "data", "seed"]}
     ]  # no model.max_length: the CNN has none, and explain.n_probe no longer retrains
     assert all(stage["wdir"] == "../.." for stage in stages.values())
+
+
+def test_the_tabular_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
+    # As the image task's: `glasswork dvc-sync task=tabular_classification` writes its own folder,
+    # which DVC reads; its outputs are the tabular task's (not the text task's embedding map).
+    repo = _repo(tmp_path)
+    _sh(["glasswork", "dvc-sync", "task=tabular_classification"], repo)
+    pipeline = "dvc/tabular_classification/dvc.yaml"
+    dag = _sh(["dvc", "dag", pipeline, "--dot"], repo)
+    for stage in ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register"):
+        assert f'"{pipeline}:{stage}"' in dag, stage
+    status = _sh(["dvc", "status", pipeline], repo)
+    assert "deleted:            data/tabular_classification/raw/fair.parquet" in status
+    assert "artifacts/tabular_classification/explain/dependence.png" in status
+    assert "explain/embeddings.html" not in status and "tweets" not in status

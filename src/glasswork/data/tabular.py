@@ -104,14 +104,14 @@ def feature_names(
     return names
 
 
-def _unparsed(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+def parse_numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """The column as numbers, and the rows whose written value is not one."""
     as_number = pd.to_numeric(values.astype("string").str.strip().replace("", pd.NA), errors="coerce")
     written = values.notna().to_numpy() & (values.astype("string").str.strip() != "").fillna(False).to_numpy()
     return as_number.astype("float64"), np.flatnonzero(written & as_number.isna().to_numpy())
 
 
-def _bad_numbers(values: pd.Series, rows: np.ndarray, source: str, column: str, why: str) -> DataError:
+def bad_numbers(values: pd.Series, rows: np.ndarray, source: str, column: str, why: str) -> DataError:
     shown = ", ".join(f"line {i + 2} ({values.iloc[i]!r})" for i in rows[:5])
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
     return DataError(
@@ -175,19 +175,19 @@ def _typed(values: pd.Series, source: str, column: str, numeric: bool, categoric
         )
     kind = pd.api.types
     if categorical or (not numeric and kind.is_bool_dtype(values)):
-        return _category(values), "categorical"
+        return as_category(values), "categorical"
     if kind.is_numeric_dtype(values):
         return values.astype("float64"), "numeric"
-    numbers, bad = _unparsed(values)
+    numbers, bad = parse_numbers(values)
     written = int(values.notna().sum())
     if numeric and len(bad):
-        raise _bad_numbers(values, bad, source, column, "listed in data.numeric_columns")
+        raise bad_numbers(values, bad, source, column, "listed in data.numeric_columns")
     if len(bad) and (written - len(bad)) >= NUMERIC_SHARE * written:
-        raise _bad_numbers(values, bad, source, column, f"{written - len(bad)} of its {written} values are numbers")
-    return (_category(values), "categorical") if len(bad) else (numbers, "numeric")
+        raise bad_numbers(values, bad, source, column, f"{written - len(bad)} of its {written} values are numbers")
+    return (as_category(values), "categorical") if len(bad) else (numbers, "numeric")
 
 
-def _category(values: pd.Series) -> pd.Series:
+def as_category(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
     return text.mask(text == "").astype(object).where(text.notna() & (text != ""), None)
 
@@ -264,15 +264,15 @@ class Preprocessor:
         unseen: dict[str, int] = {}
         blocks = self.blocks
         for column, stats in self.numeric.items():
-            values, bad = _unparsed(frame[column]) if not pd.api.types.is_numeric_dtype(frame[column]) else (
+            values, bad = parse_numbers(frame[column]) if not pd.api.types.is_numeric_dtype(frame[column]) else (
                 frame[column].astype("float64"), np.array([], dtype=int))  # fmt: skip
             if len(bad):
-                raise _bad_numbers(frame[column].reset_index(drop=True), bad, source, column, "the model reads numbers")
+                raise bad_numbers(frame[column].reset_index(drop=True), bad, source, column, "the model reads numbers")
             filled = values.fillna(stats["median"]).to_numpy()
             out[:, blocks[column].start] = (filled - stats["mean"]) / stats["std"]
         for column, categories in self.categorical.items():
             index = {c: i for i, c in enumerate(categories)}
-            text = _category(frame[column])
+            text = as_category(frame[column])
             codes = np.array([index.get(str(v), 0) if v is not None else 0 for v in text], dtype=np.int64)
             new = int(sum(1 for v in text if v is not None and str(v) not in index))
             if new:

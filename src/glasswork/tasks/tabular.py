@@ -64,8 +64,8 @@ class TabularClassification:
     """Rows of numeric and categorical columns; a :class:`~glasswork.models.mlp.MLP`."""
 
     name = "tabular_classification"
-    # Not built yet for tables: explain, drift, monitor and reproduce.
-    steps = ("ingest", "prepare", "train", "evaluate", "register")
+    # Not built yet for tables: reproduce.
+    steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
     slice_by: dict[str, tuple[str, float, str]] = {}  # a table's own columns slice it (data.slice_columns)
     baseline_name = "logistic regression on the preprocessed columns"
 
@@ -84,6 +84,16 @@ class TabularClassification:
 
     def preflight(self, cfg: DictConfig) -> list:
         """The tabular task's settings, then its data (read and checked as ``prepare`` will); the classes."""
+        from glasswork.explain.table_step import check_table_settings
+        from glasswork.table_drift import check_current
+
+        check_table_settings(cfg)
+        check_current(cfg.drift.current)
+        if cfg.registry.forbidden_tokens:
+            raise ConfigError(
+                "registry.forbidden_tokens: a rule on the tokens an explanation relies on is for texts; "
+                "task=tabular_classification has no tokens (leave it [])"
+            )
         return self.read(cfg).classes if cfg.data.source == "table" or Path(cfg.data.path).is_file() else ["no", "yes"]
 
     def ingest(self, cfg: DictConfig) -> dict:
@@ -222,19 +232,29 @@ class TabularClassification:
         return table_baseline(train, test, seed, Preprocessor.fit(train, read_columns(self.cfg)))
 
     def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
-        raise NotImplementedError("task=tabular_classification has no drift step yet")
+        from glasswork.table_drift import current_batch
+
+        return current_batch(cfg)
 
     def describer(self, cfg: DictConfig, folder: Path | None = None):
-        raise NotImplementedError("task=tabular_classification has no drift step yet")
+        from glasswork.table_drift import TableDescriber
+
+        return TableDescriber(cfg, folder)
 
     def monitor_batch(self, source: Path, cfg: DictConfig, ref):
-        raise NotImplementedError("task=tabular_classification has no monitor yet")
+        from glasswork.table_drift import read_table_batch
+
+        return read_table_batch(source, cfg, ref)
 
     def score_batch(self, path: Path, batch, describer, ref, cfg: DictConfig) -> dict[str, int]:
-        raise NotImplementedError("task=tabular_classification has no monitor yet")
+        from glasswork.table_drift import score_table
+
+        return score_table(path, batch, describer, ref, cfg)
 
     def explain(self, cfg: DictConfig) -> dict:
-        raise NotImplementedError("task=tabular_classification has no explain step yet")
+        from glasswork.explain.table_step import explain_tables
+
+        return explain_tables(cfg)
 
 
 def check_settings(cfg: DictConfig) -> None:
