@@ -22,7 +22,6 @@ from glasswork.outputs import read_json
 from glasswork.steps import get
 
 ART, DATA = "artifacts/tabular_classification", "data/tabular_classification/processed"
-BUILT = ("ingest", "prepare", "train", "evaluate", "register")  # the steps a model needs to be served
 PLANS = ["básico", "pro", "équipe / 团队", "entreprise"]  # odd characters in a category
 
 
@@ -88,29 +87,37 @@ def test_the_preprocessing_is_fitted_on_the_training_split_only():
         pre.transform(later.drop(columns=["x"]), "batch.csv")
 
 
-def test_a_users_table_trains_evaluates_and_registers_through_the_same_steps(tmp_path):
+def test_glasswork_run_takes_a_users_table_through_every_step_and_serves_it(tmp_path):
+    # The seam's second proof: every step, in the same Prefect flow as text and images.
     data = write_table(tmp_path / "customers.csv")
     # Logged every 10 steps, not every step (debug=fast_tabular's 1): 500 SQLite writes cost more than the MLP.
     epochs = ("trainer.max_epochs=25", "trainer.limit_train_batches=1.0", "trainer.log_every_n_steps=10")
-    cfg = load_config(table_overrides(tmp_path, data, *epochs))
-    results = {name: get(name).function()(cfg) for name in BUILT}
+    overrides = table_overrides(tmp_path, data, *epochs, "drift.sample_size=100")
+    assert main(["run", *overrides]) == 0
+    cfg, art = load_config(overrides), tmp_path / ART
     report = read_json(tmp_path / DATA / "report.json")
     assert report["features"] == {"numeric": ["tenure months", "spend"], "categorical": ["plan"]}
     assert report["missing_values"] == {"spend": 18, "plan": 13}
-    metrics = results["evaluate"]
+    metrics = read_json(art / "evaluate" / "metrics.json")["test"]
     # Learnable from two columns. The majority class alone scores accuracy 0.8 but macro-F1 0.44
     # and ROC-AUC 0.5; the classes are 4:1 apart, so the loss is balanced (trainer.class_weights).
     assert metrics["roc_auc"] >= 0.9 and metrics["macro_f1"] >= 0.7, metrics
     assert "baseline_accuracy" in metrics
-    saved = tmp_path / ART / "train" / "model"
+    saved = art / "train" / "model"
     assert {p.name for p in saved.iterdir()} >= {"config.json", "model.safetensors", "preprocess.json", "labels.json"}
     assert read_json(saved / "preprocess.json")["categorical"]["plan"][0] == OTHER
     # The training and validation curves, per epoch, as a picture beside the run's metrics.
-    assert (tmp_path / ART / "train" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (art / "train" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    run_id = read_json(art / "train" / "run.json")["run_id"]
     client = mlflow.tracking.MlflowClient(tracking_uri=cfg.tracking.uri)
-    assert "train/curves.png" in [a.path for a in client.list_artifacts(results["train"]["run_id"], "train")]
-    assert len(client.get_metric_history(results["train"]["run_id"], "val/loss")) == 25  # one per epoch
-    assert results["register"]["promote"], results["register"]["reasons"]
+    assert "train/curves.png" in [a.path for a in client.list_artifacts(run_id, "train")]
+    assert len(client.get_metric_history(run_id, "val/loss")) == 25  # one per epoch
+    for out in ("explain/attributions.html", "explain/global_importance.png", "drift/report.html"):
+        assert (art / out).is_file(), out
+    found = read_json(art / "drift" / "drift.json")
+    assert found["current"] == "shifted" and found["unseen_categories"] == {} and found["all_missing_columns"] == []
+    registration = read_json(art / "register" / "registration.json")
+    assert registration["version"] == "1" and registration["promote"], registration["reasons"]
 
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
     rows = pd.DataFrame(
@@ -123,23 +130,11 @@ def test_a_users_table_trains_evaluates_and_registers_through_the_same_steps(tmp
         model.predict(rows.drop(columns=["spend"]))
 
 
-def test_glasswork_run_takes_a_table_through_every_step_of_the_flow(tmp_path):
-    # The seam's second proof: every step, in the same Prefect flow as text and images.
-    data = write_table(tmp_path / "customers.csv", n=300)
-    assert main(["run", *table_overrides(tmp_path, data, "trainer.max_epochs=6", "drift.sample_size=100")]) == 0
-    art = tmp_path / ART
-    for out in ("explain/attributions.html", "explain/global_importance.png", "drift/report.html", "drift/drift.json"):
-        assert (art / out).is_file(), out
-    assert read_json(art / "register" / "registration.json")["version"] == "1"
-    found = read_json(art / "drift" / "drift.json")
-    assert found["current"] == "shifted" and found["unseen_categories"] == {} and found["all_missing_columns"] == []
-
-
 def test_the_default_table_is_fairs_survey_and_an_mlp_beats_its_baseline(tmp_path):
     # The real default: 6,366 rows, 6 numeric and 2 categorical columns, from statsmodels.
     # 4 epochs: the default run stops early after 7, its best checkpoint from the second.
     cfg = load_config(["task=tabular_classification", f"paths.root={tmp_path}", "trainer.max_epochs=4"])
-    results = {name: get(name).function()(cfg) for name in BUILT[:4]}
+    results = {name: get(name).function()(cfg) for name in ("ingest", "prepare", "train", "evaluate")}
     report = read_json(tmp_path / DATA / "report.json")
     assert report["rows_read"] == 6366 and report["features"]["categorical"] == ["occupation", "occupation_husb"]
     metrics = results["evaluate"]

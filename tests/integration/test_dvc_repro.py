@@ -43,7 +43,7 @@ def _repo(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_path):
+def test_dvc_repro_twice_then_only_the_register_stage_then_a_teammate_pulls(tmp_path):
     repo = _repo(tmp_path)
     _sh(["glasswork", "dvc-sync", "debug=fast"], repo)  # the tiny config, frozen into params.yaml
     _sh(["git", "add", "-A"], repo)
@@ -59,12 +59,14 @@ def test_dvc_repro_twice_then_only_the_drift_stage_then_a_teammate_pulls(tmp_pat
     second = _sh(["dvc", "repro"], repo)
     assert "Running stage" not in second and "up to date" in second
 
+    # A registry setting touches the register stage alone (the last: nothing reads its output);
+    # it costs a third of re-running drift.
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["drift"]["sample_size"] = 50
+    params["registry"]["thresholds"]["accuracy"] = 0.01
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _sh(["dvc", "repro"], repo)
     ran = [line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage")]
-    assert ran == ["drift"], third
+    assert ran == ["register"], third
 
     # The team's way to share results: commit the lock file and the metrics, push the outputs to a
     # DVC remote (a folder here; s3:// or ssh:// for a team), and a teammate clones and pulls them.
