@@ -121,15 +121,16 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             f"ROC-AUC {auc:.3f}, ECE {test['ece']:.3f}",
             f"  baseline ({baseline}, same split): accuracy {test['baseline_accuracy']:.3f}, "
             f"macro-F1 {test['baseline_macro_f1']:.3f}"
-            + ("" if test["macro_f1"] > test["baseline_macro_f1"] else "  <- the fine-tuned model does not beat it"),
+            + ("" if test["macro_f1"] > test["baseline_macro_f1"] else "  <- the trained model does not beat it"),
             *(["  THE MODEL LEARNED NOTHING (see the evaluate step's log)"] if test.get("learned_nothing") else []),
             f"  registered {reg['model_name']} v{reg['version']}; it {verdict} '{reg['alias']}': "
             + "; ".join(reg["reasons"]),
             f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",
             "Where to look:",
             f"  MLflow UI:     {_ui(cfg.tracking.uri)}",
-            f"  explanations:  {art / 'explain' / 'attributions.html'} (faithfulness.png; "
-            "embedding map: embeddings.html)",
+            f"  explanations:  {art / 'explain' / 'attributions.html'} (and the figures beside it: "
+            + ", ".join(sorted(p.name for p in (art / "explain").glob("*.png")))
+            + ")",
             f"  drift report:  {art / 'drift' / 'report.html'} (explanations: explanation_report.html; "
             "where the batch lands: embeddings.html)",
             f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, slices.png, confusion_matrix.png, roc.png, "

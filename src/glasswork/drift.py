@@ -267,7 +267,9 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
         "n_drifted": result.n_drifted,
     }
     for name, info in result.columns.items():
-        key = name.replace(":", "_")
+        # A table's column names are the user's ("tenure (months)", "charges €"): MLflow takes
+        # letters, digits and a few signs only.
+        key = metric_key(name.replace(":", "_"))
         metrics[f"{key}_score"] = info["score"]
         metrics[f"{key}_drifted"] = int(info["drifted"])
     metrics |= {k: v for k, v in performance.items() if k.endswith("accuracy")}

@@ -139,3 +139,19 @@ def test_the_default_table_is_fairs_survey_and_an_mlp_beats_its_baseline(tmp_pat
     assert report["rows_read"] == 6366 and report["features"]["categorical"] == ["occupation", "occupation_husb"]
     metrics = results["evaluate"]
     assert metrics["accuracy"] > 0.68 and metrics["roc_auc"] > 0.7, metrics  # the majority class: 0.68
+
+
+def test_drift_metrics_of_any_column_name_are_names_mlflow_takes():
+    # Found by a run on a user's table: "drift/tenure (months)_score" was refused by MLflow.
+    from types import SimpleNamespace
+
+    from mlflow.utils.validation import _validate_metric_name
+
+    from glasswork.drift import drift_metrics
+
+    columns = {name: {"score": 0.1, "drifted": True} for name in ("tenure (months)", "charges €", "meta:source")}
+    result = SimpleNamespace(dataset_drift=True, share_drifted=1.0, n_drifted=3, columns=columns)
+    metrics = drift_metrics(result, {}, {"status": "not computed"})
+    assert {"tenure_months_score", "charges_score", "meta_source_drifted"} <= set(metrics)
+    for key in metrics:
+        _validate_metric_name(f"drift/{key}")
