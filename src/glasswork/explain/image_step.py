@@ -25,9 +25,10 @@ from glasswork.data.image_batches import decode_all
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain.budget import check_share, training_seconds
-from glasswork.explain.embeddings import data_uri, png_bytes
+from glasswork.explain.embeddings import png_bytes
 from glasswork.explain.faithfulness import check_alpha, check_measure, faithfulness_figure
 from glasswork.explain.pixels import METHODS, agreement, explain_pixels, faithfulness_pixels, gains_by_image
+from glasswork.explain.report import figure_sections, quality_rows
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
@@ -252,25 +253,11 @@ def _page(probe, probs, names, metrics, methods, figures, cfg) -> str:
     def cell(value) -> str:
         return f"<td>{html.escape(str(value))}</td>"
 
-    def aopc(method: str, name: str) -> str:
-        return f"{metrics[f'{method}/{name}_aopc']:.3f} ({metrics[f'{method}/random_{name}_aopc']:.3f})"
-
-    rows = []
-    for method in methods:
-        rand = metrics.get(f"{method}/randomisation_spearman_mean")
-        verdict = "passed" if rand is not None and rand < e.sanity_max_spearman else "FAILED"
-        checked = "not checked" if rand is None else f"{rand:.2f}, {verdict}"
-        cells = (method, aopc(method, "comprehensiveness"), aopc(method, "sufficiency"), checked)
-        rows.append("<tr>" + "".join(cell(c) for c in cells) + "</tr>")
     images = "".join(
         "<tr>" + cell(i) + cell(names[int(a)]) + cell(names[int(p.argmax())]) + cell(f"{p.max():.3f}") + "</tr>"
         for i, (a, p) in enumerate(zip(probe["label"], probs, strict=True))
     )
-    pictures = "".join(
-        f"<h2>{html.escape(title)}</h2><img src='{data_uri(png)}' alt='{html.escape(title)}'>"
-        for title, png in figures.items()
-        if png is not None
-    )
+    rows, pictures = quality_rows(methods, metrics, e.sanity_max_spearman), figure_sections(figures)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Glasswork — image attributions</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:75em}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}
 img{{max-width:100%}}</style></head><body><h1>Glasswork — image attributions</h1>
@@ -279,6 +266,6 @@ img{{max-width:100%}}</style></head><body><h1>Glasswork — image attributions</
 only them (sufficiency, lower is better), random patch orders in brackets; the randomisation check
 passes a method whose mean Spearman over the cascade is below {e.sanity_max_spearman}.</p>
 <table><tr><th>method</th><th>comprehensiveness AOPC</th><th>sufficiency AOPC</th><th>randomisation</th></tr>
-{"".join(rows)}</table>{pictures}
+{rows}</table>{pictures}
 <h2>Probe images</h2><table><tr><th>#</th><th>actual</th><th>predicted</th><th>probability</th></tr>{images}</table>
 </body></html>"""

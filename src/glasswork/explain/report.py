@@ -86,3 +86,31 @@ def _tokens(item: TokenAttribution) -> str:
             f"{html.escape(text)}</span>"
         )
     return "".join(spans)
+
+
+def quality_rows(methods: Sequence[str], metrics: Mapping[str, float], max_spearman: float) -> str:
+    """One table row per method for the image and table pages: comprehensiveness and sufficiency
+    AOPC (random orders in brackets) and the randomisation check's mean Spearman and verdict."""
+
+    def aopc(method: str, name: str) -> str:
+        return f"{metrics[f'{method}/{name}_aopc']:.3f} ({metrics[f'{method}/random_{name}_aopc']:.3f})"
+
+    rows = []
+    for method in methods:
+        rand = metrics.get(f"{method}/randomisation_spearman_mean")
+        verdict = "passed" if rand is not None and rand < max_spearman else "FAILED"
+        checked = "not checked" if rand is None else f"{rand:.2f}, {verdict}"
+        cells = (method, aopc(method, "comprehensiveness"), aopc(method, "sufficiency"), checked)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return "".join(rows)
+
+
+def figure_sections(figures: Mapping[str, bytes | None]) -> str:
+    """Each figure under its (escaped) title, inlined as a PNG data URI; ``None`` ones left out."""
+    from glasswork.explain.embeddings import data_uri
+
+    return "".join(
+        f"<h2>{html.escape(title)}</h2><img src='{data_uri(png)}' alt='{html.escape(title)}'>"
+        for title, png in figures.items()
+        if png is not None
+    )

@@ -38,6 +38,7 @@ from glasswork.explain.columns import (
 from glasswork.explain.embeddings import data_uri, png_bytes
 from glasswork.explain.faithfulness import check_alpha, check_measure, check_sample, faithfulness_figure
 from glasswork.explain.pixels import agreement
+from glasswork.explain.report import figure_sections, quality_rows
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
@@ -365,21 +366,7 @@ def _page(rows, columns, explained, metrics, figures, cfg) -> str:
     def cell(value, tag: str = "td") -> str:
         return f"<{tag}>{html.escape(str(value))}</{tag}>"
 
-    def aopc(method: str, name: str) -> str:
-        return f"{metrics[f'{method}/{name}_aopc']:.3f} ({metrics[f'{method}/random_{name}_aopc']:.3f})"
-
-    summary = []
-    for method in explained:
-        rand = metrics.get(f"{method}/randomisation_spearman_mean")
-        verdict = "passed" if rand is not None and rand < e.sanity_max_spearman else "FAILED"
-        checked = "not checked" if rand is None else f"{rand:.2f}, {verdict}"
-        cells = (method, aopc(method, "comprehensiveness"), aopc(method, "sufficiency"), checked)
-        summary.append("<tr>" + "".join(cell(c) for c in cells) + "</tr>")
-    pictures = "".join(
-        f"<h2>{html.escape(title)}</h2><img src='{data_uri(png)}' alt='{html.escape(title)}'>"
-        for title, png in figures.items()
-        if png is not None
-    )
+    summary, pictures = quality_rows(explained, metrics, e.sanity_max_spearman), figure_sections(figures)
     sections = []
     header = "<tr>" + cell("column", "th") + cell("value", "th") + "".join(cell(m, "th") for m in explained) + "</tr>"
     for i, row in enumerate(rows):
@@ -403,6 +390,6 @@ from a row with {html.escape(BASELINE)}; faithfulness sets the top columns to th
 column orders in brackets; the randomisation check passes a method whose mean Spearman over the
 cascade is below {e.sanity_max_spearman}.</p>
 <table><tr><th>method</th><th>comprehensiveness AOPC</th><th>sufficiency AOPC</th><th>randomisation</th></tr>
-{"".join(summary)}</table>{pictures}
+{summary}</table>{pictures}
 <h2>Probe rows (red: for the predicted class; blue: against it)</h2>{"".join(sections)}
 </body></html>"""
