@@ -44,7 +44,7 @@ def write_table(path: Path, n: int = 400, seed: int = 0) -> Path:
 def table_overrides(tmp_path: Path, data: Path, *extra: str) -> list[str]:
     return [
         "task=tabular_classification",
-        "debug=fast_tabular",
+        "debug=fast",
         f"paths.root={tmp_path}",
         "data=tabular",
         f"data.path={data}",
@@ -90,7 +90,7 @@ def test_the_preprocessing_is_fitted_on_the_training_split_only():
 def test_glasswork_run_takes_a_users_table_through_every_step_and_serves_it(tmp_path):
     # The seam's second proof: every step, in the same Prefect flow as text and images.
     data = write_table(tmp_path / "customers.csv")
-    # Logged every 10 steps, not every step (debug=fast_tabular's 1): 500 SQLite writes cost more than the MLP.
+    # Logged every 10 steps, not every step (debug=fast's 1): 500 SQLite writes cost more than the MLP.
     epochs = ("trainer.max_epochs=25", "trainer.limit_train_batches=1.0", "trainer.log_every_n_steps=10")
     overrides = table_overrides(tmp_path, data, *epochs, "drift.sample_size=100")
     assert main(["run", *overrides]) == 0
