@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from omegaconf import DictConfig
 from prefect import flow, task
@@ -21,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from glasswork.config import from_plain, to_plain
 from glasswork.errors import GlassworkError
 from glasswork.preflight import preflight
-from glasswork.steps import STEP_NAMES, STEPS, Step
+from glasswork.steps import STEP_NAMES, STEPS, Step, output
 from glasswork.tasks import build, require_steps
 
 log = logging.getLogger("glasswork.flow")
@@ -104,7 +103,6 @@ def _ui(uri: str) -> str:
 
 def where_to_look(cfg: DictConfig, results: dict) -> str:
     """The closing message: metrics, the champion decision, and the files and UI to open."""
-    art = Path(cfg.paths.artifacts_dir)
     reg = results["register"]
     test = results["evaluate"]
     verdict = "took" if reg["promote"] else "did not take"
@@ -128,12 +126,12 @@ def where_to_look(cfg: DictConfig, results: dict) -> str:
             f"  drift vs {drift['current']}: {drift_word} ({drift['n_drifted']} of {drift['n_columns']} signals)",
             "Where to look:",
             f"  MLflow UI:     {_ui(cfg.tracking.uri)}",
-            f"  explanations:  {art / 'explain' / 'attributions.html'} (and the figures beside it: "
-            + ", ".join(sorted(p.name for p in (art / "explain").glob("*.png")))
+            f"  explanations:  {output(cfg, 'explain', 'attributions.html')} (and the figures beside it: "
+            + ", ".join(sorted(p.name for p in output(cfg, "explain").glob("*.png")))
             + ")",
-            f"  drift report:  {art / 'drift' / 'report.html'} (explanations: explanation_report.html; "
+            f"  drift report:  {output(cfg, 'drift', 'report.html')} (explanations: explanation_report.html; "
             "where the batch lands: embeddings.html)",
-            f"  metrics/plots: {art / 'evaluate'}/ (metrics.json, slices.png, confusion_matrix.png, roc.png, "
+            f"  metrics/plots: {output(cfg, 'evaluate')}/ (metrics.json, slices.png, confusion_matrix.png, roc.png, "
             "pr.png, calibration.png)",
             f"  the model:     mlflow.pyfunc.load_model('{model_uri}')",
             f"  new data:      glasswork monitor FILE_OR_FOLDER   (scored and compared by the '{reg['alias']}')",

@@ -78,7 +78,7 @@ def paired_difference(
         "ci_high": float(high),
         "confidence": confidence,
         "n_texts": len(truth),
-        "method": f"paired percentile bootstrap over the test texts ({n_resamples} resamples)",
+        "method": f"paired percentile bootstrap over the test examples ({n_resamples} resamples)",
     }
 
 

@@ -13,7 +13,6 @@ the explanations are compared where the task can.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,19 +48,19 @@ def local_reference(cfg: DictConfig) -> Reference:
     from glasswork.data.prepare import load_labels, load_split
     from glasswork.evaluate import PREDICTIONS, VAL_PREDICTIONS, read_predictions
     from glasswork.outputs import read_json
+    from glasswork.steps import output
 
-    art = Path(cfg.paths.artifacts_dir)
-
-    def optional(path: Path, read):
+    def optional(step: str, name: str, read):
+        path = output(cfg, step, name)
         return read(path) if path.is_file() else None
 
     return Reference(
         train=load_split(cfg, "train"),
         test=load_split(cfg, "test"),
         labels=load_labels(cfg),
-        validation=optional(art / "evaluate" / VAL_PREDICTIONS, read_predictions),
-        predictions=optional(art / "evaluate" / PREDICTIONS, read_predictions),
-        explanations=optional(art / "explain" / "global_importance.json", read_json),
+        validation=optional("evaluate", VAL_PREDICTIONS, read_predictions),
+        predictions=optional("evaluate", PREDICTIONS, read_predictions),
+        explanations=optional("explain", "global_importance.json", read_json),
     )
 
 

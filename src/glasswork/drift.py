@@ -35,6 +35,7 @@ from glasswork.explain.faithfulness import (
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.slices import column_slices, metric_key
+from glasswork.steps import output
 from glasswork.text_descriptors import DESCRIPTORS
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class View:
     hover: list[str] | None = None  # per row; None: the text column
     categorical: list[str] = field(default_factory=list)  # columns tested as categories (a table's)
     findings: dict = field(default_factory=dict)  # what the rows hold that the model never learned
+    thumbnails: list[str] | None = None  # per row, an image's data URI the batch map shows on hover
 
     @property
     def has_labels(self) -> bool:
@@ -71,8 +73,10 @@ class View:
     def take(self, rows: np.ndarray) -> View:
         """The rows at these positions (e.g. one random split of a described pool)."""
         hover = None if self.hover is None else [self.hover[i] for i in rows]
+        thumbnails = None if self.thumbnails is None else [self.thumbnails[i] for i in rows]
         frame = self.frame.iloc[rows].reset_index(drop=True)
-        return replace(self, frame=frame, embeddings=self.embeddings[rows], probs=self.probs[rows], hover=hover)
+        embeddings, probs = self.embeddings[rows], self.probs[rows]
+        return replace(self, frame=frame, embeddings=embeddings, probs=probs, hover=hover, thumbnails=thumbnails)
 
     @property
     def hover_texts(self) -> list[str]:
@@ -159,6 +163,9 @@ def batch_map(
         cfg.explain.projection,
         cfg.seed,
         **({"kind": kind} if kind else {}),
+        thumbnails=reference.thumbnails + current.thumbnails
+        if reference.thumbnails is not None and current.thumbnails is not None
+        else None,
     )
 
 
@@ -276,11 +283,10 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
     for row in performance.get("slices", []):
         metrics[f"slice/{metric_key(row['slice'])}/estimated_accuracy"] = row["estimated_accuracy"]
     if explained["status"] == "computed":
-        metrics |= {
-            "explanation_drift": int(explained["drifted"]),
-            "explanation_js_distance": explained["js_distance"],
-            "explanation_unseen_mass": explained["unseen_mass"],
-        }
+        metrics["explanation_drift"] = int(explained["drifted"])
+        # Where the attribution mass lies (words for texts, the canvas for images); a task's
+        # explanations may have no "unseen" part (pixels are always the same pixels).
+        metrics |= {f"explanation_{k}": explained[k] for k in ("js_distance", "unseen_mass") if k in explained}
         metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
         metrics |= {f"explanation_{k}": explained["faithfulness"]["current"][k] for k in FAITHFULNESS_SUMMARY}
         for k, moved in explained["faithfulness"].get("change", {}).items():
@@ -323,8 +329,7 @@ def drift(cfg: DictConfig) -> dict:
     )
     summary = {"current": cfg.drift.current, "n_current": len(current), **found.summary()}
     metrics = found.metrics
-    art = Path(cfg.paths.artifacts_dir)
-    with tracking.step_run(cfg, "drift"), atomic_dir(art / "drift") as out:
+    with tracking.step_run(cfg, "drift"), atomic_dir(output(cfg, "drift")) as out:
         found.result.save_html(out / "report.html")
         save_explanation_page(found.explanation_report, found.explained, out / "explanation_report.html")
         (out / "embeddings.html").write_text(found.landing, encoding="utf-8")
@@ -362,13 +367,17 @@ def _performance_words(performance: dict) -> str:
 def _explanation_words(explained: dict) -> str:
     if explained["status"] != "computed":
         return explained["status"]
-    moved = ", ".join(f"{m['word']} {m['reference']:.3f}->{m['current']:.3f}" for m in explained["moved_most"][:5])
     tests = ", ".join(
         f"{k} {t['reference_mean']:.3f}->{t['current_mean']:.3f} (p={t['p_value']:.1e})"
         for k, t in explained["tests"].items()
     )
+    if "moved_most" in explained:  # words
+        moved = ", ".join(f"{m['word']} {m['reference']:.3f}->{m['current']:.3f}" for m in explained["moved_most"][:5])
+        tests += f"; moved most: {moved}"
+    elif "js_distance" in explained:  # the canvas: how far the mean attribution map moved
+        tests += f"; mean map JS distance {explained['js_distance']:.3f}"
     faithful = faithfulness_words(explained["faithfulness"])
-    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; moved most: {moved}; faithfulness: {faithful}"
+    return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; faithfulness: {faithful}"
 
 
 def faithfulness_words(quality: dict) -> str:

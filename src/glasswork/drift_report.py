@@ -15,6 +15,7 @@ import logging
 import numbers
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -311,4 +312,26 @@ def _parse_snapshot(snapshot: Any, drift_share: float = 0.5, embeddings: dict | 
         columns=columns,
         data_quality=quality,
         drift_share=drift_share,
+    )
+
+
+def explanation_report(
+    reference: dict[str, list[float]],
+    current: dict[str, list[float]],
+    alpha: float,
+    names: Sequence[str],
+) -> DriftResult:
+    """Evidently's two-sample K-S test on each explanation descriptor (``names``; one value per
+    text or image); the explanations drifted when any p-value is at or
+    below ``alpha`` over the number of descriptors (Bonferroni)."""
+    columns = list(names)
+    return build_drift_report(
+        pd.DataFrame({c: reference[c] for c in columns}),
+        pd.DataFrame({c: current[c] for c in columns}),
+        text_columns=[],
+        numerical_columns=columns,
+        num_method="ks",
+        num_threshold=alpha / len(columns),
+        drift_share=1 / len(columns),  # one drifted descriptor is enough
+        data_quality=False,
     )

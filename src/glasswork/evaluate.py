@@ -31,6 +31,7 @@ from glasswork.errors import DataError
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
 from glasswork.slices import define_slices, slice_log_metrics, slice_metrics, slices_figure
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics |= {f"baseline_{k}": v for k, v in baseline.items()}
     slices = slice_metrics(split_slices(cfg, frame, names), truth, probs)
     validation = predictions_frame(*score_split(cfg, "val"), names)
-    with tracking.step_run(cfg, "evaluate"), atomic_dir(Path(cfg.paths.artifacts_dir) / "evaluate") as out:
+    with tracking.step_run(cfg, "evaluate"), atomic_dir(output(cfg, "evaluate")) as out:
         predictions = predictions_frame(frame, probs, names)
         # Parquet holds every text as it was (a tweet with a lone carriage return broke the CSV
         # reader of the next step); the CSV, without the texts, feeds `dvc plots`.

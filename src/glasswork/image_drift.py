@@ -85,9 +85,11 @@ class ImageDescriber:
 
         self.predictor = ImagePredictor(folder or model_dir(cfg), device=inference_device(cfg.trainer))
         self.batch_size = cfg.trainer.eval_batch_size
+        self.cfg = cfg
 
     def describe(self, frame: pd.DataFrame, labels: list[str] | None) -> View:
         from glasswork.data.image_batches import decode_all
+        from glasswork.data.images import thumbnail_uris
         from glasswork.image_descriptors import image_descriptors
 
         pixels = decode_all(frame["image"].tolist())
@@ -100,12 +102,12 @@ class ImageDescriber:
         # Hover texts are data (escaped by the map): the file or row, and the label where known.
         hover = where if labels is None else [f"{w}, label {lab}" for w, lab in zip(where, labels, strict=True)]
         return View(described, vectors, probs, text_columns=[], numeric=list(NUMERIC), embedding_name="image",
-                    hover=hover)  # fmt: skip
+                    hover=hover, thumbnails=thumbnail_uris(frame["image"].tolist()))  # fmt: skip
 
     def explanation_drift(self, current: pd.DataFrame, baseline: dict | None):
-        # Not built yet for images: the text task's tests of where attribution falls have no
-        # pixel counterpart here yet. Said in drift.json and on the page, not left blank.
-        return {"status": "not computed: explanation drift is not built for images yet"}, None
+        from glasswork.explain.pixel_drift import explanation_drift
+
+        return explanation_drift(baseline, self.predictor, current, self.cfg)
 
 
 def read_image_batch(source: Path, reader, sample_size: int, seed: int):

@@ -35,6 +35,7 @@ from glasswork.explain.gate import explanation_failures, faithfulness_gate
 from glasswork.models.backbone import model_dir
 from glasswork.outputs import atomic_dir, read_json, write_json
 from glasswork.slices import compare_slices
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 SLICE_GATE = "the slice gate"  # what registry.slice_alpha: null turns off
@@ -87,7 +88,7 @@ def decide(
     c = comparison
     reasons.append(
         f"test {c['metric']}: challenger {c['challenger']:.4f} − champion v{version} {c['champion']:.4f} = "
-        f"{c['difference']:+.4f} on the same {c['n_texts']} test texts ({100 * c['confidence']:g}% interval "
+        f"{c['difference']:+.4f} on the same {c['n_texts']} test examples ({100 * c['confidence']:g}% interval "
         f"{c['ci_low']:+.4f} to {c['ci_high']:+.4f}): {'meets' if held else 'FAILS'} the rule that "
         f"{rule_words(rule, c['metric'])} (registry.promote_if)"
     )
@@ -125,7 +126,7 @@ def register(cfg: DictConfig) -> dict:
     try:
         # The outputs are committed last, after the run has closed: a failure anywhere before
         # leaves the previous registration.json in place.
-        with atomic_dir(Path(cfg.paths.artifacts_dir) / "register") as out, tracking.step_run(cfg, "register"):
+        with atomic_dir(output(cfg, "register")) as out, tracking.step_run(cfg, "register"):
             # One training run, one version: a retry, or the step run again, takes the run's own.
             version = _version_of_run(client, name, run_id)
             if version is None:
@@ -191,7 +192,7 @@ def _roll_back(client: MlflowClient, name: str, alias: str, holder: str | None, 
 
 
 def _test_metrics(cfg: DictConfig) -> dict[str, float]:
-    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json"
+    path = output(cfg, "evaluate", "metrics.json")
     if not path.is_file():
         raise PipelineOrderError(f"{path} is missing: run `glasswork evaluate` first")
     return read_json(path)["test"]
@@ -200,14 +201,14 @@ def _test_metrics(cfg: DictConfig) -> dict[str, float]:
 def _learned_nothing(cfg: DictConfig) -> list[str]:
     """The rule that a model whose test predictions collapsed (``evaluate`` flagged it) never
     takes the alias, whatever its accuracy: on a 10:1 table, answering the majority is 0.91."""
-    reason = read_json(Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json").get("learned_nothing")
+    reason = read_json(output(cfg, "evaluate", "metrics.json")).get("learned_nothing")
     return [f"the model learned nothing: {reason}"] if reason and cfg.registry.learned_nothing_gate else []
 
 
 def _slice_tags(cfg: DictConfig) -> dict[str, str]:
     """The test slices whose accuracy lies significantly below overall (``evaluate/slices.json``),
     so that the registry UI shows where a version is weak."""
-    path = Path(cfg.paths.artifacts_dir) / "evaluate" / "slices.json"
+    path = output(cfg, "evaluate", "slices.json")
     if not path.is_file():  # written by evaluate since slices exist; older outputs lack it
         return {}
     result = read_json(path)
@@ -264,7 +265,7 @@ def compare_with_champion(cfg: DictConfig, champion: Champion) -> dict:
     """The challenger's ``registry.compare_metric`` minus the champion's on the same test texts,
     with its interval, the rule and whether it holds."""
     test = load_split(cfg, "test")
-    mine = _logged_probs_of(read_predictions(Path(cfg.paths.artifacts_dir) / "evaluate" / PREDICTIONS), test, None)
+    mine = _logged_probs_of(read_predictions(output(cfg, "evaluate", PREDICTIONS)), test, None)
     if mine is None:
         raise PipelineOrderError("evaluate/predictions.parquet is not of this test split: run `glasswork evaluate`")
     rule = cfg.registry.promote_if
@@ -352,13 +353,13 @@ def slices_vs_champion(cfg: DictConfig, champion: Champion | None) -> tuple[list
     if champion is None or alpha is None:
         return [], []
     test = load_split(cfg, "test")
-    predictions = read_predictions(Path(cfg.paths.artifacts_dir) / "evaluate" / PREDICTIONS)
+    predictions = read_predictions(output(cfg, "evaluate", PREDICTIONS))
     mine = (predictions["actual"] == predictions["predicted"]).to_numpy()
     slices = split_slices(cfg, test, load_labels(cfg)["names"])
     rows = compare_slices(slices, champion.right(test["label"].to_numpy()), mine, alpha)
     failures = [
         f"slice '{r['slice']}' (n={r['n']}) is worse than champion v{champion.version}'s: accuracy "
-        f"{r['champion_accuracy']:.3f} -> {r['accuracy']:.3f}, {r['lost']} texts lost and {r['won']} won "
+        f"{r['champion_accuracy']:.3f} -> {r['accuracy']:.3f}, {r['lost']} test examples lost and {r['won']} won "
         f"(McNemar p = {r['p_value']:.1e} <= {alpha}/{len(rows)})"
         for r in rows
         if r["regressed"]

@@ -26,6 +26,7 @@ from glasswork import tracking
 from glasswork.config import check_config, recorded_config, to_yaml
 from glasswork.errors import ConfigError, DataError, GlassworkError, LineageError
 from glasswork.outputs import read_json, write_json
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,17 @@ def rebuild_config(text: str, label: str, new_root: Path, tracking_uri: str, art
 
     Every folder a step writes is computed afresh under ``new_root``, whatever the recorded config
     says, so a tag naming a folder outside it cannot make the rebuild write or delete there; other
-    paths under the recorded root (the data file ingest writes) move with it.
+    paths under the recorded root (the data file ingest writes) move with it, except the user's
+    own data (a table or a folder of images), which is read where it lies.
     """
+    from glasswork.data.sources import READ_IN_PLACE
+
     recorded = recorded_config(text, label)
     old_root = str(OmegaConf.select(recorded, "paths.root", default="") or "").rstrip("/")
     plain = _rebased(OmegaConf.to_container(recorded), old_root, str(new_root)) if old_root else recorded
     cfg = OmegaConf.create(plain)
+    if OmegaConf.select(recorded, "data.source") in READ_IN_PLACE:
+        cfg.data.path = recorded.data.path
     cfg.paths = {name: str(new_root / where) if where else str(new_root) for name, where in WRITTEN.items()}
     if OmegaConf.select(cfg, "monitor") is not None:
         cfg.monitor.output_dir = str(new_root / "artifacts" / "monitor")
@@ -154,9 +160,9 @@ def reproduce(uri: str, tracking_uri: str, artifact_root: str, workdir: Path, to
         )
     _run_steps(code, frozen, ("train", "evaluate"))
     original = {k.removeprefix("glasswork.test."): float(v) for k, v in tags.items() if k.startswith("glasswork.test.")}
-    rebuilt = read_json(Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json")["test"]
+    rebuilt = read_json(output(cfg, "evaluate", "metrics.json"))["test"]
     result = compare(original, {k: float(v) for k, v in rebuilt.items() if isinstance(v, int | float)}, tolerance)
-    run_id = read_json(Path(cfg.paths.artifacts_dir) / "train" / "run.json")["run_id"]
+    run_id = read_json(output(cfg, "train", "run.json"))["run_id"]
     result |= {"model": label, "source_run_id": version.run_id, "rebuilt_run_id": run_id, "git_commit": commit}
     client.set_tag(run_id, "glasswork.reproduces", label)
     client.set_tag(run_id, "glasswork.reproduced", str(result["reproduced"]).lower())

@@ -173,6 +173,8 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/explain/faithfulness.py",
             "src/glasswork/explain/global_importance.py",
             "src/glasswork/explain/global_view.py",
+            "src/glasswork/explain/pixel_drift.py",
+            "src/glasswork/explain/pixels.py",
         ),
         outs=(
             f"{A}/drift/report.html",
@@ -188,6 +190,11 @@ STEPS: tuple[Step, ...] = (
             "explain.global_max_texts",
             "explain.token_budget",
             "explain.projection",
+            # The batch's faithfulness is measured as the explain step measures it.
+            "explain.faithfulness_max_texts",
+            "explain.fractions",
+            "explain.n_random",
+            "explain.patch_size",
         ),
         retries=1,
     ),
@@ -240,8 +247,16 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     },
     "image_classification": {
         "explain": {
-            "outs": (f"{A}/explain/heatmaps.png", f"{A}/explain/class_saliency.png", f"{A}/explain/randomisation.png")
+            "outs": (
+                f"{A}/explain/heatmaps.png",
+                f"{A}/explain/class_saliency.png",
+                f"{A}/explain/randomisation.png",
+                f"{A}/explain/embeddings.png",
+                f"{A}/explain/embeddings.html",
+                f"{A}/explain/global_importance.json",
+            )
         },
+        "drift": {"deps": (f"{A}/explain/global_importance.json",)},
     },
     "tabular_classification": {
         "explain": {
@@ -259,6 +274,34 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
 def get(name: str) -> Step:
     """The step called ``name``."""
     return next(s for s in STEPS if s.name == name)
+
+
+def output(cfg: DictConfig, step: str, name: str | None = None) -> Path:
+    """Where ``step`` writes: its folder under ``paths.artifacts_dir``, or the output ``name`` in
+    it. Every step reads another's outputs through here, so that a file a step reads is a file
+    its writer declares above (and so ``dvc.yaml`` tracks it): an undeclared name is refused."""
+    folder = Path(cfg.paths.artifacts_dir) / step
+    if name is None:
+        return folder
+    declared = _declared(step)
+    if f"{A}/{step}/{name}" not in declared:
+        raise KeyError(f"{step}/{name} is not an output the {step} step declares (glasswork.steps): declare it there")
+    return folder / name
+
+
+def processed(cfg: DictConfig, name: str | None = None) -> Path:
+    """The prepared data (``prepare``'s ``{processed}`` output folder), or its file ``name``."""
+    folder = Path(cfg.paths.processed_dir)
+    return folder / name if name else folder
+
+
+def _declared(step: str) -> set[str]:
+    """Every output path template of ``step``, every task's own included."""
+    s = get(step)
+    own = {*s.outs, *s.metrics, *s.plots}
+    for paths in TASK_PATHS.values():
+        own.update(paths.get(step, {}).get("outs", ()))
+    return own
 
 
 def render_path(template: str, cfg: DictConfig, root: Path) -> str:

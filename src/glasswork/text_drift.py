@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from glasswork.data.prepare import load_labels, load_split
 from glasswork.data.sources import read_table
 from glasswork.drift import View
-from glasswork.drift_report import DriftResult, build_drift_report
+from glasswork.drift_report import DriftResult, explanation_report
 from glasswork.errors import ConfigError, DataError
 from glasswork.explain.embeddings import embed
 from glasswork.explain.faithfulness import (
@@ -114,7 +114,7 @@ def explanation_drift(
     shift = mass_shift(reference["attribution_mass"], attribution_mass(items))
     current = descriptor_columns(items)
     alpha = cfg.drift.explanation_alpha
-    report = explanation_report(reference["descriptors"], current, alpha)
+    report = explanation_report(reference["descriptors"], current, alpha, tuple(EXPLANATION_DESCRIPTORS))
     tests = {
         name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
         for name, moved in descriptor_shift(reference["descriptors"], current).items()
@@ -139,23 +139,6 @@ def batch_faithfulness(reference: dict, model, tokenizer, items, cfg: DictConfig
         return {"current": current, "reference": known, "status": status}
     change = gain_change(known["by_text"], current["by_text"], cfg.drift.explanation_alpha)
     return {"current": current, "reference": known, "change": change, "status": "computed"}
-
-
-def explanation_report(reference: dict[str, list[float]], current: dict[str, list[float]], alpha: float) -> DriftResult:
-    """Evidently's two-sample K-S test on each explanation descriptor (one value per text); the
-    explanations drifted when any p-value is at or below ``alpha`` over the number of
-    descriptors (Bonferroni)."""
-    columns = list(EXPLANATION_DESCRIPTORS)
-    return build_drift_report(
-        pd.DataFrame({c: reference[c] for c in columns}),
-        pd.DataFrame({c: current[c] for c in columns}),
-        text_columns=[],
-        numerical_columns=columns,
-        num_method="ks",
-        num_threshold=alpha / len(columns),
-        drift_share=1 / len(columns),  # one drifted descriptor is enough
-        data_quality=False,
-    )
 
 
 class TextDescriber:

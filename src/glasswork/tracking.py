@@ -39,6 +39,7 @@ from glasswork.errors import (
     first_line,
 )
 from glasswork.outputs import fetch_file, read_json
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _reason(text: str, timeout: float) -> str:
 
 def run_file(cfg: DictConfig) -> Path:
     """Where the train step records the MLflow run id of the model it trained."""
-    return Path(cfg.paths.artifacts_dir) / "train" / "run.json"
+    return output(cfg, "train", "run.json")
 
 
 def current_run_id(cfg: DictConfig) -> str:

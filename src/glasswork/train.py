@@ -36,6 +36,7 @@ from glasswork.errors import GlassworkError, Interrupted, first_line
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.models.trainer import budget, build_trainer, check_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.steps import output, processed
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.trainer.compile:  # on every rank alike (a DDP worker trains the same module)
         module.net = torch.compile(module.net, mode=cfg.trainer.compile_mode, dynamic=cfg.trainer.compile_dynamic)
     datamodule = task.datamodule(cfg, train_df, val_df)
-    out_dir = Path(cfg.paths.artifacts_dir) / "train"
+    out_dir = output(cfg, "train")
     partial = Path(cfg.paths.artifacts_dir) / PARTIAL
     if global_rank(cfg) != 0:
         return _fit_as_worker(cfg, module, datamodule, partial)
@@ -163,8 +164,7 @@ def _launch_own_process(cfg: DictConfig) -> dict:
     done = subprocess.run([sys.executable, "-m", "glasswork", "train", "--config", str(frozen)], env=env)
     if done.returncode:
         raise GlassworkError(f"distributed training failed (exit {done.returncode}); see its log above")
-    out = Path(cfg.paths.artifacts_dir) / "train"
-    return {**read_json(out / "run.json"), **read_json(out / "metrics.json")}
+    return {**read_json(output(cfg, "train", "run.json")), **read_json(output(cfg, "train", "metrics.json"))}
 
 
 def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
@@ -392,8 +392,8 @@ def _final_metrics(trainer: L.Trainer, best: str | None) -> dict:
 def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
     mlflow.log_params(tracking.flat_params(to_plain(cfg)))
     mlflow.log_text(to_yaml(cfg), tracking.CONFIG_ARTIFACT)
-    report = Path(cfg.paths.processed_dir) / "report.json"
-    card = Path(cfg.paths.artifacts_dir) / "prepare" / "data_card.md"
+    report = processed(cfg, "report.json")
+    card = output(cfg, "prepare", "data_card.md")
     if card.is_file():  # the data card, as prepare printed it
         mlflow.log_artifact(str(card), "data")
     if report.is_file():
@@ -404,11 +404,10 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
     # The data version itself travels with the run: `glasswork monitor` reads its reference from
     # here when the local splits have moved on (a later run on other data) or are not on its
     # machine at all (a worker of a team's tracking server).
-    processed = Path(cfg.paths.processed_dir)
-    for path in split_files(processed):
+    for path in split_files(processed(cfg)):
         mlflow.log_artifact(str(path), tracking.SPLITS_ARTIFACT)
     for split in SPLITS:
-        source = str(processed / f"{split}.parquet")
+        source = str(processed(cfg, f"{split}.parquet"))
         dataset = mlflow.data.from_pandas(load_split(cfg, split), source=source, name=split, targets="label")
         mlflow.log_input(dataset, context=split)  # the MLflow UI's "Datasets used", with a digest
 

@@ -64,15 +64,26 @@ def test_help_lists_every_step(capsys):
         assert f"{group.name}={options}" in listed, group.name
 
 
-@pytest.mark.parametrize("task", ["text_classification", "image_classification"])
+@pytest.mark.parametrize("task", ["text_classification", "image_classification", "tabular_classification"])
 def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypatch, task):
     monkeypatch.delenv("GLASSWORK_ROOT", raising=False)
     files = render_files(load_config([f"task={task}"]), REPO)
-    assert set(files) == ({"params.yaml", "dvc.yaml"} if task == "text_classification" else {
-        "dvc/image_classification/params.yaml", "dvc/image_classification/dvc.yaml",
-    })  # fmt: skip
+    folder = "" if task == "text_classification" else f"dvc/{task}/"
+    assert set(files) == {f"{folder}params.yaml", f"{folder}dvc.yaml"}
     for name, text in files.items():
         assert (REPO / name).read_text() == text, f"{name} is stale: run `make dvc-sync` and commit it"
+
+
+def test_a_step_reads_only_outputs_its_writer_declares(tmp_path):
+    from glasswork.steps import output
+
+    cfg = load_config([f"paths.root={tmp_path}"])
+    assert output(cfg, "evaluate", "metrics.json") == tmp_path / "artifacts" / "evaluate" / "metrics.json"
+    assert output(cfg, "explain") == tmp_path / "artifacts" / "explain"
+    # Declared by another task only (the image task's explain writes heatmaps): still a path.
+    assert output(cfg, "explain", "heatmaps.png").name == "heatmaps.png"
+    with pytest.raises(KeyError, match="evaluate/scores.json is not an output the evaluate step declares"):
+        output(cfg, "evaluate", "scores.json")
 
 
 def test_flow_calls_one_task_per_step_in_the_declared_order():
@@ -106,3 +117,18 @@ def test_the_peak_learning_rate_goes_with_the_trainers_batch(tmp_path):
     cfg = load_config(tiny_overrides(tmp_path, "trainer.lr_scale=8"))
     module = tasks.build(cfg).module(cfg, num_labels=2)
     assert module.hparams.lr == pytest.approx(8 * cfg.model.lr)
+
+
+@pytest.mark.parametrize(
+    ("task", "model"),
+    [("text_classification", "tiny_bert"), ("image_classification", "small_cnn"), ("tabular_classification", "mlp")],
+)
+def test_debug_fast_is_one_setting_for_every_task(task, model):
+    cfg = load_config([f"task={task}", "debug=fast"])
+    assert cfg.trainer.limit_train_batches == 4 and cfg.registry.thresholds.accuracy == 0.0
+    assert cfg.model.name == model and cfg.data.max_rows in (300, 400)
+    if task == "text_classification":
+        # conf/debug_task/ repeats tiny_bert's settings (Hydra allows no group override there).
+        assert cfg.model == load_config(["model=tiny_bert"]).model
+    if task == "image_classification":
+        assert list(cfg.model.channels) == [4, 8]  # a narrow CNN, not the default [32, 64]

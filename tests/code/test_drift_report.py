@@ -127,7 +127,7 @@ def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(
     from scipy.stats import ks_2samp
 
     from glasswork.drift import save_explanation_page
-    from glasswork.text_drift import explanation_report
+    from glasswork.drift_report import explanation_report
 
     rng = np.random.default_rng(0)
     reference = {"mass_non_letters": rng.beta(1, 9, 200), "mass_split_words": rng.beta(1, 5, 200)}
@@ -136,7 +136,7 @@ def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(
     # Attribution moved onto punctuation and symbols (tweets), the rest unchanged.
     moved = same | {"mass_non_letters": rng.beta(5, 5, 80)}
     alpha = 0.01
-    quiet, shifted = explanation_report(reference, same, alpha), explanation_report(reference, moved, alpha)
+    quiet, shifted = (explanation_report(reference, current, alpha, list(reference)) for current in (same, moved))
     assert not quiet.dataset_drift and shifted.dataset_drift
     assert shifted.drifted_signals == ["mass_non_letters"]
     for result, current in ((quiet, same), (shifted, moved)):
@@ -157,15 +157,16 @@ def test_explanation_drift_is_evidentlys_ks_test_per_descriptor_with_bonferroni(
 def test_explanations_of_one_text_or_constant_descriptors_get_a_verdict_without_numpy_noise():
     import warnings
 
-    from glasswork.text_drift import EXPLANATION_DESCRIPTORS, explanation_report
+    from glasswork.drift_report import explanation_report
+    from glasswork.text_drift import EXPLANATION_DESCRIPTORS
 
     spread = {name: np.linspace(0.0, 0.9, 20) for name in EXPLANATION_DESCRIPTORS}
     constant = {name: np.full(12, 0.5) for name in EXPLANATION_DESCRIPTORS}
     one_text = {name: [0.45] for name in EXPLANATION_DESCRIPTORS}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        flat = explanation_report(constant, constant, 0.01)
-        single = explanation_report(spread, one_text, 0.01)
+        flat = explanation_report(constant, constant, 0.01, EXPLANATION_DESCRIPTORS)
+        single = explanation_report(spread, one_text, 0.01, EXPLANATION_DESCRIPTORS)
     assert not flat.dataset_drift and all(info["score"] == 1.0 for info in flat.columns.values())
     assert not single.dataset_drift and set(single.columns) == set(EXPLANATION_DESCRIPTORS)
     noise = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]

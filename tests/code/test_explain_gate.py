@@ -138,7 +138,7 @@ def test_the_faithfulness_gate_reads_the_comparison_with_the_champion_of_now(tmp
     _contrast(tmp_path, {"method": "integrated_gradients", "champion_version": "1", "global_faithfulness": paired})
     (reason,), held = faithfulness_gate(cfg, "1")
     assert reason == (
-        "integrated gradients' comprehensiveness gain fell from champion v1's on 64 test texts: "
+        "integrated gradients' comprehensiveness gain fell from champion v1's on 64 test examples: "
         "lower, -0.100, 97.5% interval -0.150 to -0.050"
     )
     assert held == []
@@ -148,7 +148,7 @@ def test_the_faithfulness_gate_reads_the_comparison_with_the_champion_of_now(tmp
     assert faithfulness_gate(cfg, "1") == (
         [],
         [
-            "integrated gradients' faithfulness gains did not fall from champion v1's on 64 test texts "
+            "integrated gradients' faithfulness gains did not fall from champion v1's on 64 test examples "
             "(comprehensiveness unchanged, +0.010, 97.5% interval -0.020 to +0.040; "
             "sufficiency unchanged, +0.010, 97.5% interval -0.020 to +0.040)"
         ],

@@ -41,7 +41,7 @@ def test_decide_judges_the_interval_not_the_point_estimate():
     # Better on the point estimate, but the interval reaches 0.05 below the champion: refused.
     unsure = decide({"macro_f1": 0.801}, {}, RULE, ("3", _comparison(0.001, -0.05, 0.052)))
     assert not unsure.promote and "FAILS the rule" in unsure.reasons[-1]
-    assert "+0.0010 on the same 1000 test texts (95% interval -0.0500 to +0.0520)" in unsure.reasons[-1]
+    assert "+0.0010 on the same 1000 test examples (95% interval -0.0500 to +0.0520)" in unsure.reasons[-1]
     # Worse on the point estimate, but shown to be at most 0.015 worse: takes over.
     close = decide({"macro_f1": 0.797}, {}, RULE, ("3", _comparison(-0.003, -0.015, 0.009)))
     assert close.promote and close.champion_comparison["ci_low"] == -0.015 and close.champion_score == 0.80

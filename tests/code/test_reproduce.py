@@ -136,3 +136,30 @@ def test_a_version_whose_config_is_nowhere_is_named(tiny_run, tmp_path):
     ):
         tracking.recorded_config_text(client, orphan, tmp_path / "cache")
     assert not (tmp_path / "cache" / tracking.CONFIG_ARTIFACT).exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "data", "moves"),
+    [
+        ("image_classification", "data=fashion_mnist", True),  # written by ingest: rebuilt afresh
+        ("image_classification", "data=images", False),  # the user's folder: read where it lies
+        ("text_classification", "data=table", False),
+        ("tabular_classification", "data=fair", True),
+    ],
+)
+def test_the_rebuild_reads_a_users_own_data_where_it_lies(tmp_path, task, data, moves):
+    # Found by reproducing an image model trained on a folder inside the checkout: the folder
+    # "moved" with the work folder, and the rebuild looked for images that were never there.
+    from glasswork.config import load_config, to_yaml
+    from glasswork.reproduce import rebuild_config
+
+    extra = {"data=images": ["data.path=PLACE/imgs"], "data=table": ["data.path=PLACE/my.csv",
+             "data.text_column=t", "data.label_column=y"]}.get(data, [])  # fmt: skip
+    recorded = load_config(
+        [f"task={task}", data, f"paths.root={tmp_path}", *[e.replace("PLACE", str(tmp_path)) for e in extra]]
+    )
+    new_root = tmp_path / "rebuild"
+    cfg = rebuild_config(to_yaml(recorded), "v1", new_root, "sqlite:///x.db", "", "r")
+    assert cfg.paths.raw_dir == str(new_root / "data" / "raw")
+    expected = recorded.data.path.replace(str(tmp_path), str(new_root)) if moves else recorded.data.path
+    assert cfg.data.path == expected and (cfg.data.path != recorded.data.path) == moves

@@ -256,5 +256,5 @@ def test_the_champion_is_measured_on_the_same_rows_and_the_faithfulness_gate_rea
     assert "contrast/global_comprehensiveness_gain_change" in metrics
     second = get("register").function()(retrained)
     # The gate read contrast.json: either a gain fell, or the line that says none did.
-    assert any(r.startswith("integrated gradients'") and "from champion v1's on 40 test texts" in r
+    assert any(r.startswith("integrated gradients'") and "from champion v1's on 40 test examples" in r
                for r in second["reasons"]), second["reasons"]  # fmt: skip

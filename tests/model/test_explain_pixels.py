@@ -100,3 +100,21 @@ def test_the_cascade_walks_a_cnn_from_the_classifier_down_and_its_maps_part_from
         "integrated_gradients/randomisation_passed",
         "integrated_gradients/randomisation_spearman_4",
     }
+
+
+def test_explanation_drift_descriptors_say_where_the_evidence_lies():
+    from glasswork.explain.pixel_drift import mean_map, saliency_descriptors
+
+    pixels = torch.zeros((3, 1, 8, 8), dtype=torch.uint8)
+    pixels[:, :, 2:6, 2:6] = 200  # a bright square in the middle of a black background
+    maps = np.zeros((3, 8, 8))
+    maps[0, 0, 0] = 1.0  # all on one background corner pixel
+    maps[1, 2:6, 2:6] = 1.0  # spread evenly over the object, which is the centre
+    maps[2] = 1.0  # spread evenly over the whole image
+    found = saliency_descriptors(maps, pixels)
+    assert found["on_background"] == pytest.approx([1.0, 0.0, 48 / 64])
+    assert found["in_centre"] == pytest.approx([0.0, 1.0, 16 / 64])
+    # The top 10% (6 of 64 pixels) hold everything of one pixel, 6 of 16 and 6 of 64.
+    assert found["top_decile"] == pytest.approx([1.0, 6 / 16, 6 / 64])
+    mean = mean_map(maps)
+    assert mean.sum() == pytest.approx(1.0) and mean[0, 0] == pytest.approx(1 / 3 + 1 / 192)

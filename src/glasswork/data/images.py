@@ -98,6 +98,24 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def thumbnail_uris(images: Sequence[bytes], largest: int = 64) -> list[str]:
+    """Each image as a ``data:`` URI of a PNG at most ``largest`` pixels a side, for a page to
+    show on hover: images that small already are inlined as they are (28 x 28 Fashion-MNIST is
+    ~0.4 kB each), larger ones are shrunk first so that a map of a thousand stays a few MB."""
+    import base64
+
+    out = []
+    for data in images:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > largest or image.format != "PNG":
+                image.thumbnail((largest, largest))
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                data = buffer.getvalue()
+        out.append("data:image/png;base64," + base64.b64encode(data).decode())
+    return out
+
+
 def decode(data: bytes) -> np.ndarray:
     """PNG bytes (as :func:`png_bytes` or :class:`ImageReader` wrote them) as a uint8 array."""
     with Image.open(io.BytesIO(data)) as image:

@@ -16,6 +16,7 @@ from glasswork.data import card, schema, sources
 from glasswork.data.images import FASHION_MNIST_CLASSES
 from glasswork.errors import ConfigError, DataError
 from glasswork.outputs import atomic_dir, read_json, write_json
+from glasswork.steps import output, processed
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,16 @@ def prepare(cfg: DictConfig) -> dict:
         "max_length": data_card.get("max_length"),
         "card": data_card,
     }
-    with atomic_dir(Path(cfg.paths.processed_dir)) as out:
+    with atomic_dir(processed(cfg)) as out:
         # Python strings in the files, as every reader of the splits expects (not Arrow's dtype).
         for name, split in splits.items():
             _python_text(split).to_parquet(out / f"{name}.parquet", index=False)
         write_json(out / "labels.json", labels)
         write_json(out / "report.json", report)
-    with atomic_dir(Path(cfg.paths.artifacts_dir) / "prepare") as out:
+    with atomic_dir(output(cfg, "prepare")) as out:
         write_json(out / "data_card.json", data_card)
         (out / "data_card.md").write_text(card.markdown(data_card), encoding="utf-8")
-    log.info("prepare: data card (%s)\n%s", Path(cfg.paths.artifacts_dir) / "prepare", card.markdown(data_card))
+    log.info("prepare: data card (%s)\n%s", output(cfg, "prepare"), card.markdown(data_card))
     return report
 
 
@@ -141,7 +142,7 @@ def with_max_length(cfg: DictConfig) -> DictConfig:
     data (its data card); a number stays as it is. Every step after ``prepare`` runs on this."""
     if cfg.model.max_length != "auto":
         return cfg
-    path = Path(cfg.paths.processed_dir) / "report.json"
+    path = processed(cfg, "report.json")
     chosen = read_json(path).get("max_length") if path.is_file() else None
     if chosen is None:
         raise DataError(f"{path} holds no max_length: run `glasswork prepare` first (model.max_length=auto)")
@@ -152,7 +153,7 @@ def with_max_length(cfg: DictConfig) -> DictConfig:
 
 def load_split(cfg: DictConfig, name: str) -> pd.DataFrame:
     """Read one processed split, or say which step to run first."""
-    path = Path(cfg.paths.processed_dir) / f"{name}.parquet"
+    path = processed(cfg, f"{name}.parquet")
     if not path.is_file():
         raise DataError(f"{path} is missing: run `glasswork prepare` (or `glasswork run`) first")
     return pd.read_parquet(path)
@@ -178,7 +179,7 @@ def load_probe(cfg: DictConfig) -> pd.DataFrame:
 
 def load_labels(cfg: DictConfig) -> dict:
     """The class mapping written by :func:`prepare`."""
-    path = Path(cfg.paths.processed_dir) / "labels.json"
+    path = processed(cfg, "labels.json")
     if not path.is_file():
         raise DataError(f"{path} is missing: run `glasswork prepare` first")
     return read_json(path)
@@ -186,7 +187,7 @@ def load_labels(cfg: DictConfig) -> dict:
 
 def data_md5(cfg: DictConfig) -> str:
     """One md5 over the processed splits and label mapping: the data version of a model."""
-    return splits_md5(Path(cfg.paths.processed_dir))
+    return splits_md5(processed(cfg))
 
 
 def split_files(folder: Path) -> list[Path]:
@@ -205,7 +206,7 @@ def splits_md5(folder: Path) -> str:
 
 def split_md5(cfg: DictConfig, name: str) -> str:
     """md5 of one processed split file (the registry compares models on the same test split)."""
-    return hashlib.md5((Path(cfg.paths.processed_dir) / f"{name}.parquet").read_bytes()).hexdigest()
+    return hashlib.md5(processed(cfg, f"{name}.parquet").read_bytes()).hexdigest()
 
 
 def check_table(cfg: DictConfig) -> schema.CleanTable:

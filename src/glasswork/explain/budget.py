@@ -23,12 +23,12 @@ its first ``n`` texts is still a seeded sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from glasswork.errors import ConfigError
 from glasswork.outputs import read_json
+from glasswork.steps import output
 
 MIN_GLOBAL_TEXTS = 32
 FORWARDS_PER_STEP = 3  # a forward and a backward pass cost about three forward passes
@@ -36,7 +36,7 @@ FORWARDS_PER_STEP = 3  # a forward and a backward pass cost about three forward 
 
 def training_seconds(cfg: DictConfig) -> float | None:
     """The train step's ``train/seconds`` (None for a model trained before it was recorded)."""
-    trained = Path(cfg.paths.artifacts_dir) / "train" / "metrics.json"
+    trained = output(cfg, "train", "metrics.json")
     return read_json(trained).get("train/seconds") if trained.is_file() else None
 
 

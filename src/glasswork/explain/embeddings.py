@@ -83,13 +83,20 @@ def project(vectors: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, st
     return PCA(n_components=2, random_state=seed).fit_transform(vectors), used
 
 
-def projection_figure(points: np.ndarray, labels: np.ndarray, predicted: np.ndarray, names: list[str], used: str):
+def projection_figure(
+    points: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    names: list[str],
+    used: str,
+    vectors: str = "sentence embeddings",
+):
     """Two panels over the same plane: true label, and right vs wrong."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
     for k, name in enumerate(names):
         chosen = labels == k
         left.scatter(points[chosen, 0], points[chosen, 1], s=6, alpha=0.6, label=f"{name} ({chosen.sum()})")
-    left.set_title(f"sentence embeddings by true label ({used})")
+    left.set_title(f"{vectors} by true label ({used})")
     left.legend(markerscale=3)
     wrong = predicted != labels
     right.scatter(points[~wrong, 0], points[~wrong, 1], s=6, alpha=0.35, c=RIGHT, label=f"right ({(~wrong).sum()})")
@@ -118,10 +125,37 @@ def _hover(text: str, width: int = 70, limit: int = 400) -> str:
 Group = tuple[str, np.ndarray, dict]
 
 
-def map_page(points: np.ndarray, hover: list[str], panels: list[tuple[str, list[Group]]], title: str) -> str:
+# Plotly's hover boxes take no images: with thumbnails, hovering a point also shows its image in
+# a box at the top right, drawn large with its pixels kept sharp. Only our own base64 PNG data
+# URIs are shown (anything else in customdata is ignored), so the data cannot inject markup.
+THUMBNAIL_SCRIPT = """
+var gd = document.getElementById('{plot_id}');
+var box = document.createElement('img');
+box.alt = 'the hovered image';
+box.style.cssText = 'position:fixed;top:12px;right:12px;width:140px;image-rendering:pixelated;'
+  + 'border:1px solid #888;background:#fff;display:none;z-index:10';
+document.body.appendChild(box);
+gd.on('plotly_hover', function (event) {
+  var uri = event.points[0].customdata;
+  if (typeof uri === 'string' && uri.indexOf('data:image/png;base64,') === 0) {
+    box.src = uri;
+    box.style.display = 'block';
+  }
+});
+gd.on('plotly_unhover', function () { box.style.display = 'none'; });
+"""
+
+
+def map_page(
+    points: np.ndarray,
+    hover: list[str],
+    panels: list[tuple[str, list[Group]]],
+    title: str,
+    thumbnails: list[str] | None = None,
+) -> str:
     """A self-contained HTML page (plotly.js inlined, no network) of side-by-side panels over
-    the same 2-D points; hovering a point shows its ``hover`` text, and zooming one panel zooms
-    the others."""
+    the same 2-D points; hovering a point shows its ``hover`` text (and its image, where
+    ``thumbnails`` gives one data URI per point), and zooming one panel zooms the others."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -139,6 +173,7 @@ def map_page(points: np.ndarray, hover: list[str], panels: list[tuple[str, list[
                     name=f"{name} ({len(idx)})",
                     text=[hover[i] for i in idx],
                     hovertemplate="%{text}<extra></extra>",
+                    customdata=None if thumbnails is None else [thumbnails[i] for i in idx],
                     marker=marker,
                     legendgroup=str(col),
                 ),
@@ -147,7 +182,8 @@ def map_page(points: np.ndarray, hover: list[str], panels: list[tuple[str, list[
             )
     fig.update_xaxes(matches="x")
     fig.update_layout(title=title, height=560, template="plotly_white", legend={"orientation": "h", "y": -0.08})
-    return fig.to_html(include_plotlyjs=True, full_html=True)
+    script = THUMBNAIL_SCRIPT if thumbnails is not None else None
+    return fig.to_html(include_plotlyjs=True, full_html=True, post_script=script)
 
 
 def class_colour(k: int) -> str:
@@ -164,9 +200,12 @@ def projection_page(
     probs: np.ndarray,
     names: list[str],
     used: str,
+    kind: tuple[str, str] = ("texts", "sentence embeddings"),
+    thumbnails: list[str] | None = None,
 ) -> str:
     """The PNG's two panels as a page: hovering a point shows its text, its true label and the
-    model's prediction."""
+    model's prediction. ``kind``: what the rows and the embeddings are called; ``thumbnails``:
+    an image per row (a data URI), shown beside the hover text."""
     names = [plotly_text(n) for n in names]  # class names come from the data: text, never markup
     predicted = probs.argmax(1)
     wrong = predicted != labels
@@ -181,8 +220,10 @@ def projection_page(
         ("right", ~wrong, {"size": 5, "opacity": 0.35, "color": RIGHT}),
         ("wrong", wrong, {"size": 7, "opacity": 0.9, "color": WRONG}),
     ]
-    title = f"Where the model puts {len(texts)} test texts: sentence embeddings ({used}); hover a point for its text"
-    return map_page(points, hover, [(f"by true label ({used})", by_label), ("errors", errors)], title)
+    rows, vectors = kind
+    what = "its text" if thumbnails is None else "the image"
+    title = f"Where the model puts {len(texts)} test {rows}: {vectors} ({used}); hover a point for {what}"
+    return map_page(points, hover, [(f"by true label ({used})", by_label), ("errors", errors)], title, thumbnails)
 
 
 def batch_map_page(
@@ -193,12 +234,14 @@ def batch_map_page(
     method: str,
     seed: int,
     kind: tuple[str, str] = ("texts", "sentence embeddings"),
+    thumbnails: list[str] | None = None,
 ) -> str:
     """Where a new batch lands among the training texts: one map of both samples' sentence
     embeddings (``reference``: vectors, texts; ``current``: vectors, texts, class
     probabilities), by origin and by the model's prediction; hovering a point shows its text.
     ``kind``: what the rows and the embeddings are called (another task's words: images,
-    penultimate-layer embeddings), with the hover texts to match."""
+    penultimate-layer embeddings), with the hover texts to match; ``thumbnails``: an image per
+    row, the reference's first (data URIs), shown on hover."""
     rows, vectors = kind
     (ref_vectors, ref_texts), (cur_vectors, cur_texts, probs) = reference, current
     names, batch = [plotly_text(n) for n in names], plotly_text(batch)  # data: text, never markup
@@ -221,7 +264,7 @@ def batch_map_page(
         f"{vectors} ({used}); hover a point for {'its text' if rows == 'texts' else 'what it is'}"
     )
     panels = [(f"training data vs {batch}", origin), (f"{batch} by prediction", by_class)]
-    return map_page(points, hover, panels, title)
+    return map_page(points, hover, panels, title, thumbnails)
 
 
 def png_bytes(fig) -> bytes:

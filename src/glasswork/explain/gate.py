@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from glasswork.errors import PipelineOrderError
 from glasswork.explain.faithfulness import SPECIAL, change_words
 from glasswork.outputs import read_json
+from glasswork.steps import output
 
 
 def explanation_failures(cfg: DictConfig) -> list[str]:
@@ -27,8 +26,8 @@ def explanation_failures(cfg: DictConfig) -> list[str]:
     rules = cfg.registry
     if not rules.explain_thresholds and not rules.forbidden_tokens:
         return []
-    folder = Path(cfg.paths.artifacts_dir) / "explain"
-    if not (folder / "metrics.json").is_file():
+    folder = output(cfg, "explain")
+    if not output(cfg, "explain", "metrics.json").is_file():
         raise PipelineOrderError(
             f"{folder / 'metrics.json'} is missing: the explanation gate needs `glasswork explain` first"
         )
@@ -54,7 +53,7 @@ def faithfulness_gate(cfg: DictConfig, champion_version: str | None) -> tuple[li
     the gate is off or there is no champion."""
     if not cfg.registry.faithfulness_gate or champion_version is None:
         return [], []
-    path = Path(cfg.paths.artifacts_dir) / "explain" / "contrast.json"
+    path = output(cfg, "explain", "contrast.json")
     if not path.is_file():
         raise PipelineOrderError(
             f"{path} is missing: the faithfulness gate needs `glasswork explain` first "
@@ -69,7 +68,7 @@ def faithfulness_gate(cfg: DictConfig, champion_version: str | None) -> tuple[li
             f"step {found}): re-run `glasswork explain` (or set registry.faithfulness_gate=false)"
         ], []
     # The global view is always integrated gradients, whatever explain.methods lists.
-    against = f"from champion v{champion_version}'s on {paired['n_texts']} test texts"
+    against = f"from champion v{champion_version}'s on {paired['n_texts']} test examples"
     fell = [
         f"integrated gradients' {name.removesuffix('_gain')} gain fell {against}: {change_words(change)}"
         for name, change in paired["change"].items()

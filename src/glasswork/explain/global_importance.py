@@ -180,17 +180,19 @@ def explanation_descriptors(item: TokenAttribution) -> dict[str, float]:
     }
 
 
-def descriptor_shift(reference: dict[str, list[float]], current: dict[str, list[float]]) -> dict[str, dict]:
-    """How far each descriptor moved: its two means and the Kolmogorov-Smirnov statistic (the
-    largest gap between the two distributions, 0 to 1). The verdict is Evidently's K-S test on
-    the same columns (``glasswork.drift.explanation_report``)."""
+def descriptor_shift(
+    reference: dict[str, list[float]], current: dict[str, list[float]], names: Sequence[str] = DESCRIPTORS
+) -> dict[str, dict]:
+    """How far each descriptor (``names``: the text ones by default) moved: its two means and the
+    Kolmogorov-Smirnov statistic (the largest gap between the two distributions, 0 to 1). The
+    verdict is Evidently's K-S test on the same columns (``glasswork.text_drift.explanation_report``)."""
     return {
         name: {
             "reference_mean": float(np.mean(reference[name])),
             "current_mean": float(np.mean(current[name])),
             "ks_statistic": float(ks_2samp(reference[name], current[name]).statistic),
         }
-        for name in DESCRIPTORS
+        for name in names
     }
 
 

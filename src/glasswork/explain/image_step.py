@@ -8,7 +8,6 @@ import html
 import logging
 import time
 from itertools import combinations
-from pathlib import Path
 
 import matplotlib
 
@@ -25,13 +24,14 @@ from glasswork.data.image_batches import decode_all
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain.budget import check_share, training_seconds
-from glasswork.explain.embeddings import png_bytes
+from glasswork.explain.embeddings import check_projection, png_bytes, project, projection_figure, projection_page
 from glasswork.explain.faithfulness import check_alpha, check_measure, faithfulness_figure
 from glasswork.explain.pixels import METHODS, agreement, explain_pixels, faithfulness_pixels, gains_by_image
 from glasswork.explain.report import figure_sections, quality_rows
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def check_patch(patch, shape: tuple[int, int]) -> None:
 
 def explain_images(cfg: DictConfig) -> dict:
     """Explain the ``explain.n_probe`` probe images; write ``artifacts/explain/`` (attributions.html,
-    heatmaps.png, class_saliency.png, faithfulness.png, randomisation.png, attributions.json,
-    metrics.json) and log them to the model's MLflow run."""
+    heatmaps.png, class_saliency.png, faithfulness.png, randomisation.png, embeddings.png and .html,
+    attributions.json, metrics.json) and log them to the model's MLflow run."""
     from glasswork.tasks.image import ImagePredictor
 
     started = time.perf_counter()
@@ -66,6 +66,7 @@ def explain_images(cfg: DictConfig) -> dict:
     check_sanity(e.sanity_n_texts, None)
     check_share(e.max_share_of_train)
     check_alpha("explain.contrast_alpha", e.contrast_alpha)
+    check_projection(e.projection, e.projection_max)
     names = load_labels(cfg)["names"]
     predictor = ImagePredictor(model_dir(cfg), device=inference_device(cfg.trainer))
     net, device = predictor.net, predictor.device
@@ -106,14 +107,15 @@ def explain_images(cfg: DictConfig) -> dict:
         if "difference" in change:
             metrics[f"contrast/global_{k}_change"] = change["difference"]
             metrics[f"contrast/global_{k}_fell"] = int(change["verdict"] == "lower")
-    saliency_png, n_saliency = _class_saliency(net, predictor, test, names, cfg)
-    metrics["class_saliency/n_images"] = n_saliency
+    saliency_png, reference = _class_saliency(predictor, test, names, cfg)
+    metrics["class_saliency/n_images"] = reference["n_texts"]
     metrics["probe_accuracy"] = float(np.mean(np.asarray(predicted) == probe["label"].to_numpy()))
     quality = faithfulness_figure(metrics, list(explained), list(e.fractions))
     for ax in quality.axes:
         ax.set_xlabel(f"% of {e.patch_size}x{e.patch_size} patches, ranked by the explanation")
     quality_png = png_bytes(quality)
     heatmaps_png = png_bytes(_heatmaps(probe, x, explained, probs, names))
+    projection_png, projection_html = _projection(predictor, test, names, cfg)
     seconds = time.perf_counter() - started
     metrics["seconds"] = round(seconds, 1)
     if train_seconds := training_seconds(cfg):
@@ -123,11 +125,14 @@ def explain_images(cfg: DictConfig) -> dict:
         "How faithful each explanation is (probe images; dashed: a random order of patches)": quality_png,
         "Model-randomisation check: layers re-initialised from the top, one more at a time": sanity_png,
         "Mean |integrated gradients| of the test images each class is predicted for": saliency_png,
+        "Where the model puts the test images (embeddings.html: hover a point to see the image)": projection_png,
     }
-    with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
+    with tracking.step_run(cfg, "explain"), atomic_dir(output(cfg, "explain")) as out:
         (out / "heatmaps.png").write_bytes(heatmaps_png)
         (out / "faithfulness.png").write_bytes(quality_png)
         (out / "class_saliency.png").write_bytes(saliency_png)
+        (out / "embeddings.png").write_bytes(projection_png)
+        (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
         if sanity_png is not None:
             (out / "randomisation.png").write_bytes(sanity_png)
         page = _page(probe, probs, names, metrics, list(explained), figures, cfg)
@@ -145,6 +150,7 @@ def explain_images(cfg: DictConfig) -> dict:
             },
         )
         write_json(out / "contrast.json", {"method": "integrated_gradients", **versus})
+        write_json(out / "global_importance.json", reference)  # the drift step's explanation baseline
         write_json(out / "metrics.json", {"explain": metrics})
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
@@ -220,17 +226,16 @@ def _heatmaps(probe: pd.DataFrame, x: torch.Tensor, explained: dict[str, np.ndar
     return fig
 
 
-def _class_saliency(net, predictor, test: pd.DataFrame, names: list[str], cfg: DictConfig) -> tuple[bytes, int]:
-    """Mean |integrated gradients| per predicted class over a seeded sample of test images."""
+def _class_saliency(predictor, test: pd.DataFrame, names: list[str], cfg: DictConfig) -> tuple[bytes, dict]:
+    """Mean |integrated gradients| per predicted class over a seeded sample of test images, and
+    the same maps summed up as the explanation-drift reference (``global_importance.json``)."""
+    from glasswork.explain.pixel_drift import reference_view
+
     e = cfg.explain
     n = min(len(test), e.global_max_texts or len(test))
     sample = test.sample(n=n, random_state=cfg.seed)
-    x = predictor.normalize(decode_all(sample["image"].tolist())).to(predictor.device)
-    with torch.inference_mode():
-        predicted = net(x).argmax(-1).cpu().numpy()
-    scores = np.abs(explain_pixels(net, x, predicted.tolist(), ["integrated_gradients"], n_steps=e.global_n_steps)[
-        "integrated_gradients"
-    ])  # fmt: skip
+    view, scores, targets = reference_view(predictor, sample["image"].tolist(), cfg)
+    predicted = np.asarray(targets)
     cols = min(5, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.1 * rows), squeeze=False)
@@ -243,7 +248,24 @@ def _class_saliency(net, predictor, test: pd.DataFrame, names: list[str], cfg: D
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()
-    return png_bytes(fig), n
+    return png_bytes(fig), view
+
+
+def _projection(predictor, test: pd.DataFrame, names: list[str], cfg: DictConfig) -> tuple[bytes, str]:
+    """The plane of penultimate-layer embeddings of a seeded sample of the test images
+    (``explain.projection``), as a PNG and as a page that shows each image on hover."""
+    from glasswork.data.images import thumbnail_uris
+
+    sample = test.sample(n=min(len(test), cfg.explain.projection_max), random_state=cfg.seed)
+    images = sample["image"].tolist()
+    vectors, probs = predictor.embed(decode_all(images), cfg.trainer.eval_batch_size)
+    labels = sample["label"].to_numpy()
+    points, used = project(vectors, cfg.explain.projection, cfg.seed)
+    kind = ("images", "penultimate-layer embeddings")
+    png = png_bytes(projection_figure(points, labels, probs.argmax(1), names, used, kind[1]))
+    where = sample["path"].astype(str) if "path" in sample else [f"test image {i}" for i in sample.index]
+    page = projection_page(points, list(where), labels, probs, names, used, kind, thumbnail_uris(images))
+    return png, page
 
 
 def _page(probe, probs, names, metrics, methods, figures, cfg) -> str:

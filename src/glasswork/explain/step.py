@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -54,6 +53,7 @@ from glasswork.explain.model_agnostic import kernel_shap
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
 from glasswork.outputs import atomic_dir, write_json
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def explain_texts(cfg: DictConfig) -> dict:
     quality_png = png_bytes(faithfulness_figure(metrics, list(explained), list(cfg.explain.fractions)))
     metrics |= _cost(cfg, time.perf_counter() - started)
     summary["cost"] = _cost_words(metrics, plan)
-    with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
+    with tracking.step_run(cfg, "explain"), atomic_dir(output(cfg, "explain")) as out:
         (out / "embeddings.png").write_bytes(projection)
         (out / "embeddings.html").write_text(projection_html, encoding="utf-8")
         (out / "global_importance.png").write_bytes(top_png)

@@ -10,7 +10,6 @@ import html
 import logging
 import time
 from itertools import combinations
-from pathlib import Path
 
 import matplotlib
 
@@ -42,6 +41,7 @@ from glasswork.explain.report import figure_sections, quality_rows
 from glasswork.explain.sanity import cascade_figure, check_sanity, randomisation_check
 from glasswork.models.backbone import inference_device, model_dir
 from glasswork.outputs import atomic_dir, write_json
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def explain_tables(cfg: DictConfig) -> dict:
     metrics["seconds"] = round(seconds, 1)
     if train_seconds := training_seconds(cfg):
         metrics["share_of_train"] = seconds / train_seconds
-    with tracking.step_run(cfg, "explain"), atomic_dir(Path(cfg.paths.artifacts_dir) / "explain") as out:
+    with tracking.step_run(cfg, "explain"), atomic_dir(output(cfg, "explain")) as out:
         (out / "faithfulness.png").write_bytes(quality_png)
         (out / "global_importance.png").write_bytes(importance_png)
         (out / "dependence.png").write_bytes(dependence_png)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from glasswork.errors import ConfigError, PipelineOrderError
+from glasswork.steps import output
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def model_dir(cfg: DictConfig) -> Path:
     It lives here, not in ``glasswork.train``, so that the later steps can find the model without
     importing Lightning (several seconds per ``dvc repro`` stage).
     """
-    path = Path(cfg.paths.artifacts_dir) / "train" / "model"
+    path = output(cfg, "train", "model")
     if not (path / "config.json").is_file():
         raise PipelineOrderError(f"{path} holds no trained model: run `glasswork train` first")
     return path

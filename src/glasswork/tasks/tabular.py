@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from glasswork.data.tabular import Columns, Preprocessor
 from glasswork.errors import ConfigError, DataError
 from glasswork.outputs import read_json, write_json
+from glasswork.steps import processed
 
 PREPROCESS = "preprocess.json"  # the preprocessing fitted on the training split: saved with the model
 SOURCES = ("fair", "table")
@@ -51,7 +52,7 @@ class TablePredictor:
 
 def read_columns(cfg: DictConfig) -> Columns:
     """The features ``prepare`` kept, by kind (its ``report.json``)."""
-    path = Path(cfg.paths.processed_dir) / "report.json"
+    path = processed(cfg, "report.json")
     if not path.is_file():
         from glasswork.errors import PipelineOrderError
 
