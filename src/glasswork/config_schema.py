@@ -61,7 +61,9 @@ class ImageDataConfig:
 
 @dataclass
 class ImageModelConfig:
-    """``task=image_classification``'s model: :class:`glasswork.models.cnn.SmallCNN`."""
+    """``task=image_classification``'s model: :class:`glasswork.models.cnn.SmallCNN` (``channels``,
+    ``hidden``, ``dropout``) or, with ``dir``, that folder's Hugging Face image classifier fine-tuned
+    (:class:`glasswork.models.image_backbone.PretrainedImageNet`, ``model=pretrained_image``)."""
 
     name: str = "small_cnn"
     channels: list[int] = field(default_factory=lambda: [32, 64])
@@ -70,6 +72,7 @@ class ImageModelConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
+    dir: str | None = None
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """The registered image model: a pyfunc over a DataFrame with an ``image`` column.
 
-Logged to MLflow as the model's code ("models from code") with ``cnn.py`` beside it
-(``code_paths``), so it imports nothing else from Glasswork: ``mlflow.pyfunc.load_model(
-"models:/glasswork-fashion-mnist@champion")`` works wherever torch, pillow, safetensors, pandas
-and mlflow are installed. Each image is converted and resized as training converted and resized
-it (``preprocess.json``), and normalised with the training split's statistics.
+Logged to MLflow as the model's code ("models from code") with ``cnn.py`` and
+``image_backbone.py`` beside it (``code_paths``), so it imports nothing else from Glasswork:
+``mlflow.pyfunc.load_model("models:/glasswork-fashion-mnist@champion")`` works wherever torch,
+pillow, safetensors, pandas and mlflow are installed (and transformers, for a fine-tuned Hugging
+Face backbone). Each image is converted and resized as training converted and resized it
+(``preprocess.json``), and normalised with the training split's statistics.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import torch
 from PIL import Image
 
 try:  # inside Glasswork
-    from glasswork.models.cnn import SmallCNN
-except ImportError:  # a loaded model: cnn.py is on the path (code_paths)
-    from cnn import SmallCNN  # type: ignore[no-redef]
+    from glasswork.models.image_backbone import load_image_net
+except ImportError:  # a loaded model: cnn.py and image_backbone.py are on the path (code_paths)
+    from image_backbone import load_image_net  # type: ignore[no-redef]
 
 # Refused as a decompression bomb above this many pixels (as data.max_pixels refuses in training).
 MAX_PIXELS = 25_000_000
@@ -60,7 +61,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         folder = Path(context.artifacts["model"])
-        self.net = SmallCNN.from_pretrained(folder)
+        self.net = load_image_net(folder)
         pre = json.loads((folder / "preprocess.json").read_text())
         self.size, self.mode = tuple(pre["image_size"]), pre["image_mode"]
         self.mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)

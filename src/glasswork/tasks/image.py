@@ -1,4 +1,6 @@
-"""``task=image_classification``: a small CNN trained on labelled images."""
+"""``task=image_classification``: a small CNN, or a Hugging Face image classifier fine-tuned from a
+local folder (``model=pretrained_image model.dir=FOLDER``), trained on labelled images. Which one
+is decided once, in :mod:`glasswork.models.image_backbone`; every step below uses either alike."""
 
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ LABEL_NAMES = dict(enumerate(FASHION_MNIST_CLASSES))
 
 
 class ImagePredictor:
-    """A trained :class:`~glasswork.models.cnn.SmallCNN` and the normalisation it was trained with."""
+    """A trained image network (:func:`~glasswork.models.image_backbone.load_image_net`: the small CNN
+    or a fine-tuned Hugging Face classifier) and the normalisation it was trained with."""
 
     def __init__(self, folder: Path, device: str = "cpu"):
         from glasswork.data.image_batches import Normalize
-        from glasswork.models.cnn import SmallCNN
+        from glasswork.models.image_backbone import load_image_net
 
-        self.net = SmallCNN.from_pretrained(folder).to(device)
+        self.net = load_image_net(folder).to(device)
         self.device = device
         pre = read_json(Path(folder) / PREPROCESS)
         self.normalize = Normalize(pre["mean"], pre["std"])
@@ -72,7 +75,8 @@ def monitor_reader(folder: Path):
 
 
 class ImageClassification:
-    """Images (PNG bytes) in an ``image`` column; a :class:`~glasswork.models.cnn.SmallCNN`."""
+    """Images (PNG bytes) in an ``image`` column; a :class:`~glasswork.models.cnn.SmallCNN` or, with
+    ``model.dir``, a :class:`~glasswork.models.image_backbone.PretrainedImageNet`."""
 
     name = "image_classification"
     input_column = "image"
@@ -98,6 +102,7 @@ class ImageClassification:
         from glasswork.data import images
         from glasswork.explain.image_step import check_image_methods
         from glasswork.image_drift import check_current, check_shift
+        from glasswork.models.image_backbone import check_image_net
 
         e, d = cfg.explain, cfg.data
         check_image_methods(e.methods)
@@ -107,6 +112,7 @@ class ImageClassification:
         images.ImageReader(  # checks the size, mode and on_bad_image settings
             size=tuple(d.image_size) if d.image_size else None, mode=d.image_mode, on_bad_image=d.on_bad_image
         )
+        check_image_net(cfg)  # model.dir, the image size and mode it takes, Grad-CAM's layer: no weights read
         if d.source == "fashion_mnist":
             missing = [
                 f for pair in images.FASHION_MNIST_FILES.values() for f in pair if not (Path(d.idx_dir) / f).is_file()
@@ -202,18 +208,10 @@ class ImageClassification:
         import torch
 
         from glasswork.models.classifier_module import ClassifierModule
-        from glasswork.models.cnn import SmallCNN
+        from glasswork.models.image_backbone import image_net
 
         torch.manual_seed(cfg.seed)
-        size = tuple(cfg.data.image_size)
-        net = SmallCNN(
-            num_labels,
-            in_channels=3 if cfg.data.image_mode == "RGB" else 1,
-            image_size=(int(size[0]), int(size[1])),
-            channels=tuple(cfg.model.channels),
-            hidden=cfg.model.hidden,
-            dropout=cfg.model.dropout,
-        )
+        net = image_net(cfg, num_labels)
         return ClassifierModule(
             net,
             num_labels,
@@ -291,13 +289,15 @@ class ImageClassification:
 
     def pyfunc(self):
         from glasswork import serving_images
-        from glasswork.models import cnn
+        from glasswork.models import cnn, image_backbone
         from glasswork.tasks.base import PyfuncSpec, requirements
 
+        extra = image_backbone.serving_packages(self.cfg) if self.cfg is not None else ("transformers",)
         return PyfuncSpec(
             code=str(Path(serving_images.__file__)),
-            code_paths=[str(Path(cnn.__file__))],  # the network's class, imported by the code
-            requirements=requirements("torch", "safetensors", "PIL"),
+            # the networks' classes and their loader, imported by the code
+            code_paths=[str(Path(cnn.__file__)), str(Path(image_backbone.__file__))],
+            requirements=requirements("torch", "safetensors", "PIL", *extra),
             description="Glasswork image classifier (pyfunc: a DataFrame with an 'image' column of image bytes "
             "or file paths in; the label and class probabilities out).",
         )
