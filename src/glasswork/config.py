@@ -7,6 +7,7 @@ to the steps as a resolved ``DictConfig``; Prefect tasks receive it as a plain d
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -60,15 +61,31 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def schema_for(target: str | None) -> DictConfig:
     """The config's schema for the task class ``target`` (the text task's when ``None``): its data
-    and model groups are the task's own."""
+    and model groups are the task's own, and its values that task's defaults as ``conf/`` composes
+    them (the schema itself holds no values: ``conf/`` is the one place defaults live)."""
     schema = OmegaConf.structured(GlassworkConfig)
-    if target is None:
-        return schema
-    if target not in TASK_SCHEMAS:
-        raise ConfigError(f"task._target_={target!r}: expected one of {sorted(TASK_SCHEMAS)} (the task=... options)")
-    data, model = TASK_SCHEMAS[target]
-    schema.data, schema.model = OmegaConf.structured(data), OmegaConf.structured(model)
-    return schema
+    if target is not None:
+        if target not in TASK_SCHEMAS:
+            choices = sorted(TASK_SCHEMAS)
+            raise ConfigError(f"task._target_={target!r}: expected one of {choices} (the task=... options)")
+        data, model = TASK_SCHEMAS[target]
+        schema.data, schema.model = OmegaConf.structured(data), OmegaConf.structured(model)
+    return cast(DictConfig, OmegaConf.merge(schema, _conf_defaults(target)))
+
+
+@functools.cache
+def _conf_defaults(target: str | None) -> DictConfig:
+    """The default config of the task class ``target`` as ``conf/`` composes it, unresolved (an
+    interpolation resolves against the config it fills)."""
+    from hydra.utils import get_class
+
+    task: Any = get_class(target) if target else None  # the class: its name attribute
+    name = task.name if task is not None else "text_classification"
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        composed = compose(config_name="config", overrides=[f"task={name}"])
+    # A plain copy: Hydra's result is in struct mode, which would close every dict node it fills
+    # (model.random_init: null here) to keys a run's config sets.
+    return cast(DictConfig, OmegaConf.create(OmegaConf.to_container(composed, resolve=False)))
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
@@ -87,7 +104,12 @@ def check_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(_unknown_key_message(err.full_key or "?", schema)) from None
     except OmegaConfBaseException as err:
         raise ConfigError(redacted(f"setting {err.full_key}: {first_line(err)}")) from None
-    resolved = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(merged, resolve=True)))
+    try:  # a key neither the config nor conf/ sets (the schema holds no values)
+        resolved = cast(
+            DictConfig, OmegaConf.create(OmegaConf.to_container(merged, resolve=True, throw_on_missing=True))
+        )
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"setting {err.full_key} is required but not set: pass it, e.g. {err.full_key}=...") from None
     for key in ("tracking.uri", "tracking.artifact_root"):
         refuse_password(str(OmegaConf.select(resolved, key) or ""), key)
     return resolved

@@ -132,3 +132,27 @@ def test_debug_fast_is_one_setting_for_every_task(task, model):
         assert cfg.model == load_config(["model=tiny_bert"]).model
     if task == "image_classification":
         assert list(cfg.model.channels) == [4, 8]  # a narrow CNN, not the default [32, 64]
+
+
+def test_defaults_live_in_conf_only_and_fill_an_older_recorded_config():
+    from omegaconf import OmegaConf
+
+    from glasswork.config import check_config
+    from glasswork.config_schema import TASK_SCHEMAS, GlassworkConfig
+
+    # The schema holds names and types: no value that could disagree with conf/ (it did:
+    # drift.text_method, data.format, an image model's dir).
+    for schema in (GlassworkConfig, *[c for pair in TASK_SCHEMAS.values() for c in pair]):
+        leaves = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
+
+        def values(tree):
+            for value in tree.values():
+                yield from values(value) if isinstance(value, dict) else [value]
+
+        assert set(values(leaves)) <= {"???"}, schema.__name__
+    # A config recorded before a setting existed takes the setting's conf/ default for its task.
+    recorded = OmegaConf.to_container(load_config(["task=image_classification"]))
+    del recorded["drift"]["explanation_alpha"], recorded["model"]["dir"]
+    filled = check_config(OmegaConf.create(recorded))
+    assert filled.drift.explanation_alpha == 0.01 and filled.model.dir is None
+    assert filled.drift.text_method == load_config([]).drift.text_method == "abs_text_content_drift"
