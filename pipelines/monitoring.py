@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -65,15 +64,13 @@ def act(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
     mode = cfg.monitor.on_drift
     if mode == "none":
         return "none: monitor.on_drift=none"
-    if mode == "retrain" and summary.get("task", "text_classification") != "text_classification":
-        log.warning(
-            "monitor: on_drift=retrain is built for text models only (not %s): alerting instead", summary["task"]
-        )
-    elif mode == "retrain":
-        data = retraining_data(cfg, summary)
+    if mode == "retrain":
+        from glasswork.tasks import build
+
+        data = build(cfg).retraining(cfg, summary)  # the data overrides, or None (it says why)
         if data is not None:
             return retrain(overrides, data, cfg.registry.model_name)
-        log.warning("monitor: on_drift=retrain but the batch has no usable labels: alerting instead")
+        log.warning("monitor: on_drift=retrain but nothing to retrain on (see above): alerting instead")
     alert(summary)
     return "alert"
 
@@ -105,56 +102,13 @@ def alert(summary: dict) -> None:
                              description=f"drift in {summary['batch']['source']}")  # fmt: skip
 
 
-def retraining_data(cfg: DictConfig, summary: dict) -> Path | None:
-    """The champion's prepared splits plus every row of the batch with a label the model knows,
-    as one table (raw label values), or ``None`` when the batch has no such row."""
-    from glasswork.batch import batch_files, stream
-    from glasswork.data.schema import conform_metadata
-    from glasswork.monitor import metadata_columns
-    from glasswork.outputs import read_json
-
-    splits = Path(summary["reference"]).parent
-    classes = [str(c) for c in read_json(splits / "labels.json")["classes"]]
-    old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True)
-    old["label"] = [classes[i] for i in old["label"]]
-    # The splits' slice columns (data.slice_columns) come along, from the batch where it has them.
-    metadata = metadata_columns(old, cfg)
-    new = []
-    for file in batch_files(Path(summary["batch"]["source"])):
-        if str(file) not in summary["batch"]["files"]:
-            continue  # skipped as unreadable
-        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata, cfg.monitor.encoding):
-            frame = chunk.to_pandas()
-            new.append(frame[frame["label"].isin(classes)])
-    new = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
-    if new.empty:
-        return None
-    for column in metadata:
-        new[column] = conform_metadata(new[column], old[column])
-    path = Path(summary["output_dir"]) / "retraining_data.parquet"
-    tmp = path.with_suffix(".partial")
-    pd.concat([old, new[["text", "label", *metadata]]], ignore_index=True).to_parquet(tmp)
-    tmp.rename(path)
-    log.info("monitor: retraining on %d reference rows + %d new labelled rows (%s)", len(old), len(new), path)
-    return path
-
-
-def retrain(overrides: list[str], data: Path, model_name: str) -> str:
-    """Run the training flow on ``data``; the register step decides whether it takes the
-    ``champion`` alias of ``model_name`` (the monitored model's, not one named after the file)."""
+def retrain(overrides: list[str], data: list[str], model_name: str) -> str:
+    """Run the training flow on the data the ``data`` overrides name (the task's retraining table);
+    the register step decides whether it takes the ``champion`` alias of ``model_name`` (the
+    monitored model's, not one named after the file)."""
     from pipelines.training import run_pipeline
 
-    cfg = load_config(
-        [
-            *overrides,
-            "data=table",
-            f"data.path={data}",
-            "data.text_column=text",
-            "data.label_column=label",
-            "data.max_rows=null",
-            f"registry.model_name={model_name}",
-        ]
-    )
+    cfg = load_config([*overrides, *data, "data.max_rows=null", f"registry.model_name={model_name}"])
     results = run_pipeline(cfg)
     reg = results["register"]
     took = "took" if reg["promote"] else "did not take"

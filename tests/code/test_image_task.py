@@ -262,3 +262,55 @@ def test_skip_leaves_bad_images_out_and_lists_them(tmp_path):
     assert "skipped (data.on_bad_image=skip): 1" in (tmp_path / f"{ART}/prepare/data_card.md").read_text()
     with pytest.raises(Exception, match=r"broken.png: not an image PIL can read"):
         get("prepare").function()(load_config(image_overrides(tmp_path, folder)))
+
+
+def test_retraining_adds_a_batchs_labelled_images_to_the_champions_and_reads_them_as_images(tmp_path):
+    # monitor.on_drift=retrain for images: the champion's splits (PNG bytes) and the batch's class
+    # sub-folders become one table of image bytes, which data=images reads like any image file.
+    from glasswork.data.images import png_bytes
+    from glasswork.outputs import write_json
+    from glasswork.retraining import image_retraining
+
+    rng = np.random.default_rng(0)
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for name in ("train", "val", "test"):
+        frame = pd.DataFrame(
+            {"image": [png_bytes(_image(k, rng)) for k in SHAPES * 4], "label": [0, 1, 2] * 4}
+        )  # 12 a split, 16 x 16 grey
+        frame.to_parquet(splits / f"{name}.parquet")
+    write_json(splits / "labels.json", {"classes": list(SHAPES), "names": list(SHAPES)})
+    batch = write_image_folder(tmp_path / "batch", per_class=5, seed=3)  # every fifth is RGB, 20 x 20
+    (batch / "diagonal").mkdir()  # a class the model does not know: left out
+    Image.fromarray(_image("blank", rng)).save(batch / "diagonal" / "0.png")
+    Image.fromarray(_image("blank", rng)).save(batch / "loose.png")  # no label: left out
+    (batch / "blank" / "broken.png").write_text("not an image")  # skipped, not fatal
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = {"reference": str(splits / "train.parquet"), "output_dir": str(out), "batch": {"source": str(batch)}}
+    overrides = image_retraining(load_config(["task=image_classification"]), summary)
+    assert overrides is not None and overrides[0] == "data=images"
+    assert "data.image_size=[16,16]" in overrides and "data.image_mode=L" in overrides
+    table = pd.read_parquet(out / "retraining_data.parquet")
+    assert len(table) == 36 + 15 and table["label"].value_counts().to_dict() == dict.fromkeys(SHAPES, 12 + 5)
+    # Read in the champion's size and mode (every fifth batch image was 20 x 20 RGB), then through
+    # prepare as images, decoded and checked again.
+    from glasswork.data.images import decode
+
+    assert {decode(b).shape for b in table["image"]} == {(16, 16)}
+    cfg = load_config(["task=image_classification", "debug=fast", f"paths.root={tmp_path / 'run'}", *overrides])
+    for name in ("ingest", "prepare"):
+        get(name).function()(cfg)
+    report = read_json(tmp_path / "run" / DATA / "report.json")
+    assert report["rows_read"] == 51 and report["image_size"] == [16, 16]
+    assert report["images_changed"] == {}
+    assert report["rows_kept"] + report["dropped_duplicates"] + report["dropped_conflicting_labels"] == 51
+
+
+def test_an_image_table_row_that_is_not_an_image_is_named(tmp_path, capsys):
+    bad = tmp_path / "images.parquet"
+    pd.DataFrame({"image": [b"\x89PNG not really", b"also not"], "label": ["a", "b"]}).to_parquet(bad)
+    overrides = ["task=image_classification", "data=images", f"data.path={bad}", "data.path_column=image"]
+    assert main(["prepare", *overrides, f"paths.root={tmp_path}"]) == 2
+    assert f"{bad}, row 0" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "artifacts").exists()

@@ -259,9 +259,8 @@ def test_an_unknown_on_drift_action_is_named():
 
 
 def test_retraining_data_keeps_the_slice_columns_of_the_splits_and_the_batch(tmp_path, cfg_factory):
-    from pipelines.monitoring import retraining_data
-
     from glasswork.outputs import write_json
+    from glasswork.retraining import text_retraining
 
     splits = tmp_path / "splits"
     splits.mkdir()
@@ -279,7 +278,9 @@ def test_retraining_data_keeps_the_slice_columns_of_the_splits_and_the_batch(tmp
     out.mkdir()
     summary = {"reference": str(splits / "train.parquet"), "output_dir": str(out),
                "batch": {"source": str(batch), "files": [str(batch)]}}  # fmt: skip
-    data = pd.read_parquet(retraining_data(cfg_factory(tiny_overrides(tmp_path)), summary))
+    overrides = text_retraining(cfg_factory(tiny_overrides(tmp_path)), summary)
+    assert overrides is not None and overrides[0] == "data=table"
+    data = pd.read_parquet(overrides[1].removeprefix("data.path="))
     assert list(data.columns) == ["text", "label", "source"]
     assert len(data) == 8  # 6 reference rows, 2 batch rows with a known label ("meh" is left out)
     assert data["source"].tolist()[:6] == ["web", "print"] * 3

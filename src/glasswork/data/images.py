@@ -254,6 +254,13 @@ def path_table(table: pd.DataFrame, source: str, path_column: str, label_column:
     return pd.DataFrame({"path": [str(p) for p in paths], "label": table[label_column].to_numpy()})
 
 
+def holds_bytes(table: pd.DataFrame, column: str) -> bool:
+    """Whether a table's image column holds the images' bytes (a Parquet table, as monitor's
+    retraining writes one) rather than their paths."""
+    values = table[column].dropna() if column in table else pd.Series(dtype=object)
+    return bool(len(values)) and isinstance(values.iloc[0], bytes | bytearray)
+
+
 def read_images(paths: Sequence[str], reader: ImageReader, rows: Sequence[str] | None = None) -> list[bytes | None]:
     """Each file through ``reader``, with a progress bar on long folders; ``rows`` names where
     each came from (a table's line) for the errors."""

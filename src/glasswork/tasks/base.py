@@ -164,6 +164,12 @@ class Task(Protocol):
         """Score every row of ``batch`` into the parquet file ``path``; the counts per predicted class."""
         ...
 
+    def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
+        """For ``monitor.on_drift=retrain``: the champion's data plus the drifted batch's labelled
+        rows written as one table, and the ``data`` overrides that train on it; ``None`` (having
+        logged why) when there is nothing to retrain on."""
+        ...
+
     def pyfunc(self) -> PyfuncSpec:
         """How ``register`` logs the trained model (the columns it takes are :meth:`inputs`)."""
         ...

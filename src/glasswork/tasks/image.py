@@ -172,10 +172,17 @@ class ImageClassification:
                 from glasswork.data.sources import read_table
 
                 raw = read_table(path, d.format, encoding=d.encoding, columns=[d.path_column, d.label_column])
-                listed = images.path_table(raw, str(path), d.path_column, d.label_column)
-                rows = [f" ({path}, line {i + 2})" for i in range(len(listed))]
+                if images.holds_bytes(raw, d.path_column):  # the images themselves (a Parquet table)
+                    listed, rows = raw.rename(columns={d.path_column: "image", d.label_column: "label"}), None
+                else:
+                    listed = images.path_table(raw, str(path), d.path_column, d.label_column)
+                    rows = [f" ({path}, line {i + 2})" for i in range(len(listed))]
             listed = listed.assign(label=schema.as_classes(listed["label"], str(path), d.label_column))
-            table = listed.assign(image=images.read_images(listed["path"].tolist(), reader, rows))
+            if "path" in listed:
+                table = listed.assign(image=images.read_images(listed["path"].tolist(), reader, rows))
+            else:  # checked, converted and resized like any image file
+                checked = [reader.read_bytes(b, f"{path}, row {i}") for i, b in enumerate(listed["image"])]
+                table = listed.assign(image=checked)
             source = str(path)
         read = len(table)
         bad = table["image"].isna()
@@ -286,6 +293,11 @@ class ImageClassification:
         from glasswork.image_drift import score_images
 
         return score_images(path, batch, monitor_reader(ref.model_dir), describer, ref.labels["names"], cfg)
+
+    def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
+        from glasswork.retraining import image_retraining
+
+        return image_retraining(cfg, summary)
 
     def pyfunc(self):
         from glasswork import serving_images

@@ -151,6 +151,11 @@ class TextClassification:
 
         return write_predictions(path, batch, describer, ref, cfg)
 
+    def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
+        from glasswork.retraining import text_retraining
+
+        return text_retraining(cfg, summary)
+
     def pyfunc(self):
         from glasswork import serving
         from glasswork.tasks.base import PyfuncSpec, requirements

@@ -1,0 +1,95 @@
+"""``monitor.on_drift=retrain``: the champion's prepared splits plus a drifted batch's labelled
+rows as one table, and the config overrides that train on it (each task's
+``retraining(cfg, summary)`` calls one of these). The new model takes ``champion`` only through
+the usual register gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from glasswork.outputs import read_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def reference_rows(summary: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The champion's prepared splits as one table (raw class values in ``label``) and its classes."""
+    splits = Path(summary["reference"]).parent
+    classes = [str(c) for c in read_json(splits / "labels.json")["classes"]]
+    old = pd.concat([pd.read_parquet(splits / f"{s}.parquet") for s in SPLITS], ignore_index=True)
+    old["label"] = [classes[i] for i in old["label"]]
+    return old, classes
+
+
+def write_table(summary: dict, frame: pd.DataFrame, n_old: int) -> Path:
+    """The retraining table, written whole or not at all, beside the monitor run's outputs."""
+    path = Path(summary["output_dir"]) / "retraining_data.parquet"
+    tmp = path.with_suffix(".partial")
+    frame.to_parquet(tmp)
+    tmp.rename(path)
+    log.info("monitor: retraining on %d reference rows + %d new labelled rows (%s)", n_old, len(frame) - n_old, path)
+    return path
+
+
+def text_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
+    """The champion's texts plus every row of the batch with a label the model knows (the splits'
+    slice columns come along, from the batch where it has them), as ``data=table`` overrides; or
+    ``None`` when the batch has no such row."""
+    from glasswork.batch import batch_files, stream
+    from glasswork.data.schema import conform_metadata
+    from glasswork.monitor import metadata_columns
+
+    old, classes = reference_rows(summary)
+    metadata = metadata_columns(old, cfg)
+    new = []
+    for file in batch_files(Path(summary["batch"]["source"])):
+        if str(file) not in summary["batch"]["files"]:
+            continue  # skipped as unreadable
+        for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata, cfg.monitor.encoding):
+            frame = chunk.to_pandas()
+            new.append(frame[frame["label"].isin(classes)])
+    added = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
+    if added.empty:
+        log.warning("monitor: on_drift=retrain but the batch has no row with a label the model knows")
+        return None
+    for column in metadata:
+        added[column] = conform_metadata(added[column], old[column])
+    path = write_table(summary, pd.concat([old, added[["text", "label", *metadata]]], ignore_index=True), len(old))
+    return ["data=table", f"data.path={path}", "data.text_column=text", "data.label_column=label"]
+
+
+def image_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
+    """The champion's images plus every image of the batch folder's class sub-folders that names
+    a class the model knows, read in the size and mode it was trained on, as ``data=images``
+    overrides over a table of the images' bytes; or ``None`` when there is no such image."""
+    from glasswork.data.images import IMAGE_SUFFIXES, ImageReader, decode
+
+    old, classes = reference_rows(summary)
+    first = decode(old["image"].iloc[0])
+    size, mode = (int(first.shape[0]), int(first.shape[1])), "L" if first.ndim == 2 else "RGB"
+    reader = ImageReader(size=size, mode=mode, on_bad_image="skip")
+    source = Path(summary["batch"]["source"])
+    rows = []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir() and p.name in classes):
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+            data = reader.read(file)
+            if data is not None:  # a bad image was skipped and listed when the batch was scored
+                rows.append({"image": data, "label": folder.name})
+    if not rows:
+        log.warning("monitor: on_drift=retrain but no class sub-folder of %s names a class the model knows", source)
+        return None
+    path = write_table(summary, pd.concat([old[["image", "label"]], pd.DataFrame(rows)], ignore_index=True), len(old))
+    return [
+        "data=images",
+        f"data.path={path}",
+        "data.path_column=image",
+        f"data.image_size=[{size[0]},{size[1]}]",
+        f"data.image_mode={mode}",
+    ]
