@@ -311,3 +311,26 @@ def test_a_champion_with_slice_columns_is_watched_on_them(tmp_path):
     assert {"estimated_accuracy", "test_accuracy", "actual_accuracy"} <= set(by_slice["source = print"])
     assert "source = print (n=60): estimated" in report(summary)
     assert "slice/source_print/estimated_accuracy" in summary["metrics"]
+
+
+def test_retraining_data_keeps_the_champions_own_class_values(tmp_path, cfg_factory):
+    # Classes 0 and 1 (numbers) and a batch labelled "1" and "0" (text, as a CSV or a folder name
+    # gives them): the retrained model must learn 0 and 1 again, or it predicts other classes than
+    # the champion and is compared with it on nothing (found retraining on Fashion-MNIST).
+    from glasswork.outputs import write_json
+    from glasswork.retraining import text_retraining
+
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for name in ("train", "val", "test"):
+        pd.DataFrame({"text": [f"{name} a", f"{name} b"], "label": [0, 1]}).to_parquet(splits / f"{name}.parquet")
+    write_json(splits / "labels.json", {"classes": [0, 1], "names": ["rotten", "fresh"]})
+    batch = tmp_path / "batch.csv"
+    pd.DataFrame({"text": ["new one", "new two"], "label": ["1", "0"]}).to_csv(batch, index=False)
+    (tmp_path / "out").mkdir()
+    summary = {"reference": str(splits / "train.parquet"), "output_dir": str(tmp_path / "out"),
+               "batch": {"source": str(batch), "files": [str(batch)]}}  # fmt: skip
+    overrides = text_retraining(cfg_factory(tiny_overrides(tmp_path)), summary)
+    assert overrides is not None
+    data = pd.read_parquet(overrides[1].removeprefix("data.path="))
+    assert data["label"].tolist() == [0, 1] * 3 + [1, 0] and pd.api.types.is_integer_dtype(data["label"])
