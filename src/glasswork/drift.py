@@ -163,10 +163,13 @@ def batch_map(
         cfg.explain.projection,
         cfg.seed,
         **({"kind": kind} if kind else {}),
-        thumbnails=reference.thumbnails + current.thumbnails
-        if reference.thumbnails is not None and current.thumbnails is not None
-        else None,
+        thumbnails=_joined(reference.thumbnails, current.thumbnails),
     )
+
+
+def _joined(first: list[str] | None, second: list[str] | None) -> list[str] | None:
+    """Both sides' thumbnails in the map's order, or none when a side has none."""
+    return first + second if first is not None and second is not None else None
 
 
 def label_indices(values: pd.Series, classes: list) -> tuple[np.ndarray, list[str]]:
