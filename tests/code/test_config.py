@@ -156,3 +156,12 @@ def test_defaults_live_in_conf_only_and_fill_an_older_recorded_config():
     filled = check_config(OmegaConf.create(recorded))
     assert filled.drift.explanation_alpha == 0.01 and filled.model.dir is None
     assert filled.drift.text_method == load_config([]).drift.text_method == "abs_text_content_drift"
+
+
+@pytest.mark.parametrize("task", ["image_classification", "tabular_classification"])
+def test_a_task_with_its_own_batch_does_not_take_the_text_gpu_learning_rate_scale(task):
+    # trainer=gpu scales the rate 8x for text at batch 1,024; the image and table tasks keep their
+    # own batches (128, 64) on a GPU too, so 8x would be a rate nobody measured.
+    gpu = load_config([f"task={task}", "trainer=gpu"])
+    assert gpu.trainer.lr_scale == 1.0 and gpu.trainer.batch_size in (128, 64)
+    assert load_config(["trainer=gpu"]).trainer.lr_scale == 8.0
