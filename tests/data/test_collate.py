@@ -115,3 +115,22 @@ def test_worker_processes_yield_the_same_batches():
     assert len(alone) == len(forked) == 7
     for a, b in zip(alone, forked, strict=True):
         assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_image_loaders_batches_survive_spawned_workers():
+    # trainer=gpu reads images with 4 loader workers; where workers are spawned rather than
+    # forked (macOS, Windows, CUDA setups that ask for it) the collate function is pickled.
+    import pickle
+
+    from glasswork.data.image_batches import ImageDataModule, Normalize
+    from glasswork.data.images import png_bytes
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"image": [png_bytes(rng.integers(0, 255, (8, 8), dtype=np.uint8)) for _ in range(6)],
+                          "label": [0, 1] * 3})  # fmt: skip
+    module = ImageDataModule(frame, frame, Normalize([0.5], [0.25]), 4, 4, seed=0, num_workers=0)
+    collate = pickle.loads(pickle.dumps(module.train_dataloader().collate_fn))
+    batch = collate([0, 1, 2])
+    assert batch["pixel_values"].shape == (3, 1, 8, 8) and batch["labels"].tolist() == [0, 1, 0]
+    expected = (module.train.pixels[:3].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(batch["pixel_values"], expected)

@@ -4,6 +4,7 @@ batch with the training split's per-channel mean and standard deviation."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -87,7 +88,8 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=lambda indices: items.batch(indices, self.normalize),
+            # A partial, not a lambda: loader workers that are spawned (not forked) pickle it.
+            collate_fn=partial(items.batch, normalize=self.normalize),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
