@@ -32,6 +32,20 @@ from glasswork.outputs import read_json
 log = logging.getLogger(__name__)
 
 
+def paired_faithfulness(mine: dict, theirs: dict, alpha: float) -> dict:
+    """This model's and the champion's faithfulness on the same sample (each as
+    ``faithfulness_summary`` or ``gains_by_image`` gives it), with the paired change of each gain
+    at ``alpha``: what ``contrast.json`` holds and the register step's faithfulness gate reads,
+    for every task."""
+    return {
+        "n_texts": theirs["n_texts"],
+        "champion": {k: theirs[k] for k in SUMMARY},
+        "this_model": {k: mine[k] for k in SUMMARY},
+        "alpha": alpha,
+        "change": gain_change(theirs["by_text"], mine["by_text"], alpha, paired=True),
+    }
+
+
 def champion_version(cfg: DictConfig, this_run_id: str):
     """The champion's model version, or None when there is none other than this run's."""
     try:
@@ -94,16 +108,7 @@ def contrast(
     if global_faithfulness is not None:
         measure_on_texts, mine = global_faithfulness
         theirs = measure_on_texts(model, tokenizer)
-        alpha = cfg.explain.contrast_alpha
-        paired = {
-            "global_faithfulness": {
-                "n_texts": theirs["n_texts"],
-                "champion": {k: theirs[k] for k in SUMMARY},
-                "this_model": {k: mine[k] for k in SUMMARY},
-                "alpha": alpha,
-                "change": gain_change(theirs["by_text"], mine["by_text"], alpha, paired=True),
-            }
-        }
+        paired = {"global_faithfulness": paired_faithfulness(mine, theirs, cfg.explain.contrast_alpha)}
     return paired | {
         "status": f"compared with champion v{version}",
         "champion_version": version,

@@ -164,8 +164,7 @@ def image_contrast(cfg: DictConfig, predictor, test: pd.DataFrame, labels: dict)
     prediction from its own normalisation: the paired change of each gain at
     ``explain.contrast_alpha``, which the register step's faithfulness gate reads. As the text
     task writes it (:func:`glasswork.explain.contrast.contrast`)."""
-    from glasswork.explain.contrast import champion_model_dir
-    from glasswork.explain.faithfulness import SUMMARY, gain_change
+    from glasswork.explain.contrast import champion_model_dir, paired_faithfulness
     from glasswork.outputs import read_json
     from glasswork.tasks.image import ImagePredictor
 
@@ -194,13 +193,7 @@ def image_contrast(cfg: DictConfig, predictor, test: pd.DataFrame, labels: dict)
     return {
         "status": f"compared with champion v{version}",
         "champion_version": version,
-        "global_faithfulness": {
-            "n_texts": theirs["n_texts"],
-            "champion": {k: theirs[k] for k in SUMMARY},
-            "this_model": {k: mine[k] for k in SUMMARY},
-            "alpha": e.contrast_alpha,
-            "change": gain_change(theirs["by_text"], mine["by_text"], e.contrast_alpha, paired=True),
-        },
+        "global_faithfulness": paired_faithfulness(mine, theirs, e.contrast_alpha),
     }
 
 
