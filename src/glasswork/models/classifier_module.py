@@ -75,7 +75,8 @@ class ClassifierModule(L.LightningModule):
         loss, logits = self._step(batch)
         labels = batch["labels"]
         correct = (logits.argmax(-1) == labels).sum()
-        self._train_counts += torch.stack((correct, torch.tensor(labels.numel(), device=labels.device)))
+        self._train_counts[0] += correct  # in place on the device: no read-back, no host-to-device copy
+        self._train_counts[1] += labels.numel()
         # Logged only on the steps the logger writes (trainer.log_every_n_steps), which is what a
         # step's value reaches anyway: each self.log costs Lightning ~1 ms of host work, a fixed
         # cost a step that showed against a small CNN's steps (benchmarks/README.md). Not
