@@ -85,10 +85,11 @@ lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/
 format: $(STAMP) ## ruff format + import sort
 	$(BIN)/ruff check --fix src pipelines tests benchmarks scripts && $(BIN)/ruff format src pipelines tests benchmarks scripts
 
-dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list (and the image task's)
+dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list (and each task's under dvc/)
 	$(BIN)/glasswork dvc-sync
 	$(BIN)/glasswork dvc-sync task=image_classification
 	$(BIN)/glasswork dvc-sync task=tabular_classification
+	$(BIN)/glasswork dvc-sync task=text_generation
 
 repro: $(STAMP) ## replay the pipeline with DVC (skips the unchanged stages)
 	$(BIN)/dvc repro

@@ -35,7 +35,12 @@ def config_groups() -> str:
     groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir()) if CONF_DIR.is_dir() else []
     listed = "   ".join(f"{g.name}={'|'.join(sorted(f.stem for f in g.glob('*.yaml')))}" for g in groups)
     return "config groups (pick with GROUP=OPTION, change keys with GROUP.KEY=VALUE):\n" + textwrap.fill(
-        listed, width=100, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+        listed,
+        width=100,
+        initial_indent="  ",
+        subsequent_indent="  ",
+        break_on_hyphens=False,
+        break_long_words=False,  # a group longer than a line stays whole: it is copied as it is
     )
 
 
@@ -46,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="glasswork",
-        description="Train, evaluate, explain, watch and register deep classifiers of texts, images and tables.",
+        description="Train, evaluate, explain, watch and register deep models: classifiers of texts, images "
+        "and tables, and generative language models.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

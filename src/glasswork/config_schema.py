@@ -116,6 +116,50 @@ class TabularModelConfig:
 
 
 @dataclass
+class GenerationDataConfig:
+    """``task=text_generation``'s data: prompt/response pairs (the shipped reviews as questions,
+    ``data=instructions``, or a user's table, ``data=table``)."""
+
+    name: str = MISSING
+    source: str = MISSING
+    path: str = MISSING
+    format: str | None = MISSING
+    prompt_column: str = MISSING
+    response_column: str = MISSING
+    truncation: str = MISSING
+    max_answers: int = MISSING
+    registry_name: str = MISSING
+    slice_columns: list[str] = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    max_rows: int | None = MISSING
+    encoding: str = MISSING
+    # data=table's own keys, which this task does not read
+    text_column: Any = MISSING
+    label_column: Any = MISSING
+
+
+@dataclass
+class GenerationModelConfig:
+    """``task=text_generation``'s model: a Hugging Face causal LM (``glasswork.models.causal_lm``)."""
+
+    name: str = MISSING
+    source: str | None = MISSING
+    dir: str | None = MISSING
+    gguf_file: str | None = MISSING
+    chat_template: str | None = MISSING
+    finetune: str = MISSING
+    lora: dict[str, Any] = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_fraction: float = MISSING
+    max_length: int = MISSING
+    max_new_tokens: int = MISSING
+    random_init: dict[str, Any] | None = MISSING
+    attn_implementation: str | None = MISSING
+
+
+@dataclass
 class TaskConfig:
     """Which kind of model: a class Hydra's ``instantiate`` builds (``glasswork.tasks``)."""
 
@@ -186,6 +230,7 @@ class ExplainConfig:
     sanity_n_texts: int = MISSING
     sanity_max_length: int | None = MISSING
     sanity_methods: list[str] = MISSING
+    sanity_max_stages: int | None = MISSING
     projection: str = MISSING
     projection_max: int = MISSING
     shap_samples: int = MISSING
@@ -281,4 +326,5 @@ TASK_SCHEMAS: dict[str, tuple[type, type]] = {
     "glasswork.tasks.text.TextClassification": (DataConfig, ModelConfig),
     "glasswork.tasks.image.ImageClassification": (ImageDataConfig, ImageModelConfig),
     "glasswork.tasks.tabular.TabularClassification": (TabularDataConfig, TabularModelConfig),
+    "glasswork.tasks.generation.TextGeneration": (GenerationDataConfig, GenerationModelConfig),
 }

@@ -166,6 +166,11 @@ def evaluate(cfg: DictConfig) -> dict:
         predictions.to_parquet(out / PREDICTIONS, index=False)
         validation.to_parquet(out / VAL_PREDICTIONS, index=False)
         predictions.drop(columns=["text", "path"], errors="ignore").rename_axis("row").to_csv(out / "predictions.csv")
+        # A task with more to say of its model than a classifier's figures (a generative model's
+        # free answers beside its base model's: task=text_generation) writes it here too.
+        extra = getattr(task, "extra_metrics", None)
+        if extra is not None:
+            metrics |= extra(cfg, frame, model_dir(cfg), out)
         write_json(
             out / "metrics.json",
             {"test": metrics, "test_split_md5": split_md5(cfg, "test"), "learned_nothing": nothing},

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -72,6 +73,9 @@ STEPS: tuple[Step, ...] = (
             "data",
             "seed",
             "model.package",
+            "model.source",  # a generative model's tokenizer and chat template frame its pairs
+            "model.gguf_file",
+            "model.chat_template",
             "model.dir",
             "model.max_length",
             "model.length_quantile",
@@ -258,6 +262,22 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         },
         "drift": {"deps": (f"{A}/explain/global_importance.json",)},
     },
+    "text_generation": {
+        "prepare": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/models/answers.py")},
+        "train": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/data/prompt_batches.py")},
+        "evaluate": {
+            "deps": ("src/glasswork/generation_eval.py", "src/glasswork/models/answers.py"),
+            "outs": (f"{A}/evaluate/generation.json", f"{A}/evaluate/answers.parquet"),
+        },
+        "register": {"deps": ("src/glasswork/serving_generation.py", "src/glasswork/models/answers.py")},
+        "explain": {
+            "outs": (
+                f"{A}/explain/heatmaps.png",
+                f"{A}/explain/contrastive.png",
+                f"{A}/explain/randomisation.png",
+            )
+        },
+    },
     "tabular_classification": {
         "explain": {
             "outs": (
@@ -335,9 +355,15 @@ def dvc_stages(cfg: DictConfig, root: Path, config_file: str = "params.yaml") ->
     """The ``stages:`` mapping of ``dvc.yaml``: every step calls the CLI on the frozen config.
     A ``config_file`` in a sub-folder (another task's pipeline) runs its stages from the
     repository root (``wdir``) and names the params in that file."""
+    from hydra.utils import get_class
+
     stages = {}
     folder = Path(config_file).parent
+    task: Any = get_class(cfg.task._target_)
+    built = task.steps  # a step the task does not have yet is no stage
     for step in STEPS:
+        if step.name not in built:
+            continue
         stage: dict = {"cmd": f"glasswork {step.name} --config {config_file}"}
         if folder != Path("."):
             stage["wdir"] = "/".join([".."] * len(folder.parts))

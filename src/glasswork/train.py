@@ -81,13 +81,13 @@ def train(cfg: DictConfig) -> dict:
             step = checkpoint_step(resume_from)
             log.info("train: resuming run %s from %s (step %d)", run_id, resume_from, step)
             mlflow.set_tag("glasswork.train.resumed_from_step", str(step))
-        trainer = _trainer(cfg, partial / "checkpoints", run_id, len(train_df))
+        trainer = _trainer(cfg, partial / "checkpoints", run_id, len(train_df), checkpoint_on(task))
         started = time.perf_counter()
         # weights_only: a checkpoint is a file on disk that anyone with the folder could replace.
         with interruptible(f"checkpoints kept in {partial}: run the same command again to resume"):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         seconds = time.perf_counter() - started
-        stopped = _why_stopped(cfg, trainer)
+        stopped = _why_stopped(cfg, trainer, checkpoint_on(task)[0])
         mlflow.set_tag("glasswork.train.stopped", stopped)
         mlflow.set_tag("glasswork.train.world_size", str(trainer.world_size))
         whole = _gather_shards(module, trainer)
@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> dict:
             module.load_state_dict(whole)
         best = _restore_best(module, trainer)
         task.save(_unwrap(module.net), staging / "model", labels, cfg)
-        metrics = _final_metrics(trainer, best) | {"train/seconds": round(seconds, 1)}
+        metrics = _final_metrics(trainer, best, checkpoint_on(task)[0]) | {"train/seconds": round(seconds, 1)}
         nothing = _learned_nothing(module, labels["names"], metrics.get("val/best_macro_f1"))
         metrics["val/learned_nothing"] = int(nothing is not None)
         if nothing:
@@ -209,12 +209,18 @@ def steps_per_epoch(cfg: DictConfig, n_train: int) -> int:
     return max(1, min(batches, int(limit)) if float(limit).is_integer() and limit > 1 else int(batches * limit))
 
 
-def _why_stopped(cfg: DictConfig, trainer: L.Trainer) -> str:
+def checkpoint_on(task) -> tuple[str, str]:
+    """The validation metric the kept checkpoint and early stopping follow, and its better side:
+    a classifier's macro-F1 (the default), a generative model's loss (``TextGeneration.checkpoint_on``)."""
+    return getattr(task, "checkpoint_on", ("val/macro_f1", "max"))
+
+
+def _why_stopped(cfg: DictConfig, trainer: L.Trainer, metric: str = "val/macro_f1") -> str:
     """Which part of the budget ended training, in words (an MLflow tag and the log)."""
     steps = f"{trainer.global_step} steps, {trainer.current_epoch} epochs"
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     if stopper is not None and stopper.stopped_epoch:
-        return f"stopped early after {steps}: val/macro_f1 rose no more for {stopper.patience} validations"
+        return f"stopped early after {steps}: {metric} improved no more for {stopper.patience} validations"
     if cfg.trainer.max_steps and trainer.global_step >= cfg.trainer.max_steps:
         return f"stopped at the step budget ({steps}; trainer.max_steps={cfg.trainer.max_steps})"
     if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
@@ -231,7 +237,7 @@ def _why_stopped(cfg: DictConfig, trainer: L.Trainer) -> str:
 def _learned_nothing(module: ClassifierModule, names: list[str], best_f1: float | None) -> str | None:
     """Whether the kept checkpoint's validation predictions collapsed (:mod:`glasswork.collapse`).
     The kept checkpoint is the validation with the best macro-F1, the last one when none is known."""
-    history = module.val_history
+    history = getattr(module, "val_history", None)  # a generative model's module keeps no confusion
     if not history:
         return None
     chosen = history[-1]
@@ -347,7 +353,9 @@ def checkpoint_step(path: str | Path) -> int:
         ) from None
 
 
-def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Trainer:
+def _trainer(
+    cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int, monitor: tuple[str, str] = ("val/macro_f1", "max")
+) -> L.Trainer:
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
     )
@@ -363,11 +371,11 @@ def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int) -> L.Tr
             limits["max_epochs"],
             t.max_minutes or "no limit of",
             f"; stopping early after {t.early_stopping_patience} validations (every "
-            f"{limits['val_check_interval']} steps) without a gain in val/macro_f1, not before step {t.min_steps}"
+            f"{limits['val_check_interval']} steps) without a gain in {monitor[0]}, not before step {t.min_steps}"
             if t.early_stopping_patience
             else "",
         )
-    return build_trainer(t, ckpt_dir, logger, **limits)
+    return build_trainer(t, ckpt_dir, logger, monitor, **limits)
 
 
 def _restore_best(module: ClassifierModule, trainer: L.Trainer) -> str | None:
@@ -379,12 +387,12 @@ def _restore_best(module: ClassifierModule, trainer: L.Trainer) -> str | None:
     return None
 
 
-def _final_metrics(trainer: L.Trainer, best: str | None) -> dict:
-    keep = ("val/acc", "val/macro_f1", "val/loss", "train/loss")
+def _final_metrics(trainer: L.Trainer, best: str | None, metric: str = "val/macro_f1") -> dict:
+    keep = ("val/acc", "val/macro_f1", "val/loss", "val/perplexity", "train/loss")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in keep}
     score = trainer.checkpoint_callback.best_model_score if best else None
     if score is not None:
-        metrics["val/best_macro_f1"] = float(score)
+        metrics[f"val/best_{metric.removeprefix('val/')}"] = float(score)
     metrics["train/steps"] = int(trainer.global_step)
     return metrics
 

@@ -64,7 +64,9 @@ def test_help_lists_every_step(capsys):
         assert f"{group.name}={options}" in listed, group.name
 
 
-@pytest.mark.parametrize("task", ["text_classification", "image_classification", "tabular_classification"])
+@pytest.mark.parametrize(
+    "task", ["text_classification", "image_classification", "tabular_classification", "text_generation"]
+)
 def test_committed_params_and_dvc_yaml_are_what_conf_and_steps_generate(monkeypatch, task):
     monkeypatch.delenv("GLASSWORK_ROOT", raising=False)
     files = render_files(load_config([f"task={task}"]), REPO)
@@ -121,7 +123,12 @@ def test_the_peak_learning_rate_goes_with_the_trainers_batch(tmp_path):
 
 @pytest.mark.parametrize(
     ("task", "model"),
-    [("text_classification", "tiny_bert"), ("image_classification", "small_cnn"), ("tabular_classification", "mlp")],
+    [
+        ("text_classification", "tiny_bert"),
+        ("image_classification", "small_cnn"),
+        ("tabular_classification", "mlp"),
+        ("text_generation", "tiny_llama"),
+    ],
 )
 def test_debug_fast_is_one_setting_for_every_task(task, model):
     cfg = load_config([f"task={task}", "debug=fast"])
@@ -130,6 +137,8 @@ def test_debug_fast_is_one_setting_for_every_task(task, model):
     if task == "text_classification":
         # conf/debug_task/ repeats tiny_bert's settings (Hydra allows no group override there).
         assert cfg.model == load_config(["model=tiny_bert"]).model
+    if task == "text_generation":
+        assert cfg.model == load_config(["task=text_generation", "model=tiny_llama"]).model
     if task == "image_classification":
         assert list(cfg.model.channels) == [4, 8]  # a narrow CNN, not the default [32, 64]
 
@@ -158,10 +167,10 @@ def test_defaults_live_in_conf_only_and_fill_an_older_recorded_config():
     assert filled.drift.text_method == load_config([]).drift.text_method == "abs_text_content_drift"
 
 
-@pytest.mark.parametrize("task", ["image_classification", "tabular_classification"])
+@pytest.mark.parametrize("task", ["image_classification", "tabular_classification", "text_generation"])
 def test_a_task_with_its_own_batch_does_not_take_the_text_gpu_learning_rate_scale(task):
     # trainer=gpu scales the rate 8x for text at batch 1,024; the image and table tasks keep their
-    # own batches (128, 64) on a GPU too, so 8x would be a rate nobody measured.
+    # own batches (128, 64; a generative model's 8 pairs) on a GPU too, so 8x would be a rate nobody measured.
     gpu = load_config([f"task={task}", "trainer=gpu"])
-    assert gpu.trainer.lr_scale == 1.0 and gpu.trainer.batch_size in (128, 64)
+    assert gpu.trainer.lr_scale == 1.0 and gpu.trainer.batch_size in (128, 64, 8)
     assert load_config(["trainer=gpu"]).trainer.lr_scale == 8.0

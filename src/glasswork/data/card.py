@@ -111,10 +111,12 @@ def markdown(card: dict) -> str:
     ]
     if "train_tokens" in card:
         tokens = ", ".join(f"{k} {v}" for k, v in card["train_tokens"].items())
+        limit = f"; the model takes at most {card['model_limit']}" if "model_limit" in card else ""
+        kept = card.get("kept", f"{card['truncation']} kept")
         lines += [
             f"- training tokens per text: {tokens}",
-            f"- max_length: {card['max_length']} ({card['max_length_source']}; the model takes at most "
-            f"{card['model_limit']}), {card['cut_share']:.1%} of the training texts cut, {card['truncation']} kept",
+            f"- max_length: {card['max_length']} ({card['max_length_source']}{limit}), "
+            f"{card['cut_share']:.1%} of the training texts cut, {kept}",
         ]
     if "image_size" in card:
         changed = ", ".join(f"{v} {k}" for k, v in card["images_changed"].items()) or "none"

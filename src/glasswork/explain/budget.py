@@ -22,6 +22,7 @@ its first ``n`` texts is still a seeded sample.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -38,6 +39,15 @@ def training_seconds(cfg: DictConfig) -> float | None:
     """The train step's ``train/seconds`` (None for a model trained before it was recorded)."""
     trained = output(cfg, "train", "metrics.json")
     return read_json(trained).get("train/seconds") if trained.is_file() else None
+
+
+def cost(cfg: DictConfig, started: float) -> dict[str, float]:
+    """What a step took since ``started`` (``time.perf_counter()``), and its share of the training time."""
+    seconds = time.perf_counter() - started
+    found = {"seconds": round(seconds, 1)}
+    if train_seconds := training_seconds(cfg):
+        found["share_of_train"] = seconds / train_seconds
+    return found
 
 
 def check_share(share) -> None:

@@ -23,7 +23,7 @@ from glasswork import tracking
 from glasswork.data.image_batches import decode_all
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
-from glasswork.explain.budget import check_share, training_seconds
+from glasswork.explain.budget import check_share, cost
 from glasswork.explain.embeddings import check_projection, png_bytes, project, projection_figure, projection_page
 from glasswork.explain.faithfulness import check_alpha, check_measure, faithfulness_figure
 from glasswork.explain.pixels import METHODS, agreement, explain_pixels, faithfulness_pixels, gains_by_image
@@ -116,10 +116,7 @@ def explain_images(cfg: DictConfig) -> dict:
     quality_png = png_bytes(quality)
     heatmaps_png = png_bytes(_heatmaps(probe, x, explained, probs, names))
     projection_png, projection_html = _projection(predictor, test, names, cfg)
-    seconds = time.perf_counter() - started
-    metrics["seconds"] = round(seconds, 1)
-    if train_seconds := training_seconds(cfg):
-        metrics["share_of_train"] = seconds / train_seconds
+    metrics |= cost(cfg, started)
     figures = {
         "Heatmaps: each probe image and where each method finds the evidence for the predicted class": heatmaps_png,
         "How faithful each explanation is (probe images; dashed: a random order of patches)": quality_png,

