@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from glasswork.explain import generation as gen
+from glasswork.explain import generation_quality as quality
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,9 @@ def test_faithfulness_measures_falls_against_random_rankings(model):
     prompts = [PROMPT, PROMPT[::-1], PROMPT[2:]]
     answers = [ANSWER, ANSWER[:2], [50]]
     spans = [(1, len(p) - 1) for p in prompts]
-    scores = [gen.prompt_importance(gen.integrated_gradients(model, p, a, n_steps=8, baseline=0).scores, len(p))
+    scores = [quality.prompt_importance(gen.integrated_gradients(model, p, a, n_steps=8, baseline=0).scores, len(p))
               for p, a in zip(prompts, answers, strict=True)]  # fmt: skip
-    metrics, texts = gen.faithfulness(model, prompts, answers, scores, [0.3, 1.0], spans=spans, n_random=5, seed=1)
+    metrics, texts = quality.faithfulness(model, prompts, answers, scores, [0.3, 1.0], spans=spans, n_random=5, seed=1)
     # Keeping every token of the span is the prompt itself: nothing falls, for any ranking.
     assert np.allclose(texts["sufficiency_top1"], 0, atol=1e-6)
     assert np.allclose(texts["random_sufficiency_top1"], 0, atol=1e-6)
@@ -134,7 +135,7 @@ def test_faithfulness_measures_falls_against_random_rankings(model):
 def test_the_randomisation_check_sees_a_randomised_model(model):
     prompts, answers = [PROMPT, PROMPT[1:]], [ANSWER, ANSWER[:1]]
     before = gen.integrated_gradients(model, PROMPT, ANSWER, n_steps=4).scores
-    metrics, curves = gen.randomisation_check(
+    metrics, curves = quality.randomisation_check(
         model, prompts, answers, seed=0, max_spearman=0.5, max_stages=2, n_steps=4, baseline=0
     )
     curve = curves["integrated_gradients"]
@@ -143,7 +144,7 @@ def test_the_randomisation_check_sees_a_randomised_model(model):
     # A kept frame's zeros are no agreement: only the attributed entries are compared.
     trained = [np.array([[0.0, 0.0, 1.0, 2.0, 3.0, 0.0]])]
     shuffled = [np.array([[0.0, 0.0, 3.0, 2.0, 1.0, 0.0]])]
-    assert gen._agreement(trained, shuffled, [6], frame=(2, 1)) == pytest.approx(-1.0)
-    assert gen._agreement(trained, shuffled, [6]) > -1.0  # the zeros would have agreed
+    assert quality._agreement(trained, shuffled, [6], frame=(2, 1)) == pytest.approx(-1.0)
+    assert quality._agreement(trained, shuffled, [6]) > -1.0  # the zeros would have agreed
     # The trained model itself is untouched (the check works on a copy).
     assert np.array_equal(gen.integrated_gradients(model, PROMPT, ANSWER, n_steps=4).scores, before)

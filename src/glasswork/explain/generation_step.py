@@ -21,6 +21,7 @@ from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain import generation as gen
+from glasswork.explain import generation_quality as quality
 from glasswork.explain.budget import check_share, cost
 from glasswork.explain.embeddings import png_bytes
 from glasswork.explain.faithfulness import (
@@ -168,7 +169,7 @@ def _measured(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[
     answers = [g["ids"] or model.end[:1] for g in model.generate(prompts)]
     spans = [user_span(model, p) for p in ids]
     scores = [
-        gen.prompt_importance(
+        quality.prompt_importance(
             gen.integrated_gradients(
                 model.model, p, a, n_steps=e.n_steps, baseline=BASELINE_ID, frame=frame(span, len(p))
             ).scores,
@@ -176,7 +177,7 @@ def _measured(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[
         )
         for p, a, span in zip(ids, answers, spans, strict=True)
     ]
-    metrics, texts = gen.faithfulness(
+    metrics, texts = quality.faithfulness(
         model.model, ids, answers, scores, list(e.fractions), spans=spans, n_random=e.n_random, seed=cfg.seed
     )
     summary = {k: metrics[k] for k in SUMMARY} | {
@@ -209,7 +210,7 @@ def explain_generation(cfg: DictConfig) -> dict:
     metrics: dict[str, float] = {f"integrated_gradients/{k}": v for k, v in measured.items()}
     checked = test.sample(n=min(len(test), e.sanity_n_texts), random_state=cfg.seed)["prompt"].tolist()
     checked_ids = model.prompt_ids(checked)
-    sanity, curves = gen.randomisation_check(
+    sanity, curves = quality.randomisation_check(
         model.model,
         checked_ids,
         [g["ids"] or model.end[:1] for g in model.generate(checked)],

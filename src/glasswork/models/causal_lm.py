@@ -53,6 +53,8 @@ def _from_files(loader, model_cfg: DictConfig, what: str, **kwargs):
     folder, gguf = locate(model_cfg)
     try:
         return loader.from_pretrained(str(folder), **({"gguf_file": gguf} if gguf else {}), **kwargs)
+    # What transformers and gguf raise for a file they cannot read: a quantization type gguf cannot
+    # de-quantize is its NotImplementedError (the "a quantization the loader cannot read").
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, NotImplementedError) as err:
         where = folder / gguf if gguf else folder
         kind = (
