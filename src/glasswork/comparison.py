@@ -30,6 +30,15 @@ from glasswork.drift import (
 )
 from glasswork.drift_report import DriftResult
 
+# A generative model's answers, both sides (the describer's ``outputs`` finding): logged as
+# ``drift/outputs/<side>_<name>`` and said in the verdict's line.
+OUTPUT_FIGURES = {
+    "invalid_answer_rate": "invalid",
+    "response_tokens": "length",
+    "own_answer_logprob": "own log-probability",
+    "answer_accuracy": "right",
+}
+
 
 @dataclass
 class Reference:
@@ -80,11 +89,22 @@ class Comparison:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return drift_metrics(self.result, self.performance, self.explained)
+        metrics = drift_metrics(self.result, self.performance, self.explained)
+        outputs = self.findings.get("outputs", {})
+        for side in ("reference", "current"):
+            found = outputs.get(side) or {}
+            metrics |= {f"outputs/{side}_{k}": v for k, v in found.items() if k in OUTPUT_FIGURES}
+        return metrics
 
     @property
     def words(self) -> str:
-        return verdict_words(self.result, self.performance, self.explained)
+        words = verdict_words(self.result, self.performance, self.explained)
+        if outputs := self.findings.get("outputs"):
+            ref, now = outputs["reference"], outputs["current"]
+            words += "; answers: " + ", ".join(
+                f"{name} {ref[k]:.3f}->{now[k]:.3f}" for k, name in OUTPUT_FIGURES.items() if k in ref and k in now
+            )
+        return words
 
     def summary(self) -> dict:
         """What ``drift.json`` holds for every caller."""
@@ -145,6 +165,7 @@ def compare_batch(
     slices = metadata_slices(current, metadata, ref.test), metadata_slices(ref.test, metadata, ref.test)
     performance = performance_estimate(ref.validation, ref.predictions, current_view.probs, labels, *slices)
     explained, page = describer.explanation_drift(current if explain is None else explain, ref.explanations)
-    return Comparison(
-        result, performance, explained, page, landing, len(reference), test_labels, dict(current_view.findings)
-    )
+    findings = dict(current_view.findings)
+    if "outputs" in findings:  # a generative model's answers: the training rows' beside the batch's
+        findings["outputs"] = {"reference": reference_view.findings.get("outputs"), "current": findings["outputs"]}
+    return Comparison(result, performance, explained, page, landing, len(reference), test_labels, findings)

@@ -304,15 +304,16 @@ def _compare(batch: Batch, describer, ref: Reference, inputs: tuple[str, ...], c
     return summary, found
 
 
-def read_text_batch(source: Path, cfg: DictConfig, ref: Reference) -> Batch:
-    """The text task's batch: a file or a folder of csv, parquet or jsonl files (:mod:`glasswork.batch`)."""
+def read_text_batch(source: Path, cfg: DictConfig, ref: Reference, inputs: tuple[str, ...] = ("text",)) -> Batch:
+    """The text task's batch: a file or a folder of csv, parquet or jsonl files (:mod:`glasswork.batch`);
+    ``inputs``: the split's input columns, which are not metadata."""
     return read_batch(
         source,
         text_column=cfg.monitor.text_column,
         label_column=cfg.monitor.label_column,
         sample_size=cfg.monitor.sample_size,
         seed=cfg.seed,
-        extra=metadata_columns(ref.train, cfg),
+        extra=metadata_columns(ref.train, cfg, inputs),
         encoding=cfg.monitor.encoding,
     )
 

@@ -263,6 +263,7 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         "drift": {"deps": (f"{A}/explain/global_importance.json",)},
     },
     "text_generation": {
+        "ingest": {"outs": ("{drift_path}",)},
         "prepare": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/models/answers.py")},
         "train": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/data/prompt_batches.py")},
         "evaluate": {
@@ -270,6 +271,7 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
             "outs": (f"{A}/evaluate/generation.json", f"{A}/evaluate/answers.parquet"),
         },
         "register": {"deps": ("src/glasswork/serving_generation.py", "src/glasswork/models/answers.py")},
+        "drift": {"deps": ("{drift_path}", "src/glasswork/generation_drift.py", "src/glasswork/models/answers.py")},
         "explain": {
             "outs": (
                 f"{A}/explain/heatmaps.png",

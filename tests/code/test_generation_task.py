@@ -27,6 +27,9 @@ LANGUAGES = {
 }
 
 
+NEW = ["Guten Morgen", "Good evening, everyone", "Bonsoir à tous"]
+
+
 def write_pairs(path: Path, n: int = 90) -> Path:
     """Which language is this sentence in? -> english | français | deutsch (one answer half the rows)."""
     rows = []
@@ -65,7 +68,7 @@ def test_the_generation_task_picks_its_own_data_and_model_groups():
 
 def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tmp_path):
     data = write_pairs(tmp_path / "questions.jsonl")
-    overrides = pairs_overrides(tmp_path, data)
+    overrides = pairs_overrides(tmp_path, data, "drift.current=test")
     assert main(["run", *overrides]) == 0
     cfg, art = load_config(overrides), tmp_path / ART
     labels = read_json(tmp_path / "data/text_generation/processed/labels.json")
@@ -95,7 +98,17 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     assert "«" in page or "&laquo;" in page or "\u00ab" in page
     for name in ("heatmaps.png", "contrastive.png", "faithfulness.png", "randomisation.png"):
         assert (art / "explain" / name).read_bytes()[:4] == b"\x89PNG", name
-    assert not (art / "drift").exists()  # not built for this task: the run skipped it
+    # Drift: the held-out split against the training prompts, described by the model's own hidden
+    # states and its answers on both sides; no explanation drift for this task (said, not faked).
+    drift = read_json(art / "drift" / "drift.json")
+    assert {"answer", "answer_tokens", "answer_logprob", "prompt", "embeddings:hidden state"} <= set(drift["columns"])
+    outputs = drift["outputs"]
+    assert outputs["reference"]["n"] == drift["n_reference"] and outputs["current"]["n"] == drift["n_current"]
+    assert 0 <= outputs["current"]["invalid_answer_rate"] <= 1 and "answer_accuracy" in outputs["current"]
+    assert drift["performance"]["status"] == "computed" and "actual_accuracy" in drift["performance"]
+    assert drift["explanation_drift"]["status"].startswith("not computed: explanation drift is not built")
+    logged = mlflow.get_run(read_json(art / "train" / "run.json")["run_id"]).data.metrics
+    assert "drift/outputs/current_invalid_answer_rate" in logged and "drift/answer_score" in logged
 
     registration = read_json(art / "register" / "registration.json")
     assert registration["version"] == "1" and registration["promote"], registration["reasons"]
@@ -104,6 +117,23 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     assert list(out.columns) == ["response"] and isinstance(out["response"][0], str)
     with_probs = model.predict(pd.DataFrame({"prompt": ["Bonjour ?"]}), params={"probabilities": True})
     assert all(0 < p <= 1 for p in json.loads(with_probs["token_probabilities"][0]))
+
+    # `glasswork monitor prompts.jsonl`: the champion answers every prompt of a new file (some with
+    # the answer expected), and the answers are compared with its training data's.
+    batch = tmp_path / "incoming.jsonl"
+    rows = [{"prompt": f"Which language is this sentence in? «{s}» (new {i})"} for i, s in enumerate(NEW * 8)]
+    for row in rows[::2]:
+        row["response"] = "deutsch" if "Morgen" in row["prompt"] else "english"
+    batch.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert main(["monitor", str(batch), *overrides, "monitor.on_drift=none"]) == 0
+    (checked,) = sorted(p for p in (art / "monitor").iterdir() if not p.name.startswith("."))
+    summary = read_json(checked / "drift.json")
+    assert summary["task"] == "text_generation" and summary["batch"]["n_rows"] == len(rows)
+    assert sum(summary["predicted_counts"].values()) == len(rows)
+    answered = pd.read_parquet(checked / "predictions.parquet")
+    assert len(answered) == len(rows) and {"prompt", "response", "answer", "prob_english", "label"} <= set(answered)
+    assert answered["prompt"].str.contains("«").all()
+    assert summary["outputs"]["current"]["n"] == summary["n_current"]
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,13 @@ class AnswerModel:
                 kept = tokens[:cut]
                 logps = [float(steps[row, j, t]) for j, t in enumerate(kept)]
                 text = tok.decode(kept, skip_special_tokens=True)
-                results.append({"response": text, "ids": kept, "token_logprobs": logps, "finished": cut < len(tokens)})
+                finished = cut < len(tokens)
+                # The end of turn's own log-probability: how sure the model was to stop there (an
+                # empty answer has no other token to be sure of).
+                end = float(steps[row, cut, tokens[cut]]) if finished and cut < steps.shape[1] else None
+                results.append(
+                    {"response": text, "ids": kept, "token_logprobs": logps, "finished": finished, "end_logprob": end}
+                )
         return results
 
 

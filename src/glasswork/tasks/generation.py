@@ -8,8 +8,10 @@ shared steps score, slice, gate and compare it like any classifier, and the eval
 what only a generative model has: its free answers (accuracy, invalid answers, length), the
 likelihood of the reference responses, the same for the base model before fine-tuning.
 
-Not built yet for this task (README, "Not built yet"): drift, monitor, reproduce and retraining;
-free-text responses (more distinct responses than ``data.max_answers``).
+Drift and ``glasswork monitor`` compare prompts (descriptors, the model's hidden states) and answers
+(:mod:`glasswork.generation_drift`). Not built yet for this task (README, "Not built yet"):
+explanation drift, reproduce and retraining; free-text responses (more distinct responses than
+``data.max_answers``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from glasswork.outputs import read_json, write_json
 from glasswork.slices import TEXT_SLICES
 
 SOURCES = ("instructions", "table")
+# The drift step's batch: the shipped tweets asked the training question (a real shift), or the
+# held-out test split.
+CURRENT_CHOICES = ("tweets", "test")
 NOT_BUILT = "is not built for task=text_generation yet (README, Not built yet)"
 
 
@@ -36,7 +41,7 @@ class TextGeneration:
     name = "text_generation"
     input_column = "prompt"
     baseline_name = "the base model before fine-tuning"
-    steps = ("ingest", "prepare", "train", "evaluate", "explain", "register")
+    steps = ("ingest", "prepare", "train", "evaluate", "explain", "drift", "register")
     slice_by = TEXT_SLICES  # the prompt's length and its share of words split into pieces
     # The kept checkpoint: the lowest validation loss of the responses (no classes are predicted
     # during training, the model writes tokens).
@@ -87,9 +92,17 @@ class TextGeneration:
 
             pairs = instruction_set(rotten_tomatoes())
             pairs = pairs.rename(columns={"prompt": cfg.data.prompt_column, "response": cfg.data.response_column})
-            return {"data": str(write_raw(pairs, Path(cfg.data.path)))}
-        self.read(cfg)
-        return {}
+            written = {"data": str(write_raw(pairs, Path(cfg.data.path)))}
+        else:
+            self.read(cfg)
+            written = {}
+        if cfg.drift.current == "tweets":  # the drift batch: the same question asked of tweets
+            from glasswork.data.prepare import write_raw
+            from glasswork.data.prompts import instruction_set
+            from glasswork.data.sources import tweets
+
+            written["drift_current"] = str(write_raw(instruction_set(tweets()), Path(cfg.drift.current_path)))
+        return written
 
     def read(self, cfg: DictConfig):
         """The checked pairs: ``prompt``, ``label`` (the response: the answer's class) and the
@@ -300,16 +313,24 @@ class TextGeneration:
         return explain_generation(cfg)
 
     def drift_batch(self, cfg: DictConfig) -> pd.DataFrame:
-        raise ConfigError(f"drift {NOT_BUILT}")
+        from glasswork.generation_drift import current_batch
+
+        return current_batch(cfg)
 
     def describer(self, cfg: DictConfig, folder: Path | None = None):
-        raise ConfigError(f"drift and monitor {NOT_BUILT}")
+        from glasswork.generation_drift import GenerationDescriber
+
+        return GenerationDescriber(cfg, folder)
 
     def monitor_batch(self, source: Path, cfg: DictConfig, ref):
-        raise ConfigError(f"monitor {NOT_BUILT}")
+        from glasswork.generation_drift import read_prompt_batch
+
+        return read_prompt_batch(source, cfg, ref)
 
     def score_batch(self, path: Path, batch, describer, ref, cfg: DictConfig) -> dict[str, int]:
-        raise ConfigError(f"monitor {NOT_BUILT}")
+        from glasswork.generation_drift import write_answers
+
+        return write_answers(path, batch, describer, ref, cfg)
 
     def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
         raise ConfigError(f"monitor.on_drift=retrain {NOT_BUILT}")
@@ -327,9 +348,15 @@ def check_settings(cfg: DictConfig) -> None:
         )
     if not isinstance(d.max_answers, int) or isinstance(d.max_answers, bool) or d.max_answers < 2:
         raise ConfigError(f"data.max_answers={d.max_answers!r}: expected a number of distinct answers of at least 2")
+    check_current(cfg.drift.current)
     if m.finetune not in ("lora", "full"):
         raise ConfigError(f"model.finetune={m.finetune!r}: expected lora (adapters, the default) or full")
     for key in ("max_length", "max_new_tokens"):
         value = m[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"model.{key}={value!r}: expected a number of tokens of at least 1")
+
+
+def check_current(current: str) -> None:
+    if current not in CURRENT_CHOICES:
+        raise ConfigError(f"drift.current={current!r}: expected one of {list(CURRENT_CHOICES)} (task=text_generation)")

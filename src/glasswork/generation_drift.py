@@ -1,0 +1,201 @@
+"""The generative task's side of a comparison (:mod:`glasswork.comparison`): the batch the drift
+step compares (``drift.current``: the shipped tweets asked the same question, or the test split),
+what describes a prompt (its length and words, as a text's; the model's own hidden states as its
+embedding) and what describes the model's answer to it (which answer of the set, or none; its
+length; the model's mean log-probability of its own answer's tokens), the answers' probabilities
+for the label-free accuracy estimate; and ``glasswork monitor``'s reading and scoring of a file
+of prompts.
+
+Explanation drift is not built for this task (README, Not built yet): its page says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from glasswork.data.prepare import load_labels, load_split
+from glasswork.data.sources import read_table
+from glasswork.drift import View
+from glasswork.errors import DataError
+from glasswork.models.answers import AnswerModel, answer_metrics, normalise
+from glasswork.tasks.generation import check_current
+from glasswork.text_descriptors import DESCRIPTORS, text_descriptors
+
+log = logging.getLogger(__name__)
+
+NO_ANSWER = "(none of the answers)"  # a free answer that is no answer of the set
+OUTPUT_COLUMNS = ["answer_tokens", "answer_logprob"]
+NUMERIC = [*DESCRIPTORS, "predicted_probability", *OUTPUT_COLUMNS]
+NOT_BUILT = "not computed: explanation drift is not built for task=text_generation yet (README, Not built yet)"
+
+
+def current_batch(cfg: DictConfig) -> pd.DataFrame:
+    """The batch to compare with the reference: the shipped tweets asked the training question
+    (``drift.current=tweets``, written by ``ingest``), or the held-out test split; ``prompt`` and
+    ``label`` (the reference answer, where known)."""
+    check_current(cfg.drift.current)
+    if cfg.drift.current == "test":
+        test = load_split(cfg, "test")
+        classes = load_labels(cfg)["classes"]
+        return test.assign(label=[classes[i] for i in test["label"]])
+    path = Path(cfg.drift.current_path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `glasswork ingest task=text_generation` first (it writes the tweets)")
+    frame = read_table(path, "csv")
+    if "prompt" not in frame.columns:
+        raise DataError(f"{path} has no 'prompt' column (columns found: {list(frame.columns)})")
+    return frame.rename(columns={"response": "label"})
+
+
+@torch.inference_mode()
+def prompt_embeddings(model: AnswerModel, ids: list[list[int]], batch_size: int) -> np.ndarray:
+    """Each prompt's mean last hidden state over its tokens (chat template included): the prompt as
+    the model itself represents it, before it answers."""
+    base = model.model.base_model  # the decoder without its vocabulary head: no [n, length, vocab] logits
+    vectors = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        batch = torch.full((len(chunk), width), model.pad, dtype=torch.long)
+        mask = torch.zeros_like(batch)
+        for row, seq in enumerate(chunk):
+            batch[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        hidden = base(input_ids=batch.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
+        weights = mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+        vectors.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy())
+    width = model.model.config.hidden_size
+    return np.concatenate(vectors) if vectors else np.zeros((0, width), dtype=np.float32)
+
+
+def own_logprob(generated: dict) -> float:
+    """The mean log-probability of the answer's own tokens; an empty answer's is its end of turn's."""
+    logps = generated["token_logprobs"] or [generated.get("end_logprob") or 0.0]
+    return float(np.mean(logps))
+
+
+def answer_values(generated: list[dict], classes: list[str]) -> list[str]:
+    """Each free answer as the answer of the set it is (compared as evaluate compares them), else
+    :data:`NO_ANSWER`."""
+    known = {normalise(c): c for c in classes}
+    return [known.get(normalise(g["response"]), NO_ANSWER) for g in generated]
+
+
+def output_summary(generated: list[dict], answers: list[str], labels: list[str] | None, classes: list[str]) -> dict:
+    """What the model answered, in numbers: the share of each answer, the invalid-answer rate, the
+    answer length, its confidence in its own answers, and the free answers' accuracy where the
+    rows have labels."""
+    truth = labels if labels is not None else [""] * len(generated)
+    figures = answer_metrics(generated, truth, classes) if generated else {}
+    if labels is None or not generated:
+        figures.pop("answer_accuracy", None)
+    shares = pd.Series(answers, dtype=object).value_counts(normalize=True)
+    return {"n": len(generated), **figures, "answer_shares": {str(k): float(v) for k, v in shares.items()}}
+
+
+class GenerationDescriber:
+    """The fine-tuned model (in ``folder``; default the work folder's) answers, scores, embeds and
+    describes prompts."""
+
+    rows = ("prompts", "the model's hidden states")  # what the batch map calls its points
+
+    def __init__(self, cfg: DictConfig, folder: Path | None = None):
+        from glasswork.models.backbone import inference_device, model_dir
+        from glasswork.outputs import read_json
+
+        path = Path(folder or model_dir(cfg))
+        info = read_json(path / "labels.json")
+        self.classes = [str(c) for c in info["classes"]]
+        self.model = AnswerModel.load(
+            path, self.classes, info["max_new_tokens"], info["max_length"], inference_device(cfg.trainer)
+        )
+        self.batch_size = cfg.trainer.eval_batch_size
+        self.cfg = cfg
+
+    def answer(self, prompts: list[str]) -> tuple[np.ndarray, list[dict]]:
+        """The answers' probabilities and the free (greedy) answers of ``prompts``."""
+        probs = self.model.predict_proba(pd.DataFrame({"prompt": prompts}), self.batch_size)
+        return probs, self.model.generate(prompts, self.batch_size)
+
+    def describe(self, frame: pd.DataFrame, labels: list[str] | None) -> View:
+        prompts = frame["prompt"].fillna("").astype(str).tolist()
+        probs, generated = self.answer(prompts)
+        vectors = prompt_embeddings(self.model, self.model.prompt_ids(prompts), self.batch_size)
+        described = text_descriptors(prompts, self.model.tokenizer)
+        described.insert(0, "prompt", prompts)
+        described["predicted_probability"] = (probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)).astype(float)
+        answers = answer_values(generated, self.classes)
+        described["answer"] = answers
+        described["answer_tokens"] = [len(g["ids"]) for g in generated]
+        described["answer_logprob"] = [own_logprob(g) for g in generated]
+        truth = None
+        if labels is not None:
+            described["label"] = [str(v) for v in labels]
+            truth = [str(v) for v in labels]
+        # Hover texts are data (escaped by the map): the prompt's end, where the question's text is.
+        hover = [f"…{p[-160:]} → {g['response'][:40]!r}" for p, g in zip(prompts, generated, strict=True)]
+        findings = {"outputs": output_summary(generated, answers, truth, self.classes)}
+        return View(described, vectors, probs, text_columns=["prompt"], numeric=list(NUMERIC),
+                    embedding_name="hidden state", hover=hover, categorical=["answer"], findings=findings)  # fmt: skip
+
+    def explanation_drift(self, current: pd.DataFrame, baseline: dict | None) -> tuple[dict, None]:
+        return {"status": NOT_BUILT}, None
+
+
+def read_prompt_batch(source: Path, cfg: DictConfig, ref):
+    """``glasswork monitor``'s batch of prompts: a file or a folder of csv, parquet or jsonl files
+    with ``monitor.text_column`` (``prompt`` for this task) and, where known, ``monitor.label_column``
+    (``response``: the answer expected)."""
+    from glasswork.monitor import read_text_batch
+
+    batch = read_text_batch(source, cfg, ref, inputs=("prompt",))
+    batch.sample = batch.sample.rename(columns={"text": "prompt"})
+    return batch
+
+
+def write_answers(path: Path, batch, describer: GenerationDescriber, ref, cfg: DictConfig) -> dict[str, int]:
+    """Answer every prompt of ``batch``, chunk by chunk, into one parquet file (the free answer, the
+    answer of the set it is, and each answer's probability); the count of each free answer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from glasswork.batch import stream
+
+    classes = describer.classes
+    counts = dict.fromkeys([*classes, NO_ANSWER], 0)
+    writer = None
+    with tqdm(total=batch.n_rows, desc="answering the batch", unit="prompt", leave=False) as bar:
+        for file in batch.files:
+            start = 0
+            for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, encoding=cfg.monitor.encoding):
+                prompts = [t or "" for t in chunk.column("text").to_pylist()]
+                probs, generated = describer.answer(prompts)
+                answers = answer_values(generated, classes)
+                columns = {
+                    "file": [str(file)] * len(prompts),
+                    "row": np.arange(start, start + len(prompts)),
+                    "prompt": prompts,
+                    "response": [g["response"] for g in generated],
+                    "answer": answers,
+                    "answer_logprob": [own_logprob(g) for g in generated],
+                    **{f"prob_{c}": probs[:, i].astype(np.float64) for i, c in enumerate(classes)},
+                }
+                if batch.has_labels:  # every file, labelled or not: one schema for the whole batch
+                    columns["label"] = chunk.column("label")
+                table = pa.table(columns)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
+                for a in answers:
+                    counts[a] += 1
+                start += len(prompts)
+                bar.update(len(prompts))
+    if writer is not None:
+        writer.close()
+    return counts
