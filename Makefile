@@ -21,6 +21,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+# Tokenizers converted from GGUF files, kept for the next process (glasswork.models.causal_lm).
+export GLASSWORK_CACHE := $(CURDIR)/.cache/glasswork
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help

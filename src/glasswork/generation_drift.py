@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from glasswork.data.prepare import load_labels, load_split
@@ -53,27 +52,6 @@ def current_batch(cfg: DictConfig) -> pd.DataFrame:
     return frame.rename(columns={"response": "label"})
 
 
-@torch.inference_mode()
-def prompt_embeddings(model: AnswerModel, ids: list[list[int]], batch_size: int) -> np.ndarray:
-    """Each prompt's mean last hidden state over its tokens (chat template included): the prompt as
-    the model itself represents it, before it answers."""
-    base = model.model.base_model  # the decoder without its vocabulary head: no [n, length, vocab] logits
-    vectors = []
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        batch = torch.full((len(chunk), width), model.pad, dtype=torch.long)
-        mask = torch.zeros_like(batch)
-        for row, seq in enumerate(chunk):
-            batch[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        hidden = base(input_ids=batch.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
-        weights = mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
-        vectors.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy())
-    width = model.model.config.hidden_size
-    return np.concatenate(vectors) if vectors else np.zeros((0, width), dtype=np.float32)
-
-
 def own_logprob(generated: dict) -> float:
     """The mean log-probability of the answer's own tokens; an empty answer's is its end of turn's."""
     logps = generated["token_logprobs"] or [generated.get("end_logprob") or 0.0]
@@ -104,6 +82,9 @@ class GenerationDescriber:
     describes prompts."""
 
     rows = ("prompts", "the model's hidden states")  # what the batch map calls its points
+    # What the model said, taken on the reference side from held-out rows (the validation split),
+    # not the training rows it learned (glasswork.comparison.held_out_outputs).
+    held_out = ("answer", *OUTPUT_COLUMNS)
 
     def __init__(self, cfg: DictConfig, folder: Path | None = None):
         from glasswork.models.backbone import inference_device, model_dir
@@ -118,15 +99,27 @@ class GenerationDescriber:
         self.batch_size = cfg.trainer.eval_batch_size
         self.cfg = cfg
 
-    def answer(self, prompts: list[str]) -> tuple[np.ndarray, list[dict]]:
-        """The answers' probabilities and the free (greedy) answers of ``prompts``."""
-        probs = self.model.predict_proba(pd.DataFrame({"prompt": prompts}), self.batch_size)
-        return probs, self.model.generate(prompts, self.batch_size)
+    def answer(self, prompts: list[str], states: bool = False) -> tuple[np.ndarray, list[dict]]:
+        """The answers' probabilities and the free (greedy) answers of ``prompts`` (with ``states``,
+        each prompt's hidden state from the same pass), a chunk at a time under a progress bar."""
+        from tqdm.auto import tqdm
+
+        probs, generated = [], []
+        chunk = 4 * self.batch_size
+        with tqdm(total=len(prompts), desc="answering prompts", unit="prompt", leave=False) as bar:
+            for start in range(0, len(prompts), chunk):
+                part = prompts[start : start + chunk]
+                probs.append(self.model.predict_proba(pd.DataFrame({"prompt": part}), self.batch_size))
+                generated += self.model.generate(part, self.batch_size, states=states)
+                bar.update(len(part))
+        k = len(self.classes)
+        return (np.concatenate(probs) if probs else np.zeros((0, k), dtype=np.float32)), generated
 
     def describe(self, frame: pd.DataFrame, labels: list[str] | None) -> View:
         prompts = frame["prompt"].fillna("").astype(str).tolist()
-        probs, generated = self.answer(prompts)
-        vectors = prompt_embeddings(self.model, self.model.prompt_ids(prompts), self.batch_size)
+        probs, generated = self.answer(prompts, states=True)
+        width = self.model.model.config.hidden_size
+        vectors = np.stack([g["prompt_state"] for g in generated]) if generated else np.zeros((0, width))
         described = text_descriptors(prompts, self.model.tokenizer)
         described.insert(0, "prompt", prompts)
         described["predicted_probability"] = (probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)).astype(float)

@@ -112,6 +112,7 @@ def find_reference(client: MlflowClient, version, cache: Path) -> Reference:
         validation=_run_artifact(version.run_id, f"evaluate/{VAL_PREDICTIONS}", cache, read_predictions),
         predictions=_logged_predictions(version.run_id, cache),
         explanations=_run_artifact(version.run_id, "explain/global_importance.json", cache, read_json),
+        val=pd.read_parquet(splits / "val.parquet"),
     )
     return Reference(
         name=version.name,

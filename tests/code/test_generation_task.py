@@ -102,8 +102,11 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     # states and its answers on both sides; no explanation drift for this task (said, not faked).
     drift = read_json(art / "drift" / "drift.json")
     assert {"answer", "answer_tokens", "answer_logprob", "prompt", "embeddings:hidden state"} <= set(drift["columns"])
-    outputs = drift["outputs"]
-    assert outputs["reference"]["n"] == drift["n_reference"] and outputs["current"]["n"] == drift["n_current"]
+    # The answers' reference side is held out: the validation split's, not the training rows' answers.
+    outputs, val = drift["outputs"], pd.read_parquet(tmp_path / "data/text_generation/processed/val.parquet")
+    assert (
+        outputs["reference"]["n"] == len(val) != drift["n_reference"] and outputs["current"]["n"] == drift["n_current"]
+    )
     assert 0 <= outputs["current"]["invalid_answer_rate"] <= 1 and "answer_accuracy" in outputs["current"]
     assert drift["performance"]["status"] == "computed" and "actual_accuracy" in drift["performance"]
     assert drift["explanation_drift"]["status"].startswith("not computed: explanation drift is not built")
@@ -133,7 +136,9 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     answered = pd.read_parquet(checked / "predictions.parquet")
     assert len(answered) == len(rows) and {"prompt", "response", "answer", "prob_english", "label"} <= set(answered)
     assert answered["prompt"].str.contains("«").all()
-    assert summary["outputs"]["current"]["n"] == summary["n_current"]
+    assert summary["outputs"]["current"]["n"] == summary["n_current"] and summary["outputs"]["reference"]["n"] == len(
+        val
+    )
 
 
 @pytest.mark.parametrize(
@@ -210,3 +215,23 @@ def test_a_prompt_too_long_is_refused_or_cut_as_data_truncation_says(tmp_path, c
     assert main(["prepare", *base, "data.truncation=left"]) == 0
     card = read_json(tmp_path / ART / "prepare" / "data_card.json")
     assert card["truncation"] == "left"
+
+
+def test_a_gguf_tokenizer_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
+    from glasswork.models import causal_lm
+
+    monkeypatch.setenv("GLASSWORK_CACHE", str(tmp_path / "cache"))
+    model = load_config(["task=text_generation"]).model
+    first = causal_lm.load_tokenizer(model)  # converted from the GGUF file, then kept
+    (kept,) = (tmp_path / "cache" / "gguf-tokenizers").iterdir()
+    assert (kept / "tokenizer_config.json").is_file()
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again: the cache was not read")
+
+    monkeypatch.setattr(causal_lm, "_from_files", no_conversion)
+    again = causal_lm.load_tokenizer(model)  # read back from the cache
+    text = first.apply_chat_template([{"role": "user", "content": "Où est «la gare» ? 🚉"}], tokenize=False)
+    assert again(text)["input_ids"] == first(text)["input_ids"]
+    assert (again.chat_template, again.pad_token) == (first.chat_template, first.pad_token)
+    assert again.eos_token == first.eos_token == "<|im_end|>"

@@ -144,8 +144,10 @@ class AnswerModel:
         return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], batch_size: int = 16) -> list[dict]:
-        """Greedy answers (reproducible): the text, its tokens' ids and each token's probability."""
+    def generate(self, prompts: Sequence[str], batch_size: int = 16, states: bool = False) -> list[dict]:
+        """Greedy answers (reproducible): the text, its tokens' ids and each token's probability;
+        with ``states``, also the prompt's mean last hidden state (``prompt_state``: how the model
+        represents the prompt before it answers, from the same forward pass)."""
         results: list[dict] = []
         tok = self.tokenizer
         for start in range(0, len(prompts), batch_size):
@@ -165,9 +167,14 @@ class AnswerModel:
                 pad_token_id=self.pad,
                 eos_token_id=self.end or None,
                 output_scores=True,
+                output_hidden_states=states,
                 return_dict_in_generate=True,
             )
             new = out.sequences[:, width:].cpu()
+            if states:  # the prompt's pass: its last layer's states, the pads left out
+                last = out.hidden_states[0][-1].float()
+                weights = mask.to(last.device).unsqueeze(-1).float()
+                pooled = ((last * weights).sum(1) / weights.sum(1)).cpu().numpy()
             steps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1).cpu()
             for row in range(len(ids)):
                 tokens = new[row].tolist()
@@ -182,6 +189,8 @@ class AnswerModel:
                 results.append(
                     {"response": text, "ids": kept, "token_logprobs": logps, "finished": finished, "end_logprob": end}
                 )
+                if states:
+                    results[-1]["prompt_state"] = pooled[row]
         return results
 
 
