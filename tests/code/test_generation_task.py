@@ -151,6 +151,8 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
         (["data.truncation=middle"], ["data.truncation='middle'"]),
         (["model.finetune=half"], ["model.finetune='half'"]),
         (["registry.forbidden_tokens=[paris]"], ["registry.forbidden_tokens"]),
+        (["trainer.class_weights=balanced"], ["trainer.class_weights=balanced", "response's tokens"]),
+        (["drift.current=shifted"], ["drift.current='shifted'", "tweets"]),
     ],
 )
 def test_bad_pairs_and_settings_stop_the_run_before_anything_is_written(tmp_path, capsys, change, words):

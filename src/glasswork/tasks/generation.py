@@ -349,6 +349,11 @@ def check_settings(cfg: DictConfig) -> None:
     if not isinstance(d.max_answers, int) or isinstance(d.max_answers, bool) or d.max_answers < 2:
         raise ConfigError(f"data.max_answers={d.max_answers!r}: expected a number of distinct answers of at least 2")
     check_current(cfg.drift.current)
+    if cfg.trainer.class_weights is not None:
+        raise ConfigError(
+            f"trainer.class_weights={cfg.trainer.class_weights}: task=text_generation's loss is on the response's "
+            "tokens, not on classes (leave trainer.class_weights=null)"
+        )
     if m.finetune not in ("lora", "full"):
         raise ConfigError(f"model.finetune={m.finetune!r}: expected lora (adapters, the default) or full")
     for key in ("max_length", "max_new_tokens"):
