@@ -153,42 +153,21 @@ def read_prompt_batch(source: Path, cfg: DictConfig, ref):
 
 
 def write_answers(path: Path, batch, describer: GenerationDescriber, ref, cfg: DictConfig) -> dict[str, int]:
-    """Answer every prompt of ``batch``, chunk by chunk, into one parquet file (the free answer, the
-    answer of the set it is, and each answer's probability); the count of each free answer."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
-
-    from glasswork.batch import stream
+    """Answer every prompt of ``batch`` into one parquet file (the free answer, the answer of the set
+    it is, its own log-probability and each answer's probability); the count of each answer."""
+    from glasswork.monitor import write_scored
 
     classes = describer.classes
-    counts = dict.fromkeys([*classes, NO_ANSWER], 0)
-    writer = None
-    with tqdm(total=batch.n_rows, desc="answering the batch", unit="prompt", leave=False) as bar:
-        for file in batch.files:
-            start = 0
-            for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, encoding=cfg.monitor.encoding):
-                prompts = [t or "" for t in chunk.column("text").to_pylist()]
-                probs, generated = describer.answer(prompts)
-                answers = answer_values(generated, classes)
-                columns = {
-                    "file": [str(file)] * len(prompts),
-                    "row": np.arange(start, start + len(prompts)),
-                    "prompt": prompts,
-                    "response": [g["response"] for g in generated],
-                    "answer": answers,
-                    "answer_logprob": [own_logprob(g) for g in generated],
-                    **{f"prob_{c}": probs[:, i].astype(np.float64) for i, c in enumerate(classes)},
-                }
-                if batch.has_labels:  # every file, labelled or not: one schema for the whole batch
-                    columns["label"] = chunk.column("label")
-                table = pa.table(columns)
-                writer = writer or pq.ParquetWriter(path, table.schema)
-                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
-                for a in answers:
-                    counts[a] += 1
-                start += len(prompts)
-                bar.update(len(prompts))
-    if writer is not None:
-        writer.close()
-    return counts
+
+    def score(prompts: list[str]) -> tuple[dict, list[str]]:
+        probs, generated = describer.answer(prompts)
+        answers = answer_values(generated, classes)
+        columns = {
+            "prompt": prompts,
+            "response": [g["response"] for g in generated],
+            "answer": answers,
+            "answer_logprob": [own_logprob(g) for g in generated],
+        }
+        return columns | {f"prob_{c}": probs[:, i].astype(np.float64) for i, c in enumerate(classes)}, answers
+
+    return write_scored(path, batch, cfg, score, [*classes, NO_ANSWER], ("answering the batch", "prompt"))

@@ -320,40 +320,47 @@ def read_text_batch(source: Path, cfg: DictConfig, ref: Reference, inputs: tuple
 
 
 def write_predictions(path: Path, batch: Batch, describer, ref: Reference, cfg: DictConfig) -> dict[str, int]:
-    """Score every row of a text batch, chunk by chunk, into one parquet file; return the counts
-    per predicted class."""
+    """Score every row of a text batch into one parquet file; return the counts per predicted class."""
+    names = [str(n) for n in ref.labels["names"]]
+
+    def score(texts: list[str]) -> tuple[dict, list[str]]:
+        probs = predict_proba(
+            describer.model, describer.tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length
+        )
+        predicted = [names[i] for i in probs.argmax(axis=1)]
+        columns = {"text": texts, "predicted": predicted}
+        return columns | {f"prob_{n}": probs[:, i].astype(np.float64) for i, n in enumerate(names)}, predicted
+
+    return write_scored(path, batch, cfg, score, names, ("scoring the batch", "row"))
+
+
+def write_scored(path: Path, batch: Batch, cfg: DictConfig, score, kinds: list[str], bar: tuple[str, str]) -> dict:
+    """Stream every row of ``batch``'s files through ``score`` (a chunk's inputs -> its columns and
+    the value to count of each row), chunk by chunk, into one parquet file with each row's file,
+    row number and label (where the batch has labels); return the count of each of ``kinds``.
+    ``bar``: the progress bar's words (what it does, its unit)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    names = [str(n) for n in ref.labels["names"]]
-    counts = dict.fromkeys(names, 0)
+    counts = dict.fromkeys(kinds, 0)
     writer = None
-    with tqdm(total=batch.n_rows, desc="scoring the batch", unit="row", leave=False) as bar:
+    with tqdm(total=batch.n_rows, desc=bar[0], unit=bar[1], leave=False) as progress:
         for file in batch.files:
             start = 0
             for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, encoding=cfg.monitor.encoding):
-                texts = [t or "" for t in chunk.column("text").to_pylist()]
-                probs = predict_proba(
-                    describer.model, describer.tokenizer, texts, cfg.trainer.eval_batch_size, cfg.model.max_length
-                )
-                predicted = probs.argmax(axis=1)
-                columns = {
-                    "file": [str(file)] * len(texts),
-                    "row": np.arange(start, start + len(texts)),
-                    "text": texts,
-                    "predicted": [names[i] for i in predicted],
-                    **{f"prob_{n}": probs[:, i].astype(np.float64) for i, n in enumerate(names)},
-                }
+                inputs = [t or "" for t in chunk.column("text").to_pylist()]
+                scored, counted = score(inputs)
+                columns = {"file": [str(file)] * len(inputs), "row": np.arange(start, start + len(inputs)), **scored}
                 if batch.has_labels:  # every file, labelled or not: one schema for the whole batch
                     columns["label"] = chunk.column("label")
                 table = pa.table(columns)
                 writer = writer or pq.ParquetWriter(path, table.schema)
                 writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
-                for i, n in enumerate(names):
-                    counts[n] += int((predicted == i).sum())
-                start += len(texts)
-                bar.update(len(texts))
+                for value in counted:
+                    counts[value] = counts.get(value, 0) + 1
+                start += len(inputs)
+                progress.update(len(inputs))
     if writer is not None:
         writer.close()
     return counts
