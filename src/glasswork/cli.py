@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every command takes -v (after its name): the libraries' own warnings, shown as they come.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="also show the libraries' warnings that are hidden as harmless"
+    )
     commands = {
         "run": "run every step as one Prefect flow (ingest → prepare → train → evaluate → explain → drift → register)"
     }
@@ -67,7 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in commands.items():
         cmd = sub.add_parser(
-            name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+            name,
+            help=text,
+            description=text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
         )
         cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides of conf/config.yaml")
         cmd.add_argument(
@@ -78,14 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     text = "rebuild a registered model from its lineage tags and compare its test metrics"
     cmd = sub.add_parser("reproduce", help=text, description=text + ".", epilog=REPRODUCE_EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])  # fmt: skip
     cmd.add_argument("uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides that locate the tracking store")
     cmd.add_argument("--tolerance", type=float, default=0.01, help="largest accepted |difference| (default 0.01)")
     cmd.set_defaults(config=None)
     text = "check a new batch with the champion: drift, estimated accuracy, action"
     cmd = sub.add_parser("monitor", help=text, description=text + ".", epilog=MONITOR_EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                         formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])  # fmt: skip
     cmd.add_argument("batch", metavar="BATCH", help="a csv/parquet/jsonl file, or a folder of them")
     cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides (monitor.on_drift=..., ...)")
     cmd.set_defaults(config=None)
@@ -181,22 +191,40 @@ def _short(result) -> str:
     return text if len(text) < 400 else text[:400] + "…"
 
 
-def setup_logging() -> None:
-    """One readable line per event; silence chatty libraries."""
+def setup_logging(verbose: bool = False) -> None:
+    """One readable line per event; silence chatty libraries and, unless ``verbose``, the upstream
+    warnings known to be harmless here."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Known, harmless upstream warnings that would otherwise open every training log.
-    warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    if verbose:  # our own debug lines too, and transformers' load report (glasswork.models.backbone)
+        logging.getLogger("glasswork").setLevel(logging.DEBUG)
+    else:
+        quiet_known_warnings()
     # Lightning logs through its own handler too: without this every line shows twice.
     logging.getLogger("lightning.pytorch").propagate = False
     # Per-file "Loading weights" and "Downloading artifacts" bars on local copies are noise.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def quiet_known_warnings() -> None:
+    """Hide the upstream warnings that open every run and say nothing about it (``-v`` shows them)."""
+    # Lightning: its throughput callback's FLOPs hint, a torch pytree deprecation it triggers, and
+    # its advert for its own logger service.
+    warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # MLflow, when a model is logged with an input example: integer columns could not hold a
+    # missing value at serving time. Ours are the processed splits' columns, which have none.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+    # MLflow, on logging a dataset read from a local file: two source classes claim the path and it
+    # takes the first; both record the same path.
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+    # transformers 5 asks peft and its own callers to rename a property; nothing of ours calls it.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def prefect_environment() -> None:
@@ -217,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``glasswork`` console script; returns the exit code."""
     prefect_environment()
     args = _parser().parse_args(argv)
-    setup_logging()
+    setup_logging(getattr(args, "verbose", False))
     try:
         return _dispatch(args)
     except GlassworkError as err:

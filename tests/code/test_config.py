@@ -174,3 +174,23 @@ def test_a_task_with_its_own_batch_does_not_take_the_text_gpu_learning_rate_scal
     gpu = load_config([f"task={task}", "trainer=gpu"])
     assert gpu.trainer.lr_scale == 1.0 and gpu.trainer.batch_size in (128, 64, 8)
     assert load_config(["trainer=gpu"]).trainer.lr_scale == 8.0
+
+
+def test_known_harmless_warnings_are_hidden_unless_verbose_and_others_still_show():
+    import warnings
+
+    from glasswork.cli import _parser, quiet_known_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_known_warnings()
+        for text, kind in [
+            ("Hint: Inferred schema contains integer column(s). Integer columns ...", UserWarning),
+            ("The specified dataset source can be interpreted in multiple ways: A, A.", UserWarning),
+            ("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning),
+            ("a warning nobody has judged harmless", UserWarning),
+        ]:
+            warnings.warn(text, kind, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["a warning nobody has judged harmless"]
+    assert _parser().parse_args(["run", "-v", "debug=fast"]).verbose
+    assert not _parser().parse_args(["monitor", "batch.csv"]).verbose

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from glasswork.config import load_config
@@ -12,11 +14,16 @@ from glasswork.train import train
 
 
 @pytest.mark.slow
-def test_pretrained_minilm_loads_offline_with_a_two_class_head():
+def test_pretrained_minilm_loads_offline_with_a_two_class_head(caplog):
     cfg = load_config([])
-    model = build_model(cfg.model, num_labels=2)
+    with caplog.at_level(logging.INFO):
+        model = build_model(cfg.model, num_labels=2)
     assert sum(p.numel() for p in model.parameters()) == 22_713_986
     assert model.training, "fine-tuning must start in train mode (dropout on)"
+    # The new head said in one line of ours, not as transformers' warning table.
+    said = [r.getMessage() for r in caplog.records]
+    assert any("new 2-class head (classifier.bias, classifier.weight) starts at random" in m for m in said), said
+    assert not any("LOAD REPORT" in m for m in said) and not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.mark.slow

@@ -74,12 +74,44 @@ def build_model(model_cfg: DictConfig, num_labels: int, seed: int = 42) -> torch
         return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).train()
     # fp32 master weights whatever the folder stores (here and above): transformers 5 would
     # otherwise keep fp16 weights in fp16, where AdamW's small updates round away.
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(source), num_labels=num_labels, attn_implementation=attn, dtype=torch.float32
-    )
+    # transformers reports every load whose weights and checkpoint differ as a warning table; the new
+    # head's are expected to (it starts at random), so that report is ours to say in one line, and
+    # anything else missing or left over is still warned about.
+    # A filter, not a level: transformers runs other checks when that logger's level is raised.
+    report = logging.getLogger("transformers.modeling_utils")
+    hide = _NoLoadReport() if not log.isEnabledFor(logging.DEBUG) else None
+    if hide:
+        report.addFilter(hide)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(source), num_labels=num_labels, attn_implementation=attn, dtype=torch.float32, output_loading_info=True
+        )
+    finally:
+        if hide:
+            report.removeFilter(hide)
+    head = sorted(k for k in info["missing_keys"] if k.split(".")[0] in HEADS)
+    log.info("model: %s loaded; its new %d-class head (%s) starts at random", source.name, num_labels, ", ".join(head))
+    others = [k for k in info["missing_keys"] if k not in head]
+    if others or info["unexpected_keys"] or info["mismatched_keys"]:
+        log.warning(
+            "model: %s: weights not in the checkpoint (initialised at random): %s; in the checkpoint but unused: %s; "
+            "of another shape: %s",
+            source, others or "none", info["unexpected_keys"] or "none", info["mismatched_keys"] or "none",
+        )  # fmt: skip
     # from_pretrained returns eval mode; Lightning keeps module modes as they are, so dropout
     # would stay off for the whole fine-tuning.
     return model.train()
+
+
+# The names transformers gives a sequence classifier's head (BERT, DistilBERT, RoBERTa, Llama...).
+HEADS = ("classifier", "pre_classifier", "score")
+
+
+class _NoLoadReport(logging.Filter):
+    """Drop transformers' load report (``<Model> LOAD REPORT from: ...``): :func:`build_model` says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
 
 
 def model_dir(cfg: DictConfig) -> Path:
