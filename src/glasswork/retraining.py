@@ -45,28 +45,47 @@ def text_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
     """The champion's texts plus every row of the batch with a label the model knows (the splits'
     slice columns come along, from the batch where it has them), as ``data=table`` overrides; or
     ``None`` when the batch has no such row."""
+    table = labelled_table(cfg, summary, "text")
+    return (
+        None
+        if table is None
+        else ["data=table", f"data.path={table}", "data.text_column=text", "data.label_column=label"]
+    )
+
+
+def generation_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
+    """The champion's prompt/response pairs plus every prompt of the batch whose expected answer
+    (``monitor.label_column``) is one the model knows, as ``data=table`` overrides; or ``None``."""
+    table = labelled_table(cfg, summary, "prompt")
+    if table is None:
+        return None
+    return ["data=table", f"data.path={table}", "data.prompt_column=prompt", "data.response_column=label"]
+
+
+def labelled_table(cfg: DictConfig, summary: dict, column: str) -> Path | None:
+    """The champion's rows and the batch's labelled ones (its ``monitor.text_column`` read as
+    ``column``, the split's input) as one table, written beside the monitor run's outputs."""
     from glasswork.batch import batch_files, stream
     from glasswork.data.schema import conform_metadata
     from glasswork.monitor import metadata_columns
 
     old, classes = reference_rows(summary)
-    metadata = metadata_columns(old, cfg)
+    metadata = metadata_columns(old, cfg, (column,))
     new = []
     for file in batch_files(Path(summary["batch"]["source"])):
         if str(file) not in summary["batch"]["files"]:
             continue  # skipped as unreadable
         for chunk in stream(file, cfg.monitor.text_column, cfg.monitor.label_column, metadata, cfg.monitor.encoding):
-            frame = chunk.to_pandas()
+            frame = chunk.to_pandas().rename(columns={"text": column})
             known = frame[frame["label"].astype(str).isin(list(classes))]
             new.append(known.assign(label=known["label"].astype(str).map(classes)))
     added = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
     if added.empty:
         log.warning("monitor: on_drift=retrain but the batch has no row with a label the model knows")
         return None
-    for column in metadata:
-        added[column] = conform_metadata(added[column], old[column])
-    path = write_table(summary, pd.concat([old, added[["text", "label", *metadata]]], ignore_index=True), len(old))
-    return ["data=table", f"data.path={path}", "data.text_column=text", "data.label_column=label"]
+    for name in metadata:
+        added[name] = conform_metadata(added[name], old[name])
+    return write_table(summary, pd.concat([old, added[[column, "label", *metadata]]], ignore_index=True), len(old))
 
 
 def image_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:

@@ -136,9 +136,21 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     answered = pd.read_parquet(checked / "predictions.parquet")
     assert len(answered) == len(rows) and {"prompt", "response", "answer", "prob_english", "label"} <= set(answered)
     assert answered["prompt"].str.contains("«").all()
-    assert summary["outputs"]["current"]["n"] == summary["n_current"] and summary["outputs"]["reference"]["n"] == len(
-        val
-    )
+    assert summary["outputs"]["current"]["n"] == summary["n_current"]
+    assert summary["outputs"]["reference"]["n"] == len(val)
+
+    # monitor.on_drift=retrain's data: the champion's pairs and the batch's answered prompts, which
+    # prepare reads as a user's own pairs.
+    from glasswork.retraining import generation_retraining
+
+    data = generation_retraining(cfg, summary)
+    assert data is not None and data[0] == "data=table"
+    table = pd.read_parquet(data[1].removeprefix("data.path="))
+    sizes = read_json(art / "prepare" / "data_card.json")["split_sizes"]
+    assert len(table) == sum(sizes.values()) + 12 and table["prompt"].str.contains("(new ", regex=False).sum() == 12
+    again = tmp_path / "again"
+    assert main(["prepare", *gen_overrides(again, *data, "data.max_rows=null")]) == 0
+    assert read_json(again / "data/text_generation/processed/labels.json")["classes"] == labels["classes"]
 
 
 @pytest.mark.parametrize(

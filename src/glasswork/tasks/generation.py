@@ -9,8 +9,9 @@ what only a generative model has: its free answers (accuracy, invalid answers, l
 likelihood of the reference responses, the same for the base model before fine-tuning.
 
 Drift and ``glasswork monitor`` compare prompts (descriptors, the model's hidden states) and answers
-(:mod:`glasswork.generation_drift`). Not built yet for this task (README, "Not built yet"):
-explanation drift, reproduce and retraining; free-text responses (more distinct responses than
+(:mod:`glasswork.generation_drift`); ``monitor.on_drift=retrain`` trains on the champion's pairs
+and the batch's answered prompts. Not built yet for this task (README, "Not built yet"):
+explanation drift and reproduce; free-text responses (more distinct responses than
 ``data.max_answers``).
 """
 
@@ -32,7 +33,6 @@ SOURCES = ("instructions", "table")
 # The drift step's batch: the shipped tweets asked the training question (a real shift), or the
 # held-out test split.
 CURRENT_CHOICES = ("tweets", "test")
-NOT_BUILT = "is not built for task=text_generation yet (README, Not built yet)"
 
 
 class TextGeneration:
@@ -333,7 +333,9 @@ class TextGeneration:
         return write_answers(path, batch, describer, ref, cfg)
 
     def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
-        raise ConfigError(f"monitor.on_drift=retrain {NOT_BUILT}")
+        from glasswork.retraining import generation_retraining
+
+        return generation_retraining(cfg, summary)
 
 
 def check_settings(cfg: DictConfig) -> None:
