@@ -12,8 +12,8 @@ card), training (module, batches, saving the model) and evaluation (scoring, des
 slices, the baseline beside the model), explanation (each task's methods; the faithfulness
 measure's AOPC and gains and the cascading randomisation check are shared) drift and monitor (the
 batch and what describes a row; the comparison, the estimate and the outputs are shared:
-:mod:`glasswork.comparison`) and register (the pyfunc). Reproduce and retraining from a
-monitored batch still speak text only.
+:mod:`glasswork.comparison`), register (the pyfunc) and retraining from a monitored batch
+(:meth:`Task.retraining`); ``reproduce`` reruns the recorded config's steps, whatever its task.
 """
 
 from __future__ import annotations

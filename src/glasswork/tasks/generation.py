@@ -11,7 +11,7 @@ likelihood of the reference responses, the same for the base model before fine-t
 Drift and ``glasswork monitor`` compare prompts (descriptors, the model's hidden states) and answers
 (:mod:`glasswork.generation_drift`); ``monitor.on_drift=retrain`` trains on the champion's pairs
 and the batch's answered prompts. Not built yet for this task (README, "Not built yet"):
-explanation drift and reproduce; free-text responses (more distinct responses than
+explanation drift; free-text responses (more distinct responses than
 ``data.max_answers``).
 """
 
