@@ -1,7 +1,7 @@
 """The registered generative model: a pyfunc over a DataFrame with a ``prompt`` column.
 
-Logged to MLflow as the model's code ("models from code") with ``answers.py`` beside it
-(``code_paths``), so it imports nothing else from Glasswork:
+Logged to MLflow as the model's code ("models from code") with ``answers.py`` and ``teacher_forcing.py``
+beside it (``code_paths``), so it imports nothing else from Glasswork:
 ``mlflow.pyfunc.load_model("models:/glasswork-instructions@champion")`` works wherever torch,
 transformers, pandas and mlflow are installed. Each prompt is put in the model's chat template
 (the one it was fine-tuned with, saved with its tokenizer), its start cut as training cut it

@@ -267,11 +267,28 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         "prepare": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/models/answers.py")},
         "train": {"deps": ("src/glasswork/data/prompts.py", "src/glasswork/data/prompt_batches.py")},
         "evaluate": {
-            "deps": ("src/glasswork/generation_eval.py", "src/glasswork/models/answers.py"),
+            "deps": (
+                "src/glasswork/generation_eval.py",
+                "src/glasswork/models/answers.py",
+                "src/glasswork/models/teacher_forcing.py",
+            ),
             "outs": (f"{A}/evaluate/generation.json", f"{A}/evaluate/answers.parquet"),
         },
-        "register": {"deps": ("src/glasswork/serving_generation.py", "src/glasswork/models/answers.py")},
-        "drift": {"deps": ("{drift_path}", "src/glasswork/generation_drift.py", "src/glasswork/models/answers.py")},
+        "register": {
+            "deps": (
+                "src/glasswork/serving_generation.py",
+                "src/glasswork/models/answers.py",
+                "src/glasswork/models/teacher_forcing.py",
+            )
+        },
+        "drift": {
+            "deps": (
+                "{drift_path}",
+                "src/glasswork/generation_drift.py",
+                "src/glasswork/models/answers.py",
+                "src/glasswork/models/teacher_forcing.py",
+            )
+        },
         "explain": {
             "outs": (
                 f"{A}/explain/heatmaps.png",

@@ -141,3 +141,39 @@ def test_the_serving_frame_answers_and_refuses_bad_input(model):
         answer_frame(model, pd.DataFrame({"text": ["x"]}))
     with pytest.raises(ValueError, match=r"row\(s\) \[2\]"):
         answer_frame(model, pd.DataFrame({"prompt": ["fine", "  "]}))
+
+
+@pytest.fixture(scope="module")
+def t5(tokenizer) -> AnswerModel:
+    """A tiny random encoder–decoder (T5) with the same tokenizer: the prompt in its encoder."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+                      dropout_rate=0.0, decoder_start_token_id=1, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return AnswerModel(T5ForConditionalGeneration(config), tokenizer, ["negative", "positive"], max_new_tokens=4)
+
+
+def test_an_encoder_decoder_scores_answers_as_its_own_loss_says_and_answers_greedily(t5):
+    prompts = ["A fine film.", "Dull, slow and far too long for what it says about anything at all.", "Meh"]
+    scores = t5.answer_logprobs(prompts, batch_size=2)  # prompts of other lengths share a padded batch
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([t5.prompt_ids([prompt])[0]])
+        for k, answer in enumerate(t5.answer_ids):
+            with torch.no_grad():  # the model's own loss: the mean over the answer's tokens
+                loss = t5.model(input_ids=ids, labels=torch.tensor([answer])).loss
+            assert scores[i, k] == pytest.approx(-float(loss) * len(answer), abs=1e-4)
+    batch = t5.generate(prompts, batch_size=3)
+    for prompt, found in zip(prompts, batch, strict=True):
+        assert found["ids"] == t5.generate([prompt])[0]["ids"]  # padding changes nothing
+        encoder = torch.tensor([t5.prompt_ids([prompt])[0]])
+        step = [t5.model.config.decoder_start_token_id]
+        for token, logp in zip(found["ids"], found["token_logprobs"], strict=True):  # greedy, by hand
+            with torch.no_grad():
+                logits = t5.model(input_ids=encoder, decoder_input_ids=torch.tensor([step])).logits[0, -1].float()
+            assert int(logits.argmax()) == token
+            assert float(torch.log_softmax(logits, -1)[token]) == pytest.approx(logp, abs=1e-4)
+            step.append(token)
+    with_states = t5.generate(prompts[:1], states=True)[0]
+    assert with_states["prompt_state"].shape == (32,)  # the encoder's last states, pooled

@@ -249,3 +249,38 @@ def test_a_gguf_tokenizer_is_converted_once_and_read_back_the_same(tmp_path, mon
     assert again(text)["input_ids"] == first(text)["input_ids"]
     assert (again.chat_template, again.pad_token) == (first.chat_template, first.pad_token)
     assert again.eos_token == first.eos_token == "<|im_end|>"
+
+
+def test_an_encoder_decoder_folder_runs_every_step_and_serves(tmp_path):
+    """An encoder–decoder (T5-style) model folder of the user's own (``model.dir``): a tiny random
+    T5 with SmolLM2's tokenizer and chat template (conf/model/tiny_t5.yaml's shape) is fine-tuned
+    with LoRA on the T5's own projections, evaluated beside its base, explained (its scores have
+    the prompt's and the answer's columns, as a decoder's), drift-checked on its encoder's states,
+    registered as a T5 and served."""
+    from glasswork.models import causal_lm
+
+    folder = tmp_path / "my-t5"
+    shape = load_config(["task=text_generation", "model=tiny_t5"]).model
+    causal_lm.save(causal_lm.load_model(shape), causal_lm.load_tokenizer(shape), folder)
+    data = write_pairs(tmp_path / "questions.jsonl")
+    overrides = pairs_overrides(
+        tmp_path, data, "drift.current=test", f"model.dir={folder}", "model.gguf_file=null",
+        "model.random_init=null", "model.lora.target_modules=[q,v]",
+    )  # fmt: skip
+    assert main(["run", *overrides]) == 0
+    cfg, art = load_config(overrides), tmp_path / ART
+    assert json.loads((art / "train" / "model" / "config.json").read_text())["model_type"] == "t5"
+    metrics = read_json(art / "evaluate" / "metrics.json")["test"]
+    assert {"answer_accuracy", "base_answer_accuracy", "reference_perplexity"} <= set(metrics)
+    probe = read_json(art / "explain" / "attributions.json")["probes"][0]
+    ig = probe["scores"]["integrated_gradients"]
+    assert len(ig) == len(probe["answer_tokens"]) and len(ig[0]) == len(probe["prompt_tokens"])
+    assert probe["attention_note"].startswith("cross-attention")
+    assert len(probe["attention"]) == len(probe["answer_tokens"])
+    assert len(probe["attention"][0]) == len(probe["prompt_tokens"])
+    drift = read_json(art / "drift" / "drift.json")
+    assert "embeddings:hidden state" in drift["columns"] and drift["outputs"]["current"]["n"] == drift["n_current"]
+    assert read_json(art / "register" / "registration.json")["version"] == "1"
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
+    out = model.predict(pd.DataFrame({"prompt": ["Which language is this sentence in? «Guten Morgen»"]}))
+    assert list(out.columns) == ["response"] and isinstance(out["response"][0], str)

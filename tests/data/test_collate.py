@@ -134,3 +134,20 @@ def test_the_image_loaders_batches_survive_spawned_workers():
     assert batch["pixel_values"].shape == (3, 1, 8, 8) and batch["labels"].tolist() == [0, 1, 0]
     expected = (module.train.pixels[:3].float() / 255 - 0.5) / 0.25
     assert torch.allclose(batch["pixel_values"], expected)
+
+
+def test_prompt_response_pairs_are_one_sequence_for_a_decoder_and_apart_for_an_encoder_decoder():
+    from glasswork.data.prompt_batches import PadPairs
+
+    items = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, -100, 8, 9]},  # prompt 5 6 7, response 8 9
+        {"input_ids": [5, 6, 3], "labels": [-100, -100, 3]},
+    ]
+    joined = PadPairs(0)(items)
+    assert joined["input_ids"].tolist() == [[5, 6, 7, 8, 9], [5, 6, 3, 0, 0]]
+    assert joined["labels"].tolist() == [[-100, -100, -100, 8, 9], [-100, -100, 3, -100, -100]]
+    assert joined["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    apart = PadPairs(0, seq2seq=True)(items)
+    assert apart["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]]
+    assert apart["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert apart["labels"].tolist() == [[8, 9], [3, -100]]  # the model shifts them behind its start token

@@ -16,7 +16,6 @@ strings where words matter).
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 
 from glasswork.errors import DataError
 from glasswork.explain.attributions import internal_batch, model_device, token_budget_for
+from glasswork.models import teacher_forcing as forcing
 
 WORD_START = ("Ġ", "▁", "Ċ")  # byte-level BPE's space and newline, SentencePiece's space
 
@@ -80,47 +80,16 @@ def _rows_per_pass(model: torch.nn.Module, width: int, batch_size: int | None) -
     return batch_size or internal_batch(token_budget_for(model_device(model)), width)
 
 
-def _logits_at(model, keep: torch.Tensor, **inputs) -> torch.Tensor:
-    """``[batch, len(keep), vocab]``: the logits at positions ``keep`` only. Over a vocabulary of
-    49,152 the head over every position costs a fifth of SmolLM2's forward pass; models without
-    ``logits_to_keep`` compute them all and are sliced here."""
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        return model(**inputs, logits_to_keep=keep).logits
-    return model(**inputs).logits[:, keep]
-
-
 def continuation_logprobs(
     model, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], batch_size: int | None = None
 ) -> list[np.ndarray]:
     """Teacher-forced log-probability of each token of ``answers[i]`` after ``prompts[i]``, for pairs
-    of any lengths: sorted by length and right-padded (each position sees only what comes before
-    it, so the pads after a sequence change nothing of its own tokens), in passes of about the
-    token budget."""
-    device = model_device(model)
-    seqs = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    out: list[np.ndarray] = [np.empty(0)] * len(seqs)
-    start = 0
-    with _evaluating(model), torch.inference_mode():
-        while start < len(order):
-            rows = order[start : start + _rows_per_pass(model, len(seqs[order[start]]), batch_size)]
-            width = max(len(seqs[i]) for i in rows)
-            ids = torch.zeros((len(rows), width), dtype=torch.long)  # pad id 0: masked, so any id does
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : len(seqs[i])], mask[r, : len(seqs[i])] = torch.tensor(seqs[i]), 1
-            # Row r's answer token k is predicted at position len(prompt) - 1 + k.
-            where = [(r, len(prompts[i]) - 1 + k, t) for r, i in enumerate(rows) for k, t in enumerate(answers[i])]
-            keep = sorted({p for _, p, _ in where})
-            column = {p: c for c, p in enumerate(keep)}
-            logits = _logits_at(model, torch.tensor(keep, device=device), input_ids=ids.to(device),
-                                attention_mask=mask.to(device))  # fmt: skip
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-            for r, i in enumerate(rows):
-                cols = [column[len(prompts[i]) - 1 + k] for k in range(len(answers[i]))]
-                out[i] = logp[r, cols, list(answers[i])].double().numpy()
-            start += len(rows)
-    return out
+    of any lengths (:func:`glasswork.models.teacher_forcing.continuation_logprobs`), in passes of
+    ``batch_size`` pairs or about the token budget."""
+    with _evaluating(model):
+        return forcing.continuation_logprobs(
+            model, prompts, answers, lambda width: _rows_per_pass(model, width, batch_size)
+        )
 
 
 def answer_logprobs(model, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> np.ndarray:
@@ -143,12 +112,15 @@ def baseline_embeddings(model, length: int, baseline: int | None) -> torch.Tenso
     return _embeddings(model, [baseline] * length)
 
 
-def _integrate(model, x, base, targets, *, n_steps: int, method: str, batch_size: int | None) -> torch.Tensor:
+def _integrate(
+    model, x, base, targets, *, n_prompt: int, n_steps: int, method: str, batch_size: int | None
+) -> torch.Tensor:
     """``[n_targets, length, dim]``: each target's gradient, integrated along the straight path from
     ``base`` to ``x`` (``[length, dim]``), with ``method``'s nodes and weights (Captum's, so the two
     agree). A target is (positions, tokens): the sum of ``log p(token | everything before)`` at
-    those positions. Rows, one per target and step, run target by target, each pass only as long as
-    its last target needs (the causal mask makes the rest irrelevant)."""
+    those positions of :func:`~glasswork.models.teacher_forcing.layout`'s sequence (the prompt is its
+    first ``n_prompt``). Rows, one per target and step, run target by target, each pass only as long
+    as its last target needs (the causal mask makes the rest irrelevant)."""
     step_sizes, alphas = approximation_parameters(method)
     weights, nodes = step_sizes(n_steps), alphas(n_steps)
     rows = [(t, s) for t in range(len(targets)) for s in range(n_steps)]
@@ -162,7 +134,7 @@ def _integrate(model, x, base, targets, *, n_steps: int, method: str, batch_size
         path = (base[:width] + alpha * (x[:width] - base[:width])).detach().requires_grad_(True)
         keep = sorted({p for t, _ in chunk for p in targets[t][0]})
         column = {p: c for c, p in enumerate(keep)}
-        logits = _logits_at(model, torch.tensor(keep, device=x.device), inputs_embeds=path)
+        logits = forcing.logits(model, n_prompt, torch.tensor(keep, device=x.device), inputs_embeds=path)
         logp = torch.log_softmax(logits.float(), dim=-1)
         picks = [(r, column[p], tok) for r, (t, _) in enumerate(chunk) for p, tok in zip(*targets[t], strict=True)]
         r, c, tok = (torch.tensor(v, device=x.device) for v in zip(*picks, strict=True))
@@ -174,9 +146,12 @@ def _integrate(model, x, base, targets, *, n_steps: int, method: str, batch_size
     return grads
 
 
-def _forward_logprobs(model, embeds: torch.Tensor, positions: list[int], tokens: list[int]) -> np.ndarray:
+def _forward_logprobs(
+    model, embeds: torch.Tensor, n_prompt: int, positions: list[int], tokens: list[int]
+) -> np.ndarray:
     with torch.inference_mode():
-        logits = _logits_at(model, torch.tensor(positions, device=embeds.device), inputs_embeds=embeds[None])
+        keep = torch.tensor(positions, device=embeds.device)
+        logits = forcing.logits(model, n_prompt, keep, inputs_embeds=embeds[None])
         logp = torch.log_softmax(logits[0].float(), dim=-1)
         return logp[range(len(tokens)), tokens].double().cpu().numpy()
 
@@ -209,23 +184,34 @@ def integrated_gradients(
     keep their embeddings along the whole path (Captum's ``LLMGradientAttribution`` convention): only
     the prompt is attributed and the answer's columns are 0.
 
+    An encoder–decoder model is explained the same way: the prompt's tokens are the encoder's
+    inputs, the answer's earlier ones the decoder's (its start token stays at its own embedding and
+    is not a column), so ``scores`` has the same columns whatever the architecture.
+
     ``batch_size``: sequences (target × step rows) per forward pass; by default about 2,000 tokens a
     pass on a CPU.
     """
     _check_ids(prompt_ids, answer_ids)
-    n_prompt, n_answer = len(prompt_ids), len(answer_ids)
+    n_prompt, seq2seq = len(prompt_ids), forcing.is_encoder_decoder(model)
     with _evaluating(model):
-        x = _embeddings(model, list(prompt_ids) + list(answer_ids))
+        ids, positions = forcing.layout(model, prompt_ids, answer_ids)
+        x = _embeddings(model, ids)
         base = baseline_embeddings(model, len(x), baseline)
         base = _keep_frame(x, base, n_prompt, frame)
+        if seq2seq:  # the decoder's start token is no input of the user's: it stays
+            base[n_prompt] = x[n_prompt]
         if not attribute_answer:
             base = torch.cat([base[:n_prompt], x[n_prompt:]])
-        positions, tokens = [n_prompt - 1 + j for j in range(n_answer)], list(answer_ids)
+        tokens = list(answer_ids)
         targets = [([p], [t]) for p, t in zip(positions, tokens, strict=True)]
-        grads = _integrate(model, x, base, targets, n_steps=n_steps, method=method, batch_size=batch_size)
-        scores = ((x - base).float()[None] * grads).sum(-1)[:, :-1].detach().cpu().double().numpy()
-        logprobs = _forward_logprobs(model, x, positions, tokens)
-        at_base = _forward_logprobs(model, base, positions, tokens)
+        grads = _integrate(model, x, base, targets, n_prompt=n_prompt, n_steps=n_steps, method=method,
+                           batch_size=batch_size)  # fmt: skip
+        scores = ((x - base).float()[None] * grads).sum(-1).detach().cpu().double().numpy()
+        # Columns: the prompt's tokens, then the answer's but its last (no input to any target); an
+        # encoder–decoder's are the decoder's inputs after its start token.
+        scores = np.delete(scores, n_prompt, axis=1) if seq2seq else scores[:, :-1]
+        logprobs = _forward_logprobs(model, x, n_prompt, positions, tokens)
+        at_base = _forward_logprobs(model, base, n_prompt, positions, tokens)
     residuals = scores.sum(axis=1) - (logprobs - at_base)
     return Attribution(scores, residuals, logprobs, at_base)
 
@@ -264,15 +250,16 @@ def contrastive(
     parts = []
     with _evaluating(model):
         for answer in (answer_a, answer_b):
-            x = _embeddings(model, list(prompt_ids) + list(answer))
+            ids, positions = forcing.layout(model, prompt_ids, answer)
+            x = _embeddings(model, ids)
             base = torch.cat([baseline_embeddings(model, n_prompt, baseline), x[n_prompt:]])
             base = _keep_frame(x, base, n_prompt, frame)
-            positions = [n_prompt - 1 + k for k in range(len(answer))]
             target = [(positions, list(answer))]
-            grads = _integrate(model, x, base, target, n_steps=n_steps, method=method, batch_size=batch_size)[0]
+            grads = _integrate(model, x, base, target, n_prompt=n_prompt, n_steps=n_steps, method=method,
+                               batch_size=batch_size)[0]  # fmt: skip
             scores = ((x - base).float() * grads).sum(-1)[:n_prompt].detach().cpu().double().numpy()
-            logp = _forward_logprobs(model, x, positions, list(answer)).sum()
-            parts.append((scores, logp, _forward_logprobs(model, base, positions, list(answer)).sum()))
+            logp = _forward_logprobs(model, x, n_prompt, positions, list(answer)).sum()
+            parts.append((scores, logp, _forward_logprobs(model, base, n_prompt, positions, list(answer)).sum()))
     (scores_a, logp_a, base_a), (scores_b, logp_b, base_b) = parts
     scores = scores_a - scores_b
     residual = float(scores.sum() - ((logp_a - logp_b) - (base_a - base_b)))
@@ -320,28 +307,41 @@ def feature_ablation(
     return np.stack([fall.get(g, zero) for g in groups], axis=1)
 
 
-def attention(model, ids: Sequence[int], layers: str = "last") -> tuple[np.ndarray | None, str]:
-    """``[n, n]``: the attention of each position (row) to every earlier one, averaged over heads,
-    in the last layer (``layers="last"``) or averaged over all layers (``"all"``); with a note
+def attention(
+    model, prompt_ids: Sequence[int], answer_ids: Sequence[int], layers: str = "last"
+) -> tuple[np.ndarray | None, str]:
+    """``[n_answer, n_prompt]``: how much each answer token's position attends to each prompt token,
+    averaged over heads, in the last layer (``layers="last"``) or averaged over all layers
+    (``"all"``): a decoder-only model's self-attention at the positions that predict the answer, an
+    encoder–decoder's cross-attention (the decoder's reading of the encoded prompt). With a note
     saying what it is, or ``None`` and why not. SDPA and flash kernels return no weights: the model
     is switched to eager attention for the call, then back."""
     if layers not in ("last", "all"):
         raise ValueError(f"layers={layers!r}: expected 'last' or 'all'")
+    _check_ids(prompt_ids, answer_ids)
     config = getattr(model, "config", None)
     before = getattr(config, "_attn_implementation", None)
+    n_prompt, seq2seq = len(prompt_ids), forcing.is_encoder_decoder(model)
+    ids, positions = forcing.layout(model, prompt_ids, answer_ids)
     try:
         with _evaluating(model), torch.inference_mode():
             if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
                 model.set_attn_implementation("eager")
-            input_ids = torch.tensor([list(ids)], device=model_device(model))
-            found = model(input_ids=input_ids, output_attentions=True).attentions
+            input_ids = torch.tensor([ids], device=model_device(model))
+            if seq2seq:
+                out = model(input_ids=input_ids[:, :n_prompt], decoder_input_ids=input_ids[:, n_prompt:],
+                            output_attentions=True)  # fmt: skip
+                found, rows = out.cross_attentions, [p - n_prompt for p in positions]
+            else:
+                found, rows = model(input_ids=input_ids, output_attentions=True).attentions, positions
     except (TypeError, ValueError) as err:
         return None, f"{type(model).__name__} does not return attention weights: {err}"
     finally:
         if before is not None and getattr(config, "_attn_implementation", None) != before:
             model.set_attn_implementation(before)
-    if not found:
+    if not found or any(a is None for a in found):
         return None, f"{type(model).__name__} returned no attention weights, even with eager attention"
     stack = torch.stack([a[0].float().mean(0) for a in (found[-1:] if layers == "last" else found)])
     note = "last layer" if layers == "last" else f"mean of {len(found)} layers"
-    return stack.mean(0).cpu().double().numpy(), f"{note}, mean over heads"
+    kind = "cross-attention" if seq2seq else "self-attention"
+    return stack.mean(0)[rows, :n_prompt].cpu().double().numpy(), f"{kind}, {note}, mean over heads"

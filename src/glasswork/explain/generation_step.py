@@ -137,9 +137,8 @@ class _Explained:
             "logp_b": found.logp_b,
             "residual": found.residual,
         }
-        weights, self.attention_note = gen.attention(model.model, self.prompt_ids + self.answer_ids)
         # Each answer token's attention to the prompt (rows: the positions that predict it).
-        self.attention = None if weights is None else weights[n - 1 : n - 1 + len(self.answer_ids), :n]
+        self.attention, self.attention_note = gen.attention(model.model, self.prompt_ids, self.answer_ids)
 
     def record(self, actual: str) -> dict:
         start, end = self.span

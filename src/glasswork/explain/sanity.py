@@ -54,18 +54,34 @@ def cascade(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Module]]]:
     network that names its own stages (``model.cascade()``, e.g. the image task's CNN) those."""
     if callable(getattr(model, "cascade", None)):
         return model.cascade()
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return _encoder_decoder_cascade(model)
     base = getattr(model, "base_model", model)
     head = [m for m in model.children() if m is not base]
     if getattr(base, "pooler", None) is not None:
         head.append(base.pooler)
-    lists = [m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
-    if not lists:
-        raise ValueError(f"{type(model).__name__}: no list of layers to randomise one by one")
-    blocks = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    blocks = _layers(base)
     embeddings = getattr(base, "embeddings", None) or model.get_input_embeddings()
     stages = [("head", head)] if head else []
     stages += [(f"layer {i}", [blocks[i]]) for i in reversed(range(len(blocks)))]
     return stages + [("embeddings", [embeddings])]
+
+
+def _layers(part: torch.nn.Module) -> torch.nn.ModuleList:
+    lists = [m for m in part.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    if not lists:
+        raise ValueError(f"{type(part).__name__}: no list of layers to randomise one by one")
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def _encoder_decoder_cascade(model: torch.nn.Module) -> list[tuple[str, list[torch.nn.Module]]]:
+    """An encoder–decoder language model (T5) from the output down: the language-model head, the
+    decoder's blocks from the last, the encoder's from the last, then the shared embeddings."""
+    decoder, encoder = _layers(model.get_decoder()), _layers(model.get_encoder())
+    stages = [("head", [model.get_output_embeddings()])]
+    stages += [(f"decoder layer {i}", [decoder[i]]) for i in reversed(range(len(decoder)))]
+    stages += [(f"encoder layer {i}", [encoder[i]]) for i in reversed(range(len(encoder)))]
+    return stages + [("embeddings", [model.get_input_embeddings()])]
 
 
 def _reinitialise(modules: Sequence[torch.nn.Module]) -> None:

