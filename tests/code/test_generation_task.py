@@ -284,3 +284,28 @@ def test_an_encoder_decoder_folder_runs_every_step_and_serves(tmp_path):
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
     out = model.predict(pd.DataFrame({"prompt": ["Which language is this sentence in? «Guten Morgen»"]}))
     assert list(out.columns) == ["response"] and isinstance(out["response"][0], str)
+
+
+def test_a_gguf_in_a_quantization_that_cannot_be_read_is_refused_before_anything_is_written(tmp_path, capsys):
+    """SmolLM2's file with its first tensor marked Q8_1 (a type gguf cannot de-quantize): preflight
+    reads the file's tensor table and names the type and the tensor; nothing is written."""
+    import shutil
+
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(Path(_package_dir()) / GGUF, folder / "odd.gguf")
+    reader = GGUFReader(folder / "odd.gguf", "r+")
+    reader.tensors[0].field.parts[4][0] = GGMLQuantizationType.Q8_1  # the tensor's type, in place
+    first = reader.tensors[0].name
+    del reader
+    data = write_pairs(tmp_path / "questions.jsonl", n=24)
+    overrides = pairs_overrides(
+        tmp_path, data, f"model.dir={folder}", "model.gguf_file=odd.gguf", "model.random_init=null"
+    )
+    assert main(["run", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "odd.gguf: tensors in a quantization the gguf package cannot de-quantize" in err, err
+    assert f"Q8_1 (1 tensors, e.g. {first})" in err and "model.dir" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "questions.jsonl"]

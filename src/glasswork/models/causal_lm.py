@@ -87,6 +87,49 @@ def _converted(gguf: Path) -> Path:
     return Path(home) / "gguf-tokenizers" / hashlib.md5(key.encode()).hexdigest()[:16]
 
 
+def check_gguf_weights(model_cfg: DictConfig) -> None:
+    """A GGUF file's tensors are all of quantization types the ``gguf`` package can de-quantize
+    (checked before anything is written: else the train step would fail after ingest and prepare).
+    Each type is tried on one block of zeros; the verdict is kept beside the tokenizer's cache, so
+    the file is read once (its tensor table takes seconds). A file that is no GGUF at all is left
+    to the tokenizer's load, which says so."""
+    folder, gguf = locate(model_cfg)
+    if not gguf or model_cfg.random_init:
+        return
+    path = folder / gguf
+    checked = _converted(path).with_name(_converted(path).name + ".weights-readable")
+    if checked.is_file():
+        return
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGUFReader
+    from gguf.quants import dequantize
+
+    try:
+        tensors = GGUFReader(path).tensors
+    except (ValueError, OSError, KeyError, IndexError):
+        return
+    unreadable: dict[str, list[str]] = {}
+    for kind in {t.tensor_type for t in tensors}:
+        try:
+            dequantize(np.zeros(GGML_QUANT_SIZES[kind][1], np.uint8), kind)
+        except NotImplementedError:
+            unreadable[kind.name] = [t.name for t in tensors if t.tensor_type == kind]
+    if unreadable:
+        found = "; ".join(
+            f"{kind} ({len(names)} tensors, e.g. {names[0]})" for kind, names in sorted(unreadable.items())
+        )
+        raise ConfigError(
+            f"{path}: tensors in a quantization the gguf package cannot de-quantize: {found}; re-quantize the "
+            "file (Q4_0, Q4_1, Q5_K, Q8_0, F16, ... are read) or give a Hugging Face folder of float weights "
+            "(model.dir)"
+        )
+    try:
+        checked.parent.mkdir(parents=True, exist_ok=True)
+        checked.touch()
+    except OSError:  # the next process checks again: it only costs time
+        pass
+
+
 def _keep(tokenizer, folder: Path) -> None:
     """Save the converted tokenizer for the next process (whole or not at all); a cache that cannot
     be written only costs the next process the conversion."""

@@ -65,10 +65,11 @@ class TextGeneration:
         """The task's settings, its model's files and its explain settings, then its data (read and
         checked as ``prepare`` will); the answers."""
         from glasswork.explain.generation_step import check_generation_explain
-        from glasswork.models.causal_lm import check_lora, locate
+        from glasswork.models.causal_lm import check_gguf_weights, check_lora, locate
 
         check_settings(cfg)
         locate(cfg.model)
+        check_gguf_weights(cfg.model)  # a quantization that cannot be read: said before anything is written
         self._tokenizer  # noqa: B018 - its chat template and a file that is no model: said now
         if cfg.model.finetune == "lora":
             check_lora(cfg.model)
