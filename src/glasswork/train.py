@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict:
     out_dir = output(cfg, "train")
     partial = Path(cfg.paths.artifacts_dir) / PARTIAL
     if global_rank(cfg) != 0:
-        return _fit_as_worker(cfg, module, datamodule, partial)
+        return _fit_as_worker(cfg, module, datamodule, partial, checkpoint_on(task))
     run_id, resume_from = _start_or_resume(cfg, partial)
     with tracking.step_run(cfg, "train", run_id=run_id) as run, atomic_dir(out_dir) as staging:
         run_id = run.info.run_id
@@ -167,12 +167,13 @@ def _launch_own_process(cfg: DictConfig) -> dict:
     return {**read_json(output(cfg, "train", "run.json")), **read_json(output(cfg, "train", "metrics.json"))}
 
 
-def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path) -> dict:
+def _fit_as_worker(cfg: DictConfig, module, datamodule, partial: Path, monitor: tuple[str, str]) -> dict:
     """Ranks other than 0 train alongside it: no MLflow run, no outputs (rank 0 writes them)."""
     state = read_json(partial / "resume.json")
     last = partial / "checkpoints" / "last.ckpt"
     # Lightning's loggers write from rank 0 only, so this one's MLFlowLogger stays silent.
-    trainer = _trainer(cfg, partial / "checkpoints", state["run_id"], len(datamodule.train))
+    # The task's checkpoint metric, as rank 0's: every rank's checkpoint callback reads it.
+    trainer = _trainer(cfg, partial / "checkpoints", state["run_id"], len(datamodule.train), monitor)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     _gather_shards(module, trainer)  # rank 0 gathers the whole model: every rank must take part
     return {"run_id": state["run_id"], "rank": global_rank(cfg)}
@@ -353,9 +354,7 @@ def checkpoint_step(path: str | Path) -> int:
         ) from None
 
 
-def _trainer(
-    cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int, monitor: tuple[str, str] = ("val/macro_f1", "max")
-) -> L.Trainer:
+def _trainer(cfg: DictConfig, ckpt_dir: Path, run_id: str, n_train: int, monitor: tuple[str, str]) -> L.Trainer:
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment_name, tracking_uri=cfg.tracking.uri, run_id=run_id, log_model=False
     )

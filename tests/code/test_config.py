@@ -194,3 +194,16 @@ def test_known_harmless_warnings_are_hidden_unless_verbose_and_others_still_show
     assert [str(w.message) for w in seen] == ["a warning nobody has judged harmless"]
     assert _parser().parse_args(["run", "-v", "debug=fast"]).verbose
     assert not _parser().parse_args(["monitor", "batch.csv"]).verbose
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
+@pytest.mark.parametrize(
+    "task", ["text_classification", "image_classification", "tabular_classification", "text_generation"]
+)
+def test_every_task_composes_with_every_trainer(task, trainer):
+    """A task's own trainer settings (its batch, its checkpoint cadence) must not clash with any
+    trainer group's: `task=text_generation trainer=gpu` once asked for checkpoints both every 20
+    steps and every 10 minutes, refused before training."""
+    from glasswork.models.trainer import check_trainer
+
+    check_trainer(load_config([f"task={task}", f"trainer={trainer}"]).trainer)

@@ -90,3 +90,17 @@ def test_fsdp_shards_the_weights_and_saves_the_model_ddp_trains(tmp_path, ddp_ru
         torch.testing.assert_close(value, best[f"net.{key}"], rtol=0, atol=0)
         # ... and the same model as DDP's, but for the order of floating-point sums.
         torch.testing.assert_close(value, by_ddp[key], rtol=1e-3, atol=1e-3 * moved)
+
+
+@pytest.mark.slow
+def test_a_generative_model_trains_with_two_process_ddp(tmp_path):
+    """task=text_generation on trainer=ddp: each rank's checkpoint callback watches the task's own
+    metric (val/loss), not the classifier's (a worker once looked for val/macro_f1 and crashed after
+    its first epoch); rank 0 saves the merged model."""
+    cfg = load_config(["task=text_generation", "debug=fast", f"paths.root={tmp_path}", *DDP])
+    result = _train(cfg)
+    assert result["train/steps"] == 4 and result["val/best_loss"] > 0
+    tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(result["run_id"]).data.tags
+    assert tags["glasswork.train.world_size"] == "2" and tags["glasswork.train.status"] == "done"
+    model = tmp_path / "artifacts" / "text_generation" / "train" / "model"
+    assert (model / "config.json").is_file() and not (model / "adapter_config.json").exists()  # adapters merged
