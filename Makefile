@@ -26,7 +26,7 @@ export GLASSWORK_CACHE := $(CURDIR)/.cache/glasswork
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser postgres images run test test-fast lint format repro dvc-sync ui clean
+.PHONY: help venv browser postgres images run test test-fast lint format repro dvc-sync docs ui clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,14 +87,20 @@ lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/
 format: $(STAMP) ## ruff format + import sort
 	$(BIN)/ruff check --fix src pipelines tests benchmarks scripts && $(BIN)/ruff format src pipelines tests benchmarks scripts
 
-dvc-sync: $(STAMP) ## regenerate params.yaml and dvc.yaml from conf/ and the step list (and each task's under dvc/)
+dvc-sync: $(STAMP) ## regenerate params.yaml, dvc.yaml (each task's under dvc/) and docs/reference/settings.md from conf/
 	$(BIN)/glasswork dvc-sync
 	$(BIN)/glasswork dvc-sync task=image_classification
 	$(BIN)/glasswork dvc-sync task=tabular_classification
 	$(BIN)/glasswork dvc-sync task=text_generation
+	$(BIN)/python scripts/docs_reference.py  # the manual's settings reference, from the same conf/
 
 repro: $(STAMP) ## replay the pipeline with DVC (skips the unchanged stages)
 	$(BIN)/dvc repro
+
+# The manual (docs/, MkDocs Material): served with live reload; `make test` builds it --strict
+# (tests/code/test_docs.py), so a broken link or a missing page fails the tests.
+docs: $(STAMP) ## serve the manual (docs/) on http://127.0.0.1:8000
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

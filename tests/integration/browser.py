@@ -1,6 +1,9 @@
 """Headless Chromium (Debian's package) driven over the DevTools protocol, for the tests that
 render Glasswork's HTML pages: the console's errors, uncaught exceptions, the value of a few
-JavaScript expressions after the page has loaded, and a screenshot.
+JavaScript expressions after the page has loaded, and a screenshot. ``scripts/screenshots.py``
+drives the same browser through :func:`open_page` for the manual's screenshots, so this module
+needs no pytest: its failures are :class:`BrowserError` (an ``AssertionError``, so a test that
+meets one fails as it did when they were raised as assertions).
 
 The console is read through the protocol (``Runtime.consoleAPICalled``, ``Runtime.exceptionThrown``,
 ``Log.entryAdded``), not from Chromium's stderr, whose log format is not an interface.
@@ -15,13 +18,13 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
@@ -41,6 +44,10 @@ WIDTH, HEIGHT = 1200, 1600
 # whose src fails fires onerror a moment later.
 SETTLE_MS = 800
 TIMEOUT_S = 60.0
+
+
+class BrowserError(AssertionError):
+    """Chromium is missing, did not start, or did not do what it was asked over DevTools."""
 
 
 @dataclass
@@ -67,13 +74,25 @@ class Rendered:
 def chromium() -> str:
     found = shutil.which("chromium")
     if not found:
-        pytest.fail("Debian's chromium is not installed: `make test` installs it (make browser)")
+        raise BrowserError("Debian's chromium is not installed: `make test` installs it (make browser)")
     return found
 
 
 def render(page: Path, profile: Path, expressions: Sequence[str] = ()) -> Rendered:
     """Load ``page`` (a file) in a fresh headless Chromium with its profile in ``profile``,
     evaluate ``expressions`` once it has settled, and take a screenshot."""
+    with open_page(page.resolve().as_uri(), profile, WIDTH, HEIGHT) as tab:
+        tab.wait(SETTLE_MS)
+        values = {expression: tab.evaluate(expression) for expression in expressions}
+        pixels = np.asarray(Image.open(io.BytesIO(tab.screenshot())).convert("L"))
+        return Rendered(pixels, list(tab.errors), values)
+
+
+@contextmanager
+def open_page(url: str, profile: Path, width: int, height: int, init_script: str = "") -> Iterator[Page]:
+    """A fresh headless Chromium (profile in ``profile``) showing ``url`` in a ``width`` x ``height``
+    viewport, once the page's load event has fired; the browser is stopped on leaving.
+    ``init_script`` runs in the page before its own scripts (to preset its ``localStorage``, say)."""
     profile.mkdir(parents=True, exist_ok=True)
     (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's is stale
     browser = subprocess.Popen(
@@ -83,7 +102,9 @@ def render(page: Path, profile: Path, expressions: Sequence[str] = ()) -> Render
     )
     try:
         with connect(_browser_url(profile, browser), max_size=None, open_timeout=TIMEOUT_S) as socket:
-            return _Session(socket).render(page.resolve().as_uri(), expressions)
+            tab = Page(socket)
+            tab.open(url, width, height, init_script)
+            yield tab
     finally:
         browser.terminate()
         try:
@@ -99,16 +120,20 @@ def _browser_url(profile: Path, browser: subprocess.Popen) -> str:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         if browser.poll() is not None:
-            pytest.fail(f"chromium exited with code {browser.returncode} before opening its DevTools port")
+            raise BrowserError(f"chromium exited with code {browser.returncode} before opening its DevTools port")
         lines = port_file.read_text().split() if port_file.is_file() else []
         if len(lines) == 2:
             return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
         time.sleep(0.1)
-    pytest.fail(f"chromium wrote no {port_file} within {TIMEOUT_S:.0f} s")
+    raise BrowserError(f"chromium wrote no {port_file} within {TIMEOUT_S:.0f} s")
 
 
-class _Session:
-    """One page target over the browser's socket (a flat session: every command names it)."""
+class Page:
+    """One page target over the browser's socket (a flat session: every command names it).
+
+    Attributes:
+        errors: What the page reported so far (see :attr:`Rendered.errors`).
+    """
 
     def __init__(self, socket: ClientConnection):
         self.socket = socket
@@ -117,26 +142,33 @@ class _Session:
         self.errors: list[str] = []
         self.loaded = False
 
-    def render(self, url: str, expressions: Sequence[str]) -> Rendered:
+    def open(self, url: str, width: int, height: int, init_script: str = "") -> None:
+        """Navigate a new target to ``url`` and return once its load event has fired; ``init_script``
+        runs in each document before the document's own scripts."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        if init_script:
+            self.send("Page.addScriptToEvaluateOnNewDocument", source=init_script)
         self.send("Page.navigate", url=url)
         deadline = time.monotonic() + TIMEOUT_S
         while not self.loaded:
             self._handle(self._receive(deadline))
-        self.evaluate(f"new Promise(done => setTimeout(done, {SETTLE_MS}))")
-        values = {expression: self.evaluate(expression) for expression in expressions}
-        shot = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
-        pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"))
-        return Rendered(pixels, list(self.errors), values)
+
+    def wait(self, ms: int) -> None:
+        """Let the page run for ``ms`` milliseconds (its events are read meanwhile)."""
+        self.evaluate(f"new Promise(done => setTimeout(done, {ms}))")
+
+    def screenshot(self, **params: Any) -> bytes:
+        """A PNG of the viewport (``Page.captureScreenshot``'s ``params``: a ``clip``, say)."""
+        return base64.b64decode(self.send("Page.captureScreenshot", format="png", **params)["data"])
 
     def evaluate(self, expression: str) -> Any:
         answer = self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in answer:
-            raise AssertionError(f"{expression!r} threw: {answer['exceptionDetails']}")
+            raise BrowserError(f"{expression!r} threw: {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
     def send(self, method: str, **params: Any) -> dict:
@@ -151,14 +183,14 @@ class _Session:
             answer = self._receive(deadline)
             if answer.get("id") == self.next_id:
                 if "error" in answer:
-                    raise AssertionError(f"DevTools {method} failed: {answer['error']}")
+                    raise BrowserError(f"DevTools {method} failed: {answer['error']}")
                 return answer["result"]
             self._handle(answer)
 
     def _receive(self, deadline: float) -> dict:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"no answer from chromium within {TIMEOUT_S:.0f} s")
+            raise BrowserError(f"no answer from chromium within {TIMEOUT_S:.0f} s")
         return json.loads(self.socket.recv(timeout=left))
 
     def _handle(self, event: dict) -> None:
