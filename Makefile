@@ -77,8 +77,8 @@ run: $(STAMP) ## run the whole default pipeline (Prefect flow) on the shipped da
 test: $(STAMP) browser postgres images lint ## lint, then run every test (slow and integration ones included)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-test-fast: $(STAMP) images ## run the tests not marked slow
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) images ## the inner loop: tests that need no real model, flow or server (< 3 min)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow and not integration and not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, then mypy on src/ and pipelines/
 	$(BIN)/ruff check src pipelines tests benchmarks scripts && $(BIN)/ruff format --check src pipelines tests benchmarks scripts

@@ -143,6 +143,52 @@ def _rewrite_artifact_root(root: Path, old_root: Path) -> None:
 logging.raiseExceptions = False
 
 
+# `make test-fast` runs the tests that carry none of these markers; each must stay quick.
+LONG_MARKERS = ("slow", "integration", "gpu")
+# A test without those markers that takes longer (setup + call: the fixtures it pulls in count)
+# fails, so that the fast selection stays a fast inner loop instead of growing back into the whole
+# suite. 20 s is far above what an unmarked test takes here (up to ~8 s on two busy cores) so a
+# slower CI machine does not trip it, and far below what a pipeline run or a trained model takes.
+UNMARKED_LIMIT_S = 20.0
+
+
+class UnmarkedTimeLimit:
+    """Fails a passed test that carries no marker of LONG_MARKERS and took over ``limit_s``.
+
+    A plugin object (not a bare hook) so that tests/code/test_time_limit.py can run it with a
+    lower limit in a pytester session. Each pytest-xdist worker runs a test's phases and builds
+    their reports itself, so the sum is per item in one process; the failure travels back as any."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.setup_s = pytest.StashKey[float]()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        if call.when == "setup":
+            item.stash[self.setup_s] = call.duration
+            return
+        if call.when != "call" or not report.passed or hasattr(report, "wasxfail"):
+            return
+        if any(item.get_closest_marker(name) for name in LONG_MARKERS):
+            return
+        setup_s = item.stash.get(self.setup_s, 0.0)
+        spent = setup_s + call.duration
+        if spent > self.limit_s:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid} took {spent:.1f} s (setup {setup_s:.1f} s + call {call.duration:.1f} s), over the "
+                f"{self.limit_s:g} s allowed a test without a marker of {', '.join(LONG_MARKERS)} "
+                "(`make test-fast` runs those): mark it slow (or make it faster)"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(UnmarkedTimeLimit(UNMARKED_LIMIT_S), "glasswork-unmarked-time-limit")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files that hold a long test (``slow``, ``integration``) first, each kept whole (its module
     fixtures are set up once): with two workers, a three-minute test started last would leave one

@@ -61,6 +61,7 @@ def _global(root):
     return view["n_texts"], page
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_the_global_view_shrinks_to_the_budget_and_says_so(tiny_run, caplog, monkeypatch):
     root, _ = tiny_run
     # The tiny run's test split holds 30 texts: a smallest view of 8 leaves room to shrink.

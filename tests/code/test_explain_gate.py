@@ -47,6 +47,7 @@ def _register_after_all_steps(cfg) -> dict:
     return out["register"]
 
 
+@pytest.mark.slow  # trains and registers models through the pipeline's steps
 def test_a_model_relying_on_forbidden_tokens_does_not_take_champion(tmp_path):
     words = ",".join(POSITIVE + NEGATIVE)
     cfg = load_config(learnable_overrides(tmp_path, *CONFIDENT, f"registry.forbidden_tokens=[{words}]"))
@@ -55,6 +56,7 @@ def test_a_model_relying_on_forbidden_tokens_does_not_take_champion(tmp_path):
     assert any("relies on forbidden token(s)" in r for r in record["reasons"]), record["reasons"]
 
 
+@pytest.mark.slow  # trains and registers models through the pipeline's steps
 def test_a_damaged_challenger_fails_the_faithfulness_gate(tmp_path):
     # Only the explanation rule can block here: no metric thresholds, any score accepted.
     gate = (

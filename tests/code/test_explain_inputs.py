@@ -17,6 +17,7 @@ def _listing(root):
     return sorted(str(p.relative_to(root)) for p in (root / "artifacts").rglob("*"))
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 @pytest.mark.parametrize(
     ("override", "words"),
     [
@@ -37,6 +38,7 @@ def test_bad_explain_settings_fail_clearly_and_write_nothing(override, words, ti
     assert _listing(root) == before
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_texts_longer_than_the_model_maximum_are_truncated_and_marked(tiny_run):
     root, _ = tiny_run
     # 5 probe texts where the shared run explained 3: the probe is drawn from the test split by
@@ -51,6 +53,7 @@ def test_texts_longer_than_the_model_maximum_are_truncated_and_marked(tiny_run):
     assert page.count("truncated, only the shown tokens were used") == sum(i["truncated"] for i in items)
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_an_empty_text_gets_an_explanation_with_nothing_to_attribute(tiny_run):
     from glasswork.explain.faithfulness import faithfulness
     from glasswork.explain.step import METHODS

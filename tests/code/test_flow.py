@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import tiny_overrides
 
 from glasswork.cli import main
 from glasswork.config import load_config
 from glasswork.outputs import read_json
+
+# The Prefect flow, every step, with a temporary Prefect server.
+pytestmark = pytest.mark.slow
 
 
 def test_glasswork_run_takes_the_tiny_config_through_the_flow(tmp_path, capsys):

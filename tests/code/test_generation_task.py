@@ -66,6 +66,7 @@ def test_the_generation_task_picks_its_own_data_and_model_groups():
     assert fast.model.name == "tiny_llama" and fast.model.random_init
 
 
+@pytest.mark.slow  # every step of the generation pipeline, then served
 def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tmp_path):
     data = write_pairs(tmp_path / "questions.jsonl")
     overrides = pairs_overrides(tmp_path, data, "drift.current=test")
@@ -176,6 +177,7 @@ def test_bad_pairs_and_settings_stop_the_run_before_anything_is_written(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["questions.jsonl"]
 
 
+@pytest.mark.slow  # reads SmolLM2's real GGUF file
 def test_an_empty_response_a_file_that_is_no_model_and_a_model_without_a_chat_template_are_refused(tmp_path, capsys):
     data = write_pairs(tmp_path / "questions.jsonl", n=24)
     rows = data.read_text(encoding="utf-8").splitlines()
@@ -231,6 +233,7 @@ def test_a_prompt_too_long_is_refused_or_cut_as_data_truncation_says(tmp_path, c
     assert card["truncation"] == "left"
 
 
+@pytest.mark.slow  # reads SmolLM2's real GGUF file
 def test_a_gguf_tokenizer_is_converted_once_and_read_back_the_same(tmp_path, monkeypatch):
     from glasswork.models import causal_lm
 
@@ -251,6 +254,7 @@ def test_a_gguf_tokenizer_is_converted_once_and_read_back_the_same(tmp_path, mon
     assert again.eos_token == first.eos_token == "<|im_end|>"
 
 
+@pytest.mark.slow  # every step of the generation pipeline, then served
 def test_an_encoder_decoder_folder_runs_every_step_and_serves(tmp_path):
     """An encoder–decoder (T5-style) model folder of the user's own (``model.dir``): a tiny random
     T5 with SmolLM2's tokenizer and chat template (conf/model/tiny_t5.yaml's shape) is fine-tuned
@@ -286,6 +290,7 @@ def test_an_encoder_decoder_folder_runs_every_step_and_serves(tmp_path):
     assert list(out.columns) == ["response"] and isinstance(out["response"][0], str)
 
 
+@pytest.mark.slow  # reads SmolLM2's real GGUF file
 def test_a_gguf_in_a_quantization_that_cannot_be_read_is_refused_before_anything_is_written(tmp_path, capsys):
     """SmolLM2's file with its first tensor marked Q8_1 (a type gguf cannot de-quantize): preflight
     reads the file's tensor table and names the type and the tensor; nothing is written."""

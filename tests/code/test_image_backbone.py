@@ -52,6 +52,7 @@ def backbone_overrides(tmp_path: Path, data: Path, model: Path, *extra: str) -> 
     ]
 
 
+@pytest.mark.slow  # the image pipeline's steps, then served
 def test_a_pretrained_backbone_goes_through_the_same_steps_and_is_served(tmp_path, monkeypatch):
     folder = write_image_folder(tmp_path / "imgs", per_class=30)
     model_dir = tiny_resnet(tmp_path / "resnet")

@@ -86,6 +86,7 @@ def test_steps_a_task_lacks_are_refused_before_anything_is_written(tmp_path, com
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # the image pipeline's steps
 def test_a_folder_of_images_trains_and_evaluates_through_the_same_steps(tmp_path):
     folder = write_image_folder(tmp_path / "imgs")
     cfg = load_config(image_overrides(tmp_path, folder))
@@ -191,6 +192,7 @@ def test_a_folder_of_images_trains_and_evaluates_through_the_same_steps(tmp_path
     assert summary["performance"]["n_labelled"] == 20
 
 
+@pytest.mark.slow  # the image pipeline's steps
 def test_a_second_image_model_is_gated_on_its_faithfulness_against_the_champion(tmp_path):
     folder = write_image_folder(tmp_path / "imgs", per_class=30)
     cfg = load_config(image_overrides(tmp_path, folder, "trainer.max_epochs=4", "drift.current=test"))

@@ -66,6 +66,7 @@ def tweets_folder(trained_tiny_root, tmp_path_factory):
     return root, code, _latest_summary(root)
 
 
+@pytest.mark.slow  # tweets_folder: the session's trained tiny run, monitored
 def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     root, code, summary = tweets_folder
     assert code == 1, "on_drift=alert must make the CLI exit non-zero"
@@ -101,6 +102,7 @@ def test_tweets_drift_with_reasons_an_estimate_and_an_alert(tweets_folder):
     assert pq.read_metadata(out / "predictions.parquet").num_rows == 160  # every row scored, not the sample
 
 
+@pytest.mark.slow  # tweets_folder: the session's trained tiny run, monitored
 def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
     root, _, summary = tweets_folder
     cfg = load_config(_overrides(root))
@@ -119,6 +121,7 @@ def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
     assert summary["reference"].endswith("processed/train.parquet") and summary["model_run_id"] == champion.run_id
 
 
+@pytest.mark.slow  # tweets_folder: the session's trained tiny run, monitored
 def test_an_unreadable_file_is_skipped_and_reported_the_rest_processed(tweets_folder):
     _, _, summary = tweets_folder
     skipped = summary["batch"]["skipped"]
@@ -126,6 +129,7 @@ def test_an_unreadable_file_is_skipped_and_reported_the_rest_processed(tweets_fo
     assert len(summary["batch"]["files"]) == 2 and summary["batch"]["n_rows"] == 160
 
 
+@pytest.mark.slow  # tweets_folder: the session's trained tiny run, monitored
 def test_labels_the_model_never_saw_are_named_and_left_out(tweets_folder):
     _, _, summary = tweets_folder
     assert summary["unseen_labels"] == ["neutral"]
@@ -164,6 +168,7 @@ def test_retrain_trains_on_reference_plus_labelled_batch(tiny_run):
     assert set(_tweets(root, 80)["text"]) <= set(data["text"])
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_retrain_without_labels_alerts_instead(tiny_run):
     root, _ = tiny_run
     batch = root / "tweets.csv"
@@ -172,6 +177,7 @@ def test_retrain_without_labels_alerts_instead(tiny_run):
     assert _latest_summary(root)["dataset_drift"] is True
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_a_batch_without_the_text_column_is_named(tiny_run, capsys):
     root, _ = tiny_run
     batch = root / "bodies.csv"
@@ -183,6 +189,7 @@ def test_a_batch_without_the_text_column_is_named(tiny_run, capsys):
     assert not (root / "artifacts" / "monitor").exists() or not list((root / "artifacts" / "monitor").glob("2*"))
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_an_empty_batch_is_refused(tiny_run, capsys):
     root, _ = tiny_run
     batch = root / "empty.csv"
@@ -201,6 +208,7 @@ def test_no_champion_says_how_to_get_one(tmp_path):
         monitor(cfg, batch)
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_reference_data_that_changed_since_training_is_refused(tiny_run):
     root, cfg = tiny_run
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
@@ -213,6 +221,7 @@ def test_reference_data_that_changed_since_training_is_refused(tiny_run):
         monitor(load_config(_overrides(root)), batch)
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_splits_replaced_by_a_later_run_are_read_from_the_champions_run(tiny_run):
     root, cfg = tiny_run
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
@@ -239,6 +248,7 @@ def test_splits_replaced_by_a_later_run_are_read_from_the_champions_run(tiny_run
     assert len(pd.read_parquet(train)) == len(original) // 2  # the local splits were left alone
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_a_recorded_config_that_is_not_a_mapping_is_refused(tiny_run):
     root, cfg = tiny_run
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
@@ -288,6 +298,7 @@ def test_retraining_data_keeps_the_slice_columns_of_the_splits_and_the_batch(tmp
     assert set(data["label"]) == {"neg", "pos"}
 
 
+@pytest.mark.slow  # every step of the pipeline
 def test_a_champion_with_slice_columns_is_watched_on_them(tmp_path):
     from pipelines.monitoring import report
     from tests.conftest import learnable_overrides, learnable_rows

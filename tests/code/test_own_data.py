@@ -71,6 +71,7 @@ def test_a_budget_that_cannot_work_is_refused(overrides, words):
         assert word in str(err.value)
 
 
+@pytest.mark.slow  # trains a model for its time budget
 def test_a_budget_too_short_for_the_data_is_extended(tmp_path):
     # 240 learnable rows: 192 to train, 12 steps an epoch at batch 16. One epoch is asked for, but
     # at least 40 steps: training runs past the epoch, early stopping waits for the minimum.
@@ -89,6 +90,7 @@ def test_a_budget_too_short_for_the_data_is_extended(tmp_path):
     assert result["val/learned_nothing"] == 0
 
 
+@pytest.mark.slow  # trains a model for its time budget
 def test_the_time_budget_stops_training_inside_the_first_epoch_and_before_min_steps(tmp_path):
     # 2,000 learnable rows at batch 4: 400 steps an epoch; a 3-second budget ends it long before,
     # and before the minimum of 1,000 steps: the time budget always holds.
@@ -142,6 +144,7 @@ def _noise_table(path, n: int = 400, rare_every: int = 20) -> None:
     pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(path, index=False)
 
 
+@pytest.mark.slow  # the pipeline's steps, trained and registered
 def test_a_model_that_learned_nothing_is_flagged_and_never_promoted(tmp_path, caplog):
     table = tmp_path / "noise.csv"
     _noise_table(table)
@@ -175,6 +178,7 @@ def _tickets(path) -> None:
     pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(path, index=False)
 
 
+@pytest.mark.slow  # the pipeline's steps, trained and registered
 def test_a_second_dataset_registers_under_its_own_name_and_a_label_conflict_stops_before_training(tmp_path, capsys):
     first = load_config(learnable_overrides(tmp_path))
     assert _run_steps(first)["register"]["promote"]

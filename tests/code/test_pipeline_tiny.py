@@ -17,6 +17,9 @@ from glasswork.evaluate import expected_calibration_error, prediction_arrays
 from glasswork.explain.faithfulness import SUMMARY as FAITHFULNESS_SUMMARY
 from glasswork.outputs import read_json
 
+# Every test reads tiny_run: the whole tiny pipeline, run once a worker (~15 s).
+pytestmark = pytest.mark.slow
+
 
 def _png_ok(path) -> bool:
     data = path.read_bytes()

@@ -15,6 +15,9 @@ from glasswork.config import load_config
 from glasswork.registry import register
 from glasswork.steps import STEPS
 
+# tiny_run: the whole tiny pipeline, run once a worker.
+pytestmark = pytest.mark.slow
+
 
 def _versions(cfg) -> dict[str, str]:
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)

@@ -100,6 +100,7 @@ def _run_steps(cfg) -> dict:
     return results
 
 
+@pytest.mark.slow  # trains and registers two models through the pipeline's steps
 def test_a_worse_model_never_takes_champion(tmp_path):
     good = load_config(learnable_overrides(tmp_path, "data.slice_columns=[source]"))
     first = _run_steps(good)
@@ -143,6 +144,7 @@ def test_a_worse_model_never_takes_champion(tmp_path):
     )  # ... not promoted
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_champion_from_another_split_is_rescored_on_this_one(tiny_run):
     import mlflow
     from tests.conftest import tiny_overrides

@@ -74,6 +74,7 @@ def test_the_tiny_champion_is_rebuilt_from_its_commit_into_a_new_run_within_tole
     assert (root / "artifacts" / "train" / "run.json").read_text().find(version.run_id) >= 0
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 @pytest.mark.parametrize(
     ("tag", "value", "words"),
     [
@@ -103,12 +104,14 @@ def test_a_lineage_tag_pointing_at_something_missing_is_named(tiny_run, capsys, 
     assert len(client.search_runs([experiment])) == runs_before
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_a_malformed_model_uri_is_refused(tiny_run, capsys):
     root, _ = tiny_run
     assert main(["reproduce", "glasswork-sentiment@champion", *tiny_overrides(root)]) == 2
     assert "expected models:/NAME@ALIAS or models:/NAME/VERSION" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_a_config_too_long_for_a_tag_is_read_from_the_versions_run(tiny_run, tmp_path):
     _, cfg = tiny_run
     client = _client(cfg)
@@ -122,6 +125,7 @@ def test_a_config_too_long_for_a_tag_is_read_from_the_versions_run(tiny_run, tmp
     assert read.model == tagged.model and read.data == tagged.data
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_a_version_whose_config_is_nowhere_is_named(tiny_run, tmp_path):
     _, cfg = tiny_run
     client = _client(cfg)

@@ -48,6 +48,7 @@ def _kill_once_checkpointed(root, overrides, timeout=300) -> int:
     return checkpoint_step(last)
 
 
+@pytest.mark.slow  # training in a child process, killed and resumed
 def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
     overrides = tiny_overrides(tmp_path, *LONG)
     cfg = load_config(overrides)
@@ -74,6 +75,7 @@ def test_a_killed_training_run_resumes_and_registers_once(tmp_path):
     assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]
 
 
+@pytest.mark.slow  # training in a child process, killed and resumed
 def test_ctrl_c_stops_training_with_130_a_killed_run_and_its_checkpoints_kept(tmp_path):
     overrides = tiny_overrides(tmp_path, *LONG)
     cfg = load_config(overrides)
@@ -128,6 +130,7 @@ def test_a_second_ctrl_c_is_not_swallowed():
         signal.signal(signal.SIGINT, before)
 
 
+@pytest.mark.slow  # training in a child process, killed and resumed
 def test_a_different_config_does_not_resume_a_stale_checkpoint(tmp_path):
     overrides = tiny_overrides(tmp_path, *LONG)
     cfg = load_config(overrides)

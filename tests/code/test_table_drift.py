@@ -24,6 +24,9 @@ from glasswork.outputs import read_json
 from glasswork.steps import get
 from glasswork.tasks.tabular import TabularClassification
 
+# table_run trains and evaluates a table model through the pipeline's steps, once for the module.
+pytestmark = pytest.mark.slow
+
 ROWS = 1500  # a 20% test split of 300 rows: enough for Evidently's tests to see a real shift
 FEATURES = ["tenure months", "spend", "plan"]
 

@@ -87,6 +87,7 @@ def test_the_preprocessing_is_fitted_on_the_training_split_only():
         pre.transform(later.drop(columns=["x"]), "batch.csv")
 
 
+@pytest.mark.slow  # every step of the table pipeline, then served
 def test_glasswork_run_takes_a_users_table_through_every_step_and_serves_it(tmp_path):
     # The seam's second proof: every step, in the same Prefect flow as text and images.
     data = write_table(tmp_path / "customers.csv")
@@ -130,6 +131,7 @@ def test_glasswork_run_takes_a_users_table_through_every_step_and_serves_it(tmp_
         model.predict(rows.drop(columns=["spend"]))
 
 
+@pytest.mark.slow  # trains on the whole default table
 def test_the_default_table_is_fairs_survey_and_an_mlp_beats_its_baseline(tmp_path):
     # The real default: 6,366 rows, 6 numeric and 2 categorical columns, from statsmodels.
     # 4 epochs: the default run stops early after 7, its best checkpoint from the second.

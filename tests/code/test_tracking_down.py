@@ -72,6 +72,7 @@ def test_run_against_a_down_tracking_server_fails_clearly(tmp_path, dead_uri):
         )
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_register_against_a_down_server_registers_nothing(tiny_run, dead_uri):
     """A server lost between steps: `register` stops before it logs or registers anything."""
     from mlflow.tracking import MlflowClient

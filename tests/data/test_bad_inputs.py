@@ -147,6 +147,7 @@ def registered_run(tiny_run):
     return root, cfg, before
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 @pytest.mark.parametrize("command", ["run", "prepare"])
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_bad_file_fails_clearly_and_changes_nothing(case, command, registered_run, tmp_path, capsys):
@@ -163,6 +164,7 @@ def test_bad_file_fails_clearly_and_changes_nothing(case, command, registered_ru
     assert _state(root, cfg) == before
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 @pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
 def test_bad_setting_fails_clearly_and_changes_nothing(case, registered_run, capsys):
     root, cfg, before = registered_run
@@ -185,6 +187,7 @@ BAD_SLICE_COLUMNS = {
 }
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 @pytest.mark.parametrize("case", sorted(BAD_SLICE_COLUMNS))
 def test_bad_slice_columns_fail_clearly_and_change_nothing(case, registered_run, tmp_path, capsys):
     root, cfg, before = registered_run
@@ -250,6 +253,7 @@ def test_the_batch_reader_names_bad_files_and_reads_the_rest(tmp_path):
     assert "un café" in set(_read(folder / "c_latin.csv", encoding="latin-1").sample["text"])
 
 
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_monitor_scores_every_file_of_a_folder_of_labelled_and_unlabelled_files(tiny_run):
     root, _ = tiny_run
     reviews = pd.read_csv(root / "data" / "raw" / "rotten_tomatoes.csv").sample(n=60, random_state=1)
@@ -271,6 +275,7 @@ def test_monitor_scores_every_file_of_a_folder_of_labelled_and_unlabelled_files(
     assert summary["performance"]["n_labelled"] == 30
 
 
+@pytest.mark.slow  # a fresh `python -m glasswork run` process: ~10 s of imports
 def test_a_bad_setting_stops_the_cli_before_anything_is_written(tmp_path):
     # The whole command, as a user types it: exit 2, one line, no file, no MLflow store, no run.
     result = subprocess.run(

@@ -22,6 +22,9 @@ from glasswork.models.backbone import load_tokenizer, load_trained, model_dir
 from glasswork.serving import HeadTailTokenizer, predict_proba
 from glasswork.steps import STEPS
 
+# odd_run takes a table of odd texts through every step of the pipeline, once for the module.
+pytestmark = pytest.mark.slow
+
 ODD = [
     "lone\rcarriage return",
     "windows\r\nline end",

@@ -87,6 +87,7 @@ def test_dvc_repro_twice_then_only_the_register_stage_then_a_teammate_pulls(tmp_
     assert "up to date" in status, status  # nothing to re-run: the teammate has what the lock file names
 
 
+@pytest.mark.slow  # dvc repro: the pipeline's stages as processes
 def test_the_image_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
     # `glasswork dvc-sync task=image_classification` writes dvc/image_classification/; DVC reads it
     # (every stage run from the repository root, its params in its own file, each declared key
@@ -114,6 +115,7 @@ def test_the_image_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
     assert all(stage["wdir"] == "../.." for stage in stages.values())
 
 
+@pytest.mark.slow  # dvc repro: the pipeline's stages as processes
 def test_the_tabular_pipeline_is_a_dvc_pipeline_of_its_own(tmp_path):
     # As the image task's: `glasswork dvc-sync task=tabular_classification` writes its own folder,
     # which DVC reads; its outputs are the tabular task's (not the text task's embedding map).

@@ -7,6 +7,7 @@ import pytest
 from tests.integration.browser import render
 
 
+@pytest.mark.slow  # trained_tiny_root: the whole tiny pipeline, once a worker
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "page",

@@ -157,6 +157,7 @@ def explained(tmp_path_factory):
     return cfg, root, explain_tables(cfg)
 
 
+@pytest.mark.slow  # explained: the table pipeline's steps, once a module
 def test_the_column_the_label_depends_on_ranks_first_and_deleting_it_beats_chance(explained):
     cfg, root, metrics = explained
     out = root / ART / "explain"
@@ -175,6 +176,7 @@ def test_the_column_the_label_depends_on_ranks_first_and_deleting_it_beats_chanc
     assert churned[0] > 0.8 > 0.2 > churned[-1], churned  # short tenure: churned; long: stayed
 
 
+@pytest.mark.slow  # explained: the table pipeline's steps, once a module
 def test_the_outputs_keep_the_image_steps_keys_and_escape_the_users_text(explained):
     cfg, root, metrics = explained
     out = root / ART / "explain"
@@ -203,6 +205,7 @@ def test_the_outputs_keep_the_image_steps_keys_and_escape_the_users_text(explain
     assert all(escaped[plan] in page for plan in shown if plan in escaped)
 
 
+@pytest.mark.slow  # explained: the table pipeline's steps, once a module
 def test_randomised_layers_part_the_explanations_from_the_trained_models(explained):
     cfg, root, metrics = explained
     assert not any(k.startswith("kernel_shap/randomisation") for k in metrics)  # not in explain.sanity_methods
@@ -239,6 +242,7 @@ def test_a_bad_setting_is_refused_naming_it_before_anything_is_read_or_written(t
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # explained: the table pipeline's steps, once a module
 def test_the_champion_is_measured_on_the_same_rows_and_the_faithfulness_gate_reads_it(explained):
     # Last in the file: it registers, retrains and re-explains in the shared folder.
     cfg, root, _ = explained

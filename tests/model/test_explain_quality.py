@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from tests.conftest import learnable_overrides
 
 from glasswork.config import load_config
@@ -78,6 +79,7 @@ def test_the_faithfulness_figure_draws_each_method_beside_its_random_ranking():
     assert [t.get_text() for t in left.get_legend().get_texts()][0] == "integrated_gradients: AOPC 0.600 (random 0.400)"
 
 
+@pytest.mark.slow  # trains the tiny model until it learns the rule
 def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_path):
     cfg = load_config(
         learnable_overrides(tmp_path, "explain.n_probe=12", "explain.n_steps=20", "trainer.max_epochs=15")
@@ -101,6 +103,7 @@ def test_integrated_gradients_beats_random_on_a_model_that_learned_the_rule(tmp_
     assert metrics["global/comprehensiveness_gain"] > 0 and metrics["global/sufficiency_gain"] > 0, metrics
 
 
+@pytest.mark.slow  # trained_tiny_root: the whole tiny pipeline, once a worker
 def test_a_model_whose_attention_cannot_be_read_gets_a_clear_error(trained_tiny_root):
     import pytest
 
@@ -118,6 +121,7 @@ def test_a_model_whose_attention_cannot_be_read_gets_a_clear_error(trained_tiny_
     assert eager[0].tokens[0] == "[CLS]" and sum(eager[0].scores) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow  # trained_tiny_root: the whole tiny pipeline, once a worker
 def test_kernel_shap_on_a_small_token_budget_takes_the_same_coalitions_in_more_passes(trained_tiny_root):
     from glasswork.explain.model_agnostic import kernel_shap
     from glasswork.models.backbone import load_tokenizer, load_trained
@@ -143,6 +147,7 @@ def test_kernel_shap_on_a_small_token_budget_takes_the_same_coalitions_in_more_p
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
+@pytest.mark.slow  # trained_tiny_root: the whole tiny pipeline, once a worker
 def test_integrated_gradients_keep_each_pass_within_the_token_budget_and_halve_on_out_of_memory(trained_tiny_root):
     from glasswork.explain.attributions import integrated_gradients
     from glasswork.models.backbone import load_tokenizer, load_trained
