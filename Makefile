@@ -98,9 +98,10 @@ repro: $(STAMP) ## replay the pipeline with DVC (skips the unchanged stages)
 	$(BIN)/dvc repro
 
 # The manual (docs/, MkDocs Material): served with live reload; `make test` builds it --strict
-# (tests/code/test_docs.py), so a broken link or a missing page fails the tests.
+# (tests/code/test_docs.py), so a broken link or a missing page fails the tests. NO_MKDOCS_2_WARNING:
+# Material prints a banner about its successor on every build; news, not a problem of this manual.
 docs: $(STAMP) ## serve the manual (docs/) on http://127.0.0.1:8000
-	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
