@@ -29,12 +29,10 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the browser driver lives with the tests that check the same pages
 
 from tests.integration.browser import BrowserError, Page, open_page  # noqa: E402
+from tests.integration.servers import ServerError, free_port, stop_group, wait_healthy  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RUN_FIRST = "run `make run` first"
@@ -281,8 +280,13 @@ class _Ui:
         self.started = time.monotonic()
 
     def ready(self) -> str:
-        if self.server is not None and self.log is not None:
-            _wait_healthy(self.base, self.server, self.log, self.started)
+        if self.server is not None:
+            left = SERVER_TIMEOUT_S - (time.monotonic() - self.started)
+            try:
+                wait_healthy(self.base, self.server, "mlflow ui", max(left, 1.0), log_path=self.log, poll_s=0.5)
+            except ServerError as err:
+                raise ScreenshotError(str(err)) from None
+            print(f"mlflow ui: answering, {time.monotonic() - self.started:.1f} s after its start", flush=True)
         return self.base
 
 
@@ -293,7 +297,7 @@ def mlflow_ui(uri: str, scratch: Path) -> Iterator[_Ui]:
     if uri.startswith(("http://", "https://")):
         yield _Ui(uri.rstrip("/"))
         return
-    port = _free_port()
+    port = free_port()
     log_path = scratch / "mlflow-ui.log"
     command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     # Nothing leaves the machine for a screenshot: MLflow's usage telemetry is off (server and UI).
@@ -308,44 +312,8 @@ def mlflow_ui(uri: str, scratch: Path) -> Iterator[_Ui]:
         try:
             yield _Ui(f"http://127.0.0.1:{port}", server, log_path)
         finally:
-            _stop(server)
+            stop_group(server, timeout=20)
             print(f"mlflow ui: stopped (pid {server.pid})", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, server: subprocess.Popen, log_path: Path, began: float) -> None:
-    while time.monotonic() - began < SERVER_TIMEOUT_S:
-        if server.poll() is not None:
-            raise ScreenshotError(f"mlflow ui exited with code {server.returncode}:\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    print(f"mlflow ui: answering, {time.monotonic() - began:.1f} s after its start", flush=True)
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise ScreenshotError(f"mlflow ui did not answer on {base} within {SERVER_TIMEOUT_S} s:\n{_tail(log_path)}")
-
-
-def _stop(server: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM to the server's process group, SIGKILL if it outlives ``timeout``."""
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=timeout)
-    except ProcessLookupError:  # the group is gone already: only the exit status is left to collect
-        server.wait()
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _default_artifacts() -> Path:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
-from tests.integration.conftest import stop_group
+from tests.integration.servers import stop_group
 
 BIN = Path(sys.executable).parent
 
@@ -100,7 +100,7 @@ def test_deploy_without_a_server_refuses_and_says_how_to_start_one(tmp_path):
 
 
 def test_deploy_to_a_server_that_does_not_answer_refuses(tmp_path):
-    from tests.integration.conftest import free_port
+    from tests.integration.servers import free_port
 
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env["PREFECT_API_URL"] = url = f"http://127.0.0.1:{free_port()}/api"

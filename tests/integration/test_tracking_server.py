@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import REPO, tiny_overrides
-from tests.integration.conftest import flow_runs, free_port, stop_group
+from tests.integration.conftest import flow_runs
+from tests.integration.servers import free_port, log_tail, stop_group, wait_healthy
 
 BIN = Path(sys.executable).parent
 PG_TOOLS = ("initdb", "postgres")
@@ -91,10 +92,6 @@ def _unprivileged() -> tuple[int, int] | None:
     pytest.fail("running as root, and no unprivileged user (postgres, nobody) to run PostgreSQL as", pytrace=False)
 
 
-def _log_tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
-
-
 @pytest.fixture
 def postgres(tmp_path) -> Iterator[tuple[str, Callable, dict]]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (TCP only, password auth), initialised by
@@ -132,12 +129,12 @@ def _run_postgres(driver, scheme: str, bindir: Path, owner, base: Path, log_path
         login = {"host": "127.0.0.1", "port": port, "user": PG_USER, "password": password, "connect_timeout": 3}
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"postgres exited early:\n{_log_tail(log_path)}"
+            assert proc.poll() is None, f"postgres exited early:\n{log_tail(log_path)}"
             try:
                 conn = driver.connect(dbname="postgres", **login)
                 break
             except driver.OperationalError:
-                assert time.monotonic() < deadline, f"postgres not ready after 60 s:\n{_log_tail(log_path)}"
+                assert time.monotonic() < deadline, f"postgres not ready after 60 s:\n{log_tail(log_path)}"
                 time.sleep(0.5)
         conn.close()
         roles = _init_databases(bindir, base, port, password)
@@ -200,17 +197,7 @@ def mlflow_server(postgres, tmp_path) -> Iterator[tuple[str, Path, str]]:
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"mlflow server exited early:\n{_log_tail(log_path)}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server not healthy after 180 s:\n{_log_tail(log_path)}"
-            time.sleep(1)
+        wait_healthy(url, proc, "mlflow server", timeout_s=180, log_path=log_path)
         yield url, destination, admin_password
     finally:
         stop_group(proc)
