@@ -370,9 +370,7 @@ def _monitor_run(cfg: DictConfig, ref: Reference, batch: Batch):
     """One MLflow run per check (failed if the check fails), tagged with the model version it watched."""
     # Not mlflow.set_experiment: it would pin this process to the experiment, and a retraining
     # flow run in the same process could not reopen its model's run in another one.
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.monitor.experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.monitor.experiment_name)
+    experiment_id = tracking.experiment_id(cfg, cfg.monitor.experiment_name)
     tags = {
         "glasswork.monitor.model": f"{ref.name}/{ref.version}",
         "glasswork.monitor.model_run_id": ref.run_id,

@@ -76,18 +76,25 @@ def configure(cfg: DictConfig) -> str:
     """
     uri = cfg.tracking.uri
     check_store(cfg)
-    location = _artifact_location(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return experiment_id(cfg, cfg.tracking.experiment_name)
+
+
+def experiment_id(cfg: DictConfig, name: str) -> str:
+    """The id of experiment ``name`` in the current store, created if new with its artifacts under
+    ``tracking.artifact_root``: left to MLflow, a local store's default is ``./mlruns`` in whatever
+    folder the process started in, away from the run's root."""
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    location = _artifact_location(cfg)
     if location and "://" not in location:
         root = Path(location).resolve()
         root.mkdir(parents=True, exist_ok=True)
         location = root.as_uri()
-    return client.create_experiment(cfg.tracking.experiment_name, artifact_location=location or None)
+    return client.create_experiment(name, artifact_location=location or None)
 
 
 def absolute(uri: str) -> str:

@@ -4,6 +4,7 @@ batches it must survive."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -117,6 +118,8 @@ def test_the_check_is_an_mlflow_run_linked_to_the_champion(tweets_folder):
     assert "drift/dataset_drift" in logged, "the check's numbers show on the champion's model page"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "glasswork-monitoring"
+    # Its pages sit with the run's other artifacts, not in ./mlruns of the folder pytest started in.
+    assert run.info.artifact_uri.startswith(Path(cfg.tracking.artifact_root).resolve().as_uri())
     # The reference came from the champion's lineage: its own prepared training split.
     assert summary["reference"].endswith("processed/train.parquet") and summary["model_run_id"] == champion.run_id
 

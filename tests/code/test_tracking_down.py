@@ -125,3 +125,29 @@ def test_server_config_group(tmp_path, monkeypatch):
     assert cfg.tracking.uri == "http://127.0.0.1:5000" and cfg.tracking.artifact_root == ""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org")
     assert load_config(tiny_overrides(tmp_path, "tracking=server")).tracking.uri == "https://mlflow.example.org"
+
+
+def test_every_experiment_keeps_its_artifacts_under_the_artifact_root(tmp_path, monkeypatch):
+    """The training experiment and any other one (the monitor's) put their artifacts under
+    tracking.artifact_root: MLflow's own default for a local store is ./mlruns in whatever folder
+    the process started in (the monitor's checks once landed in the repository's ./mlruns)."""
+    import mlflow
+
+    from glasswork import tracking
+    from glasswork.config import load_config
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(tiny_overrides(tmp_path / "root"))
+    trained = tracking.configure(cfg)
+    watched = tracking.experiment_id(cfg, cfg.monitor.experiment_name)
+    assert trained != watched and tracking.experiment_id(cfg, cfg.monitor.experiment_name) == watched
+    root = Path(cfg.tracking.artifact_root).resolve().as_uri()
+    client = mlflow.MlflowClient()
+    for experiment in (trained, watched):
+        assert client.get_experiment(experiment).artifact_location.startswith(root)
+    with mlflow.start_run(experiment_id=watched):
+        mlflow.log_text("checked", "monitor/summary.txt")
+    assert list((tmp_path / "root" / "mlartifacts").rglob("summary.txt"))
+    assert not list(elsewhere.iterdir()), "nothing is written in the folder the process started in"
