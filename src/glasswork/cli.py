@@ -203,6 +203,10 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger("glasswork").setLevel(logging.DEBUG)
     else:
         quiet_known_warnings()
+        # MLflow's "Creating initial MLflow database tables... / Updating database tables" on a new
+        # mlflow.db, in its own format through its own handler: routine, and the run's lines say
+        # where the store is.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # Lightning logs through its own handler too: without this every line shows twice.
     logging.getLogger("lightning.pytorch").propagate = False
     # Per-file "Loading weights" and "Downloading artifacts" bars on local copies are noise.

@@ -196,6 +196,22 @@ def test_known_harmless_warnings_are_hidden_unless_verbose_and_others_still_show
     assert not _parser().parse_args(["monitor", "batch.csv"]).verbose
 
 
+def test_mlflow_creating_its_database_is_quiet_unless_verbose(monkeypatch):
+    import logging
+    import warnings
+
+    from glasswork.cli import setup_logging
+
+    db, ours = logging.getLogger("mlflow.store.db.utils"), logging.getLogger("glasswork")
+    monkeypatch.setattr(db, "level", logging.NOTSET)  # both restored after the test
+    monkeypatch.setattr(ours, "level", ours.level)
+    with warnings.catch_warnings():  # setup_logging's filters stay in this block
+        setup_logging(verbose=True)
+        assert db.level == logging.NOTSET, "-v leaves MLflow's lines as MLflow sets them"
+        setup_logging(verbose=False)
+        assert db.level == logging.WARNING
+
+
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
 @pytest.mark.parametrize(
     "task", ["text_classification", "image_classification", "tabular_classification", "text_generation"]
