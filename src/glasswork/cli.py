@@ -207,6 +207,9 @@ def setup_logging(verbose: bool = False) -> None:
         # mlflow.db, in its own format through its own handler: routine, and the run's lines say
         # where the store is.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # Its "Validating input example against model signature" on every model logged: a check
+        # that raises when it fails, so the line says nothing when it passes.
+        logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     # Lightning logs through its own handler too: without this every line shows twice.
     logging.getLogger("lightning.pytorch").propagate = False
     # Per-file "Loading weights" and "Downloading artifacts" bars on local copies are noise.

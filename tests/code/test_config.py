@@ -196,20 +196,22 @@ def test_known_harmless_warnings_are_hidden_unless_verbose_and_others_still_show
     assert not _parser().parse_args(["monitor", "batch.csv"]).verbose
 
 
-def test_mlflow_creating_its_database_is_quiet_unless_verbose(monkeypatch):
+def test_mlflow_routine_lines_are_quiet_unless_verbose(monkeypatch):
     import logging
     import warnings
 
     from glasswork.cli import setup_logging
 
-    db, ours = logging.getLogger("mlflow.store.db.utils"), logging.getLogger("glasswork")
-    monkeypatch.setattr(db, "level", logging.NOTSET)  # both restored after the test
+    db, pyfunc = logging.getLogger("mlflow.store.db.utils"), logging.getLogger("mlflow.pyfunc")
+    ours = logging.getLogger("glasswork")
+    monkeypatch.setattr(db, "level", logging.NOTSET)  # all restored after the test
+    monkeypatch.setattr(pyfunc, "level", logging.NOTSET)
     monkeypatch.setattr(ours, "level", ours.level)
     with warnings.catch_warnings():  # setup_logging's filters stay in this block
         setup_logging(verbose=True)
-        assert db.level == logging.NOTSET, "-v leaves MLflow's lines as MLflow sets them"
+        assert db.level == pyfunc.level == logging.NOTSET, "-v leaves MLflow's lines as MLflow sets them"
         setup_logging(verbose=False)
-        assert db.level == logging.WARNING
+        assert db.level == pyfunc.level == logging.WARNING
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "fsdp"])
