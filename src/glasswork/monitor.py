@@ -10,6 +10,7 @@ one MLflow run in ``monitor.experiment_name``, tagged with the model version it 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from glasswork import comparison, tracking
 from glasswork.batch import Batch, read_batch, stream
@@ -73,7 +74,6 @@ class Reference:
 
     def task(self):
         """The champion's own task (a config recorded before tasks existed: text)."""
-        from omegaconf import OmegaConf
 
         from glasswork import tasks
 
@@ -214,6 +214,7 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
     output = Path(cfg.monitor.output_dir)
     ref = find_reference(client, version, output / ".cache" / f"{version.name}-v{version.version}")
     task = ref.task()
+    cfg = as_trained(cfg, ref.model_dir)
     batch = task.monitor_batch(Path(source), cfg, ref)
     log.info("monitor: %s rows in %d file(s) of %s, watched with %s", batch.n_rows, len(batch.files), source, ref.label)
     describer = task.describer(cfg, ref.model_dir)
@@ -239,6 +240,19 @@ def monitor(cfg: DictConfig, source: Path) -> dict:
         mlflow.log_artifacts(str(out), "monitor")
     log.info("monitor: %s vs %s's training data -> %s", source, ref.label, summary["verdict_words"])
     return summary
+
+
+def as_trained(cfg: DictConfig, model_dir: Path) -> DictConfig:
+    """``cfg`` with ``model.max_length`` the length the champion was trained and is served at (its
+    folder's labels.json): the config's own is ``auto`` by default, which ``prepare`` resolves for a
+    run but nothing does for a check, or another model's number."""
+    saved = model_dir / "labels.json"
+    length = read_json(saved).get("max_length") if saved.is_file() else None
+    if length is None or OmegaConf.select(cfg, "model.max_length") is None:
+        return cfg
+    resolved = copy.deepcopy(cfg)
+    resolved.model.max_length = int(length)
+    return resolved
 
 
 def metadata_columns(train: pd.DataFrame, cfg: DictConfig, inputs: tuple[str, ...] = ("text",)) -> tuple[str, ...]:

@@ -172,6 +172,23 @@ def test_retrain_trains_on_reference_plus_labelled_batch(tiny_run):
 
 
 @pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
+def test_the_champion_scores_at_the_length_it_was_trained_at_whatever_the_config_says(tiny_run):
+    """The real model's default `model.max_length=auto` is resolved by `prepare` for a run, not for
+    a check: `glasswork monitor` once passed the word "auto" to the tokenizer and failed on the first
+    batch. The champion is scored at its own length (its folder's labels.json), as it is served."""
+    root, _ = tiny_run
+    batch = root / "tweets.csv"
+    _tweets(root, 40).to_csv(batch, index=False)
+    scored = {}
+    for length in ("64", "auto", "8"):  # the tiny model trained at 64 tokens
+        summary = monitor(load_config(_overrides(root, f"model.max_length={length}")), batch)
+        scored[length] = pd.read_parquet(Path(summary["output_dir"]) / "predictions.parquet")
+    assert len(scored["64"]) == 40
+    for other in ("auto", "8"):
+        pd.testing.assert_frame_equal(scored[other], scored["64"])
+
+
+@pytest.mark.slow  # tiny_run: the whole tiny pipeline, once a worker
 def test_retrain_without_labels_alerts_instead(tiny_run):
     root, _ = tiny_run
     batch = root / "tweets.csv"
