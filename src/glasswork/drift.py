@@ -290,7 +290,8 @@ def drift_metrics(result: DriftResult, performance: dict, explained: dict) -> di
         # Where the attribution mass lies (words for texts, the canvas for images); a task's
         # explanations may have no "unseen" part (pixels are always the same pixels).
         metrics |= {f"explanation_{k}": explained[k] for k in ("js_distance", "unseen_mass") if k in explained}
-        metrics |= {f"explanation_{k}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
+        # A table's descriptors are its column names: made MLflow-safe as the signals' are.
+        metrics |= {f"explanation_{metric_key(k)}_ks": t["ks_statistic"] for k, t in explained["tests"].items()}
         metrics |= {f"explanation_{k}": explained["faithfulness"]["current"][k] for k in FAITHFULNESS_SUMMARY}
         for k, moved in explained["faithfulness"].get("change", {}).items():
             if "difference" in moved:  # 1 when the gain fell by more than chance
@@ -377,8 +378,8 @@ def _explanation_words(explained: dict) -> str:
     if "moved_most" in explained:  # words
         moved = ", ".join(f"{m['word']} {m['reference']:.3f}->{m['current']:.3f}" for m in explained["moved_most"][:5])
         tests += f"; moved most: {moved}"
-    elif "js_distance" in explained:  # the canvas: how far the mean attribution map moved
-        tests += f"; mean map JS distance {explained['js_distance']:.3f}"
+    elif "js_distance" in explained:  # the canvas or the columns: how far the mean attribution moved
+        tests += f"; mean attribution JS distance {explained['js_distance']:.3f}"
     faithful = faithfulness_words(explained["faithfulness"])
     return f"{'DRIFT' if explained['drifted'] else 'none'}: {tests}; faithfulness: {faithful}"
 

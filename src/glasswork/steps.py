@@ -173,6 +173,8 @@ STEPS: tuple[Step, ...] = (
             "src/glasswork/text_descriptors.py",
             "src/glasswork/slices.py",
             "src/glasswork/explain/attributions.py",
+            "src/glasswork/explain/column_drift.py",
+            "src/glasswork/explain/columns.py",
             "src/glasswork/explain/embeddings.py",
             "src/glasswork/explain/faithfulness.py",
             "src/glasswork/explain/global_importance.py",

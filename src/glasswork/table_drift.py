@@ -168,6 +168,7 @@ class TableDescriber:
 
         self.predictor = TablePredictor(folder or model_dir(cfg), device=inference_device(cfg.trainer))
         self.batch_size = cfg.trainer.eval_batch_size
+        self.cfg = cfg
 
     @property
     def pre(self) -> Preprocessor:
@@ -198,9 +199,10 @@ class TableDescriber:
         )
 
     def explanation_drift(self, current: pd.DataFrame, baseline: dict | None):
-        # Not built yet for tables (there is no explain step for them yet, so no baseline):
-        # said in drift.json and on the page, not left blank.
-        return {"status": "not computed: explanation drift is not built for tables yet"}, None
+        from glasswork.explain.column_drift import explanation_drift
+        from glasswork.explain.columns import ColumnExplainer
+
+        return explanation_drift(baseline, ColumnExplainer(self.predictor, self.cfg), current, self.cfg)
 
 
 def hover_texts(frame: pd.DataFrame, columns: list[str], labels: list[str] | None, shown: int = 6) -> list[str]:

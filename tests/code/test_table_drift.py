@@ -47,9 +47,12 @@ def table_run(tmp_path_factory):
             "drift.sample_size=400",
             "drift.embeddings_plot=false",
             "monitor.sample_size=100",
+            # Half the test split in the explain step's global view, the explanation drift's
+            # reference: drift.current=test compares the other half.
+            "explain.global_max_texts=150",
         )
     )
-    for name in ("ingest", "prepare", "train", "evaluate"):
+    for name in ("ingest", "prepare", "train", "evaluate", "explain"):
         get(name).function()(cfg)
     return cfg
 
@@ -77,9 +80,59 @@ def test_a_shifted_table_drifts_and_its_test_split_does_not(table_run):
         performance = summary["performance"]
         assert performance["status"] == "computed" and performance["n_labelled"] == summary["n_current"]
         assert 0 < performance["estimated_accuracy"] <= 1 and 0 < performance["actual_accuracy"] <= 1
-        assert summary["explanation_drift"]["status"].startswith("not computed: explanation drift is not built")
+        assert summary["explanation_drift"]["status"] == "computed"
+    explained = held_out["explanation_drift"]
+    # The 150 test rows the explain step did not explain (drift.explain_sample caps them at 100).
+    assert explained["n_current"] == 100 and explained["n_reference"] == 150
+    assert set(explained["tests"]) == set(FEATURES) and not explained["drifted"], explained["tests"]
     written = read_json(Path(table_run.paths.artifacts_dir) / "drift" / "drift.json")
     assert written["current"] == "shifted" and written["drifted_signals"] == shifted["drifted_signals"]
+
+
+def test_explanations_drift_when_the_model_stops_reading_a_column(table_run, monkeypatch):
+    """The batch's values of `tenure months` all at the training mean, which is the attribution
+    baseline: the column can no longer move a prediction, so its share of every row's attribution
+    is 0 (the label hangs on it in training: the reference's share is not), and the evidence moves
+    to the other columns. A check that could fail: the held-out rows, explained the same way, do
+    not drift (test above)."""
+    cfg = with_current(table_run, "test")
+    held_out = drift.drift(cfg)["explanation_drift"]  # the batch as it is
+    pre = table_drift.TableDescriber(cfg).pre
+    batch = table_drift.current_batch(cfg)
+    batch["tenure months"] = pre.numeric["tenure months"]["mean"]
+    monkeypatch.setattr(TabularClassification, "drift_batch", lambda self, cfg: batch.copy())
+    explained = drift.drift(cfg)["explanation_drift"]
+    assert explained["status"] == "computed" and explained["drifted"]
+    tenure = explained["tests"]["tenure months"]
+    assert tenure["drifted"] and tenure["current_mean"] == 0 < tenure["reference_mean"]
+    assert tenure["p_value"] <= cfg.drift.explanation_alpha / len(FEATURES)
+    assert explained["tests"]["plan"]["current_mean"] > explained["tests"]["plan"]["reference_mean"]
+    assert explained["js_distance"] > held_out["js_distance"]  # the mean shares moved further
+    quality = explained["faithfulness"]
+    assert quality["status"] == "computed" and set(quality["change"]) == {"comprehensiveness_gain", "sufficiency_gain"}
+    written = read_json(Path(cfg.paths.artifacts_dir) / "drift" / "drift.json")
+    assert written["explanation_drift"]["drifted"]
+    page = (Path(cfg.paths.artifacts_dir) / "drift" / "explanation_report.html").read_text(encoding="utf-8")
+    assert "tenure months" in page and "Explanation Drift" in page
+
+
+def test_the_rows_the_reference_explained_are_left_out_of_the_batch_and_said(table_run):
+    from glasswork.explain.column_drift import explanation_drift, row_digests
+    from glasswork.explain.columns import ColumnExplainer
+
+    cfg = with_current(table_run, "test")
+    reference = read_json(Path(cfg.paths.artifacts_dir) / "explain" / "global_importance.json")
+    describer = table_drift.TableDescriber(cfg)
+    batch = table_drift.current_batch(cfg)
+    digests = row_digests(batch, list(describer.pre.columns))
+    # The drift step's batch is the test split as read for drift, the reference its processed rows:
+    # the same rows hash alike, so half the split is known (global_max_texts=150 of 300).
+    assert len(set(digests) & set(reference["row_digests"])) == len(set(reference["row_digests"])) > 100
+    reference["row_digests"] = digests  # as if the explain step had explained every test row
+    summary, report = explanation_drift(reference, ColumnExplainer(describer.predictor, cfg), batch, cfg)
+    assert report is None and summary["status"].startswith("not computed: 0 rows to explain")
+    assert f"{len(batch)} of the batch's {len(batch)} rows are rows the explain step explained" in summary["status"]
+    assert "explain.global_max_texts" in summary["status"]
 
 
 def test_the_shifted_batch_is_reproducible_and_other_batches_are_refused(table_run):

@@ -18,21 +18,19 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from glasswork import tracking
 from glasswork.data.prepare import load_labels, load_probe, load_split
 from glasswork.errors import ConfigError
 from glasswork.explain.budget import check_share, cost
+from glasswork.explain.column_drift import reference_view
 from glasswork.explain.columns import (
     METHODS,
-    column_mask,
+    ColumnExplainer,
     dependence,
     dependence_values,
-    explain_columns,
     faithfulness_columns,
-    gains_by_row,
 )
 from glasswork.explain.embeddings import data_uri, png_bytes
 from glasswork.explain.faithfulness import check_alpha, check_measure, check_sample, faithfulness_figure
@@ -78,35 +76,6 @@ def check_table_settings(cfg: DictConfig) -> None:
     _check_count("global_max_texts", e.global_max_texts, allow_none=True)
 
 
-class _Explainer:
-    """A predictor's rows as the model's input, explained column by column."""
-
-    def __init__(self, predictor, cfg: DictConfig):
-        self.predictor, self.e, self.seed = predictor, cfg.explain, cfg.seed
-        self.batch_size = cfg.trainer.eval_batch_size
-        self.device = predictor.device
-        self.mask = column_mask(predictor.pre, self.device)
-        self.fill = torch.from_numpy(predictor.pre.fill_row()).to(self.device)
-
-    def features(self, frame: pd.DataFrame, source: str) -> torch.Tensor:
-        return torch.from_numpy(self.predictor.features(frame, source)).to(self.device)
-
-    def probs(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.predictor.embed(self.predictor.features(frame), self.batch_size)[1]
-
-    def explain(self, net, x: torch.Tensor, targets, methods, n_steps: int | None = None) -> dict[str, np.ndarray]:
-        return explain_columns(net, x, self.fill, self.mask, targets, methods, n_steps=n_steps or self.e.n_steps,
-                               shap_samples=self.e.shap_samples, seed=self.seed)  # fmt: skip
-
-    def gains(self, frame: pd.DataFrame) -> dict:
-        """Integrated gradients' faithfulness gains on ``frame``'s rows, each row's own."""
-        x = self.features(frame, "the test split")
-        targets = self.probs(frame).argmax(1).tolist()
-        scores = self.explain(self.predictor.net, x, targets, ("integrated_gradients",))["integrated_gradients"]
-        return gains_by_row(self.predictor.net, x, self.fill, self.mask, targets, scores, list(self.e.fractions),
-                            n_random=self.e.n_random, seed=self.seed)  # fmt: skip
-
-
 def explain_tables(cfg: DictConfig) -> dict:
     """Explain the ``explain.n_probe`` probe rows; write ``artifacts/explain/`` (attributions.html,
     attributions.json, faithfulness.png, randomisation.png, global_importance.png and .json,
@@ -120,7 +89,7 @@ def explain_tables(cfg: DictConfig) -> dict:
     names = labels["names"]
     predictor = TablePredictor(model_dir(cfg), device=inference_device(cfg.trainer))
     columns, net = predictor.pre.columns, predictor.net
-    explainer = _Explainer(predictor, cfg)
+    explainer = ColumnExplainer(predictor, cfg)
     probe, test = load_probe(cfg), load_split(cfg, "test")
     x = explainer.features(probe, "the probe rows")
     probs = explainer.probs(probe)
@@ -180,7 +149,7 @@ def explain_tables(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _sanity(explainer: _Explainer, test: pd.DataFrame, cfg: DictConfig) -> tuple[dict[str, float], bytes | None]:
+def _sanity(explainer: ColumnExplainer, test: pd.DataFrame, cfg: DictConfig) -> tuple[dict[str, float], bytes | None]:
     """The cascading randomisation check of ``explain.sanity_methods`` on ``explain.sanity_n_texts``
     test rows (seeded), each re-explained for the class the trained model predicts."""
     e = cfg.explain
@@ -207,7 +176,7 @@ def _sanity(explainer: _Explainer, test: pd.DataFrame, cfg: DictConfig) -> tuple
     return found, png_bytes(figure)
 
 
-def table_contrast(cfg: DictConfig, explainer: _Explainer, test: pd.DataFrame, labels: dict) -> dict:
+def table_contrast(cfg: DictConfig, explainer: ColumnExplainer, test: pd.DataFrame, labels: dict) -> dict:
     """How faithful integrated gradients are for this model and for the champion on the same test
     rows (``explain.faithfulness_max_texts`` of them, seeded), each model explaining its own
     prediction through its own preprocessing: the paired change of each gain at
@@ -223,7 +192,7 @@ def table_contrast(cfg: DictConfig, explainer: _Explainer, test: pd.DataFrame, l
     version, folder = found
     if read_json(folder / "labels.json")["classes"] != labels["classes"]:
         return {"status": f"champion v{version} predicts other classes: not compared"}
-    champion = _Explainer(TablePredictor(folder, device=explainer.device), cfg)
+    champion = ColumnExplainer(TablePredictor(folder, device=explainer.device), cfg)
     missing = [c for c in champion.predictor.pre.columns if c not in test.columns]
     if missing:
         return {"status": f"champion v{version} reads column(s) {missing} that this data lacks: not compared"}
@@ -237,7 +206,7 @@ def table_contrast(cfg: DictConfig, explainer: _Explainer, test: pd.DataFrame, l
     }
 
 
-def _global_view(explainer: _Explainer, test: pd.DataFrame, names: list[str], cfg: DictConfig) -> tuple:
+def _global_view(explainer: ColumnExplainer, test: pd.DataFrame, names: list[str], cfg: DictConfig) -> tuple:
     """Mean |integrated gradients| per column over ``explain.global_max_texts`` test rows (seeded;
     null: all), and the partial dependence of the predicted probabilities on the top column over
     its training quantiles or categories, on the same rows: the JSON and the two figures."""
@@ -269,6 +238,7 @@ def _global_view(explainer: _Explainer, test: pd.DataFrame, names: list[str], cf
             "mean_probability": np.round(curve, 6).tolist(),
         },
     }
+    importance |= reference_view(explainer, sample, scores, cfg)  # the drift step's baseline
     return importance, png_bytes(_importance_figure(importance)), png_bytes(_dependence_figure(importance))
 
 
