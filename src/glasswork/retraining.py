@@ -88,6 +88,38 @@ def labelled_table(cfg: DictConfig, summary: dict, column: str) -> Path | None:
     return write_table(summary, pd.concat([old, added[[column, "label", *metadata]]], ignore_index=True), len(old))
 
 
+def table_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
+    """The champion's rows plus every row of the batch whose label (in the column the monitor
+    found it: ``batch.label_column``) is a class the model knows, with the champion's feature
+    columns, as ``data=tabular`` overrides; or ``None`` when the batch has no such row."""
+    from glasswork.data.sources import read_table
+    from glasswork.table_drift import as_labels
+
+    old, classes = reference_rows(summary)
+    label = summary["batch"].get("label_column")
+    if not label:
+        log.warning("monitor: on_drift=retrain but the batch has no label column (monitor.label_column)")
+        return None
+    columns = [c for c in old.columns if c != "label"]
+    new = []
+    for file in summary["batch"]["files"]:
+        frame = read_table(Path(file), encoding=cfg.monitor.encoding)
+        if label not in frame.columns:
+            continue  # an unlabelled file of a labelled batch
+        known = frame[as_labels(frame[label]).isin(list(classes))]
+        rows = known.reindex(columns=columns)  # a column the model does not read may be absent
+        new.append(rows.assign(label=as_labels(known[label]).map(classes).to_numpy()))
+    added = pd.concat(new, ignore_index=True) if new else pd.DataFrame()
+    if added.empty:
+        log.warning("monitor: on_drift=retrain but the batch has no row with a label the model knows")
+        return None
+    for column in columns:  # numbers as numbers (the monitor refused text in a numeric column)
+        if pd.api.types.is_numeric_dtype(old[column]):
+            added[column] = pd.to_numeric(added[column], errors="coerce")
+    path = write_table(summary, pd.concat([old, added[[*columns, "label"]]], ignore_index=True), len(old))
+    return ["data=tabular", f"data.path={path}", "data.label_column=label"]
+
+
 def image_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
     """The champion's images plus every image of the batch folder's class sub-folders that names
     a class the model knows, read in the size and mode it was trained on, as ``data=images``

@@ -235,6 +235,7 @@ class TableBatch(Batch):
             **super().summary(),
             "unseen_categories": self.unseen_categories,
             "all_missing_columns": self.all_missing_columns,
+            "label_column": self.label_column,  # where retraining reads the labels (on_drift=retrain)
         }
 
 

@@ -208,6 +208,36 @@ def test_a_monitored_table_is_scored_whole_and_says_what_the_model_never_learned
     assert read_json(out / "drift.json")["batch"]["unseen_categories"] == {"plan": 12}
 
 
+def test_retraining_takes_the_champions_rows_and_the_batchs_labelled_ones(table_run, monkeypatch, tmp_path):
+    """monitor.on_drift=retrain for a table: the champion's prepared rows and every batch row whose
+    label is a class it knows (a class it never learned and an unlabelled file left out), written
+    as a table that `data=tabular` prepares like a user's own."""
+    local_champion(monkeypatch, table_run)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    labelled = pd.read_csv(write_table(tmp_path / "new.csv", n=120, seed=11))
+    labelled.loc[:9, "churn"] = "paused"  # a class the model never learned
+    labelled.to_csv(incoming / "a.csv", index=False)
+    unlabelled = pd.read_csv(write_table(tmp_path / "more.csv", n=30, seed=12)).drop(columns=["churn"])
+    unlabelled.to_parquet(incoming / "b.parquet")
+    summary = monitoring.monitor(table_run, incoming)
+    assert summary["batch"]["label_column"] == "churn"
+    data = TabularClassification().retraining(table_run, summary)
+    assert data is not None and data[0] == "data=tabular" and data[2] == "data.label_column=label"
+    table = pd.read_parquet(data[1].removeprefix("data.path="))
+    splits = [load_split(table_run, s) for s in ("train", "val", "test")]
+    assert len(table) == sum(map(len, splits)) + 110
+    assert set(table.columns) == {*FEATURES, "label"} and set(table["label"]) == {"churned", "stayed"}
+    added = table.iloc[-110:].reset_index(drop=True)
+    pd.testing.assert_series_equal(added["spend"], labelled["spend"].iloc[10:].reset_index(drop=True))
+    assert added["label"].tolist() == labelled["churn"].iloc[10:].tolist()
+    retrained = load_config(table_overrides(tmp_path / "retrain", Path("unused.csv"), *data, "data.test_fraction=0.2"))
+    get("ingest").function()(retrained)
+    get("prepare").function()(retrained)
+    prepared = sum(len(load_split(retrained, s)) for s in ("train", "val", "test"))
+    assert prepared == len(table)  # every row kept: no duplicates, no bad value
+
+
 def test_a_batch_without_a_feature_column_is_refused_before_anything_is_written(table_run, monkeypatch, tmp_path):
     local_champion(monkeypatch, table_run)
     cfg = table_run.copy()

@@ -212,11 +212,9 @@ class TabularClassification:
         return pd.DataFrame(index=range(len(frame)))  # the columns themselves describe a row
 
     def retraining(self, cfg: DictConfig, summary: dict) -> list[str] | None:
-        import logging
+        from glasswork.retraining import table_retraining
 
-        # Not built for tables yet (README, "Not built yet"): the drifted batch raises an alert.
-        logging.getLogger(__name__).warning("monitor: on_drift=retrain is not built for tables yet")
-        return None
+        return table_retraining(cfg, summary)
 
     def pyfunc(self):
         from glasswork import serving_tables
