@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 NO_ANSWER = "(none of the answers)"  # a free answer that is no answer of the set
 OUTPUT_COLUMNS = ["answer_tokens", "answer_logprob"]
 NUMERIC = [*DESCRIPTORS, "predicted_probability", *OUTPUT_COLUMNS]
-NOT_BUILT = "not computed: explanation drift is not built for task=text_generation yet (README, Not built yet)"
 
 
 def current_batch(cfg: DictConfig) -> pd.DataFrame:
@@ -137,8 +136,10 @@ class GenerationDescriber:
         return View(described, vectors, probs, text_columns=["prompt"], numeric=list(NUMERIC),
                     embedding_name="hidden state", hover=hover, categorical=["answer"], findings=findings)  # fmt: skip
 
-    def explanation_drift(self, current: pd.DataFrame, baseline: dict | None) -> tuple[dict, None]:
-        return {"status": NOT_BUILT}, None
+    def explanation_drift(self, current: pd.DataFrame, baseline: dict | None):
+        from glasswork.explain.prompt_drift import explanation_drift
+
+        return explanation_drift(baseline, self.model, current, self.cfg)
 
 
 def read_prompt_batch(source: Path, cfg: DictConfig, ref):

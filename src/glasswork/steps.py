@@ -286,9 +286,14 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         "drift": {
             "deps": (
                 "{drift_path}",
+                f"{A}/explain/global_importance.json",
                 "src/glasswork/generation_drift.py",
                 "src/glasswork/models/answers.py",
                 "src/glasswork/models/teacher_forcing.py",
+                "src/glasswork/explain/prompt_drift.py",
+                "src/glasswork/explain/generation.py",
+                "src/glasswork/explain/generation_quality.py",
+                "src/glasswork/explain/generation_step.py",
             )
         },
         "explain": {
@@ -296,6 +301,7 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                 f"{A}/explain/heatmaps.png",
                 f"{A}/explain/contrastive.png",
                 f"{A}/explain/randomisation.png",
+                f"{A}/explain/global_importance.json",
             )
         },
     },
@@ -308,6 +314,7 @@ TASK_PATHS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
                 f"{A}/explain/randomisation.png",
             )
         },
+        "drift": {"deps": (f"{A}/explain/global_importance.json",)},
     },
 }
 

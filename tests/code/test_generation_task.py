@@ -100,7 +100,7 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     for name in ("heatmaps.png", "contrastive.png", "faithfulness.png", "randomisation.png"):
         assert (art / "explain" / name).read_bytes()[:4] == b"\x89PNG", name
     # Drift: the held-out split against the training prompts, described by the model's own hidden
-    # states and its answers on both sides; no explanation drift for this task (said, not faked).
+    # states and its answers on both sides, and where the answers' attribution falls.
     drift = read_json(art / "drift" / "drift.json")
     assert {"answer", "answer_tokens", "answer_logprob", "prompt", "embeddings:hidden state"} <= set(drift["columns"])
     # The answers' reference side is held out: the validation split's, not the training rows' answers.
@@ -110,7 +110,17 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     )
     assert 0 <= outputs["current"]["invalid_answer_rate"] <= 1 and "answer_accuracy" in outputs["current"]
     assert drift["performance"]["status"] == "computed" and "actual_accuracy" in drift["performance"]
-    assert drift["explanation_drift"]["status"].startswith("not computed: explanation drift is not built")
+    explained, reference = drift["explanation_drift"], read_json(art / "explain" / "global_importance.json")
+    assert explained["status"] == "computed", explained["status"]
+    n, test = (
+        cfg.explain.faithfulness_max_texts,
+        pd.read_parquet(tmp_path / "data/text_generation/processed/test.parquet"),
+    )
+    assert explained["n_reference"] == len(reference["prompt_digests"]) == n  # the explain step's test prompts
+    assert explained["n_current"] == min(n, len(test) - n) >= 2  # the test split's others: none compared with itself
+    assert set(explained["tests"]) == {"mass_non_letters", "mass_split_words", "mass_top_word"}
+    assert set(explained["faithfulness"]["change"]) == {"comprehensiveness_gain", "sufficiency_gain"}
+    assert "drift/explanation_drift" in mlflow.get_run(read_json(art / "train" / "run.json")["run_id"]).data.metrics
     logged = mlflow.get_run(read_json(art / "train" / "run.json")["run_id"]).data.metrics
     assert "drift/outputs/current_invalid_answer_rate" in logged and "drift/answer_score" in logged
 
@@ -139,6 +149,7 @@ def test_glasswork_run_takes_a_users_pairs_through_every_step_and_serves_them(tm
     assert answered["prompt"].str.contains("«").all()
     assert summary["outputs"]["current"]["n"] == summary["n_current"]
     assert summary["outputs"]["reference"]["n"] == len(val)
+    assert summary["explanation_drift"]["status"] == "computed"  # against the champion run's reference
 
     # monitor.on_drift=retrain's data: the champion's pairs and the batch's answered prompts, which
     # prepare reads as a user's own pairs.

@@ -32,6 +32,7 @@ from glasswork.explain.faithfulness import (
     check_sample,
     faithfulness_figure,
 )
+from glasswork.explain.prompt_drift import digests, prompt_descriptors
 from glasswork.explain.report import STYLE, figure_sections, quality_rows
 from glasswork.explain.sanity import cascade_figure, check_sanity
 from glasswork.models.answers import AnswerModel, normalise
@@ -162,7 +163,8 @@ def _measured(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[
     """Integrated gradients' faithfulness on ``prompts``: each prompt's greedy answer, its user
     tokens ranked by the summed |attribution| over the answer, deleted (comprehensiveness) or kept
     alone (sufficiency) against ``explain.n_random`` random rankings; the fall of the answer's
-    log-probability. Returns the metrics and the summary the champion contrast pairs."""
+    log-probability. Returns the metrics and the summary the champion contrast pairs (with
+    ``descriptors``: where each prompt's attribution falls, the explanation drift's measure)."""
     e = cfg.explain
     ids = model.prompt_ids(prompts)
     answers = [g["ids"] or model.end[:1] for g in model.generate(prompts)]
@@ -182,6 +184,7 @@ def _measured(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[
     summary = {k: metrics[k] for k in SUMMARY} | {
         "n_texts": len(prompts),
         "by_text": {k: [round(float(x), 6) for x in texts[k]] for k in GAINS},
+        "descriptors": prompt_descriptors(model.tokenizer, ids, spans, scores),
     }
     return metrics, summary
 
@@ -257,6 +260,9 @@ def explain_generation(cfg: DictConfig) -> dict:
             },
         )
         write_json(out / "contrast.json", {"method": "integrated_gradients", **versus})
+        # The explanation drift's reference: the same test prompts, where their attribution fell.
+        reference = {"method": "integrated_gradients", "n_steps": e.n_steps, "prompt_digests": digests(sample)}
+        write_json(out / "global_importance.json", reference | {"n_texts": len(sample), "faithfulness": summary})
         write_json(out / "metrics.json", {"explain": metrics, "faithfulness": summary})
         mlflow.log_metrics({f"explain/{k}": v for k, v in metrics.items()})
         mlflow.log_artifacts(str(out), "explain")
