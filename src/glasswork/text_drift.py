@@ -16,20 +16,18 @@ from omegaconf import DictConfig
 from glasswork.data.prepare import load_labels, load_split
 from glasswork.data.sources import read_table
 from glasswork.drift import View
-from glasswork.drift_report import DriftResult, explanation_report
+from glasswork.drift_report import DriftResult
 from glasswork.errors import ConfigError, DataError
 from glasswork.explain.embeddings import embed
-from glasswork.explain.faithfulness import (
-    faithfulness_summary,
-    gain_change,
-)
+from glasswork.explain.faithfulness import faithfulness_summary
 from glasswork.explain.global_importance import DESCRIPTORS as EXPLANATION_DESCRIPTORS
 from glasswork.explain.global_importance import (
     attribute_many,
     attribution_mass,
     descriptor_columns,
-    descriptor_shift,
+    descriptor_drift,
     mass_shift,
+    quality_change,
 )
 from glasswork.explain.global_view import global_sample
 from glasswork.models.backbone import inference_device, load_tokenizer, load_trained, model_dir
@@ -113,14 +111,9 @@ def explanation_drift(
     )
     shift = mass_shift(reference["attribution_mass"], attribution_mass(items))
     current = descriptor_columns(items)
-    alpha = cfg.drift.explanation_alpha
-    report = explanation_report(reference["descriptors"], current, alpha, tuple(EXPLANATION_DESCRIPTORS))
-    tests = {
-        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
-        for name, moved in descriptor_shift(reference["descriptors"], current).items()
-    }
-    summary = {"status": "computed", "n_current": n, "n_reference": reference["n_texts"]}
-    summary |= {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests, **shift}
+    alpha, names = cfg.drift.explanation_alpha, tuple(EXPLANATION_DESCRIPTORS)
+    summary, report = descriptor_drift(reference["descriptors"], current, names, alpha, n, reference["n_texts"])
+    summary |= shift
     return summary | {"faithfulness": batch_faithfulness(reference, model, tokenizer, items, cfg)}, report
 
 
@@ -137,8 +130,7 @@ def batch_faithfulness(reference: dict, model, tokenizer, items, cfg: DictConfig
     if "by_text" not in known:  # an explain step from before the per-text gains: the means alone
         status = "computed; no interval: the reference has no per-text gains"
         return {"current": current, "reference": known, "status": status}
-    change = gain_change(known["by_text"], current["by_text"], cfg.drift.explanation_alpha)
-    return {"current": current, "reference": known, "change": change, "status": "computed"}
+    return quality_change(known, current, cfg.drift.explanation_alpha)
 
 
 class TextDescriber:

@@ -60,9 +60,7 @@ def explanation_drift(reference: dict | None, explainer, current: pd.DataFrame, 
     """How the attributions moved from the test split (``reference``) to the batch's rows (the
     first ``drift.explain_sample`` of ``current``, leaving out any row the reference itself
     explained): the summary for ``drift.json`` and Evidently's report (``None`` when not computed)."""
-    from glasswork.drift_report import explanation_report
-    from glasswork.explain.faithfulness import gain_change
-    from glasswork.explain.global_importance import descriptor_shift
+    from glasswork.explain.global_importance import descriptor_drift, quality_change
 
     if reference is None or "descriptors" not in reference:
         status = "not computed: the explain step's global_importance.json is missing (run `glasswork explain`)"
@@ -92,17 +90,10 @@ def explanation_drift(reference: dict | None, explainer, current: pd.DataFrame, 
     scores = explainer.explain(net, x, targets, ("integrated_gradients",), n_steps)["integrated_gradients"]
     found = column_shares(scores, columns)
     alpha = cfg.drift.explanation_alpha
-    report = explanation_report(reference["descriptors"], found, alpha, columns)
-    tests = {
-        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
-        for name, moved in descriptor_shift(reference["descriptors"], found, columns).items()
-    }
-    summary = {"status": "computed", "n_current": len(rows), "n_reference": len(reference["descriptors"][columns[0]])}
-    summary |= {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests}
+    n = (len(rows), len(reference["descriptors"][columns[0]]))
+    summary, report = descriptor_drift(reference["descriptors"], found, columns, alpha, *n)
     before, after = reference["mean_shares"], mean_shares(found)
     summary["js_distance"] = float(jensenshannon([before[c] for c in columns], [after[c] for c in columns], base=2))
     current_quality = explainer.gains(rows.iloc[: cfg.explain.faithfulness_max_texts], "the batch")
-    known = reference["faithfulness"]
-    change = gain_change(known["by_text"], current_quality["by_text"], alpha)
-    summary["faithfulness"] = {"current": current_quality, "reference": known, "change": change, "status": "computed"}
+    summary["faithfulness"] = quality_change(reference["faithfulness"], current_quality, alpha)
     return summary, report

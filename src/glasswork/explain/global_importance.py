@@ -196,6 +196,37 @@ def descriptor_shift(
     }
 
 
+def descriptor_drift(
+    reference: dict[str, list[float]],
+    current: dict[str, list[float]],
+    names: Sequence[str],
+    alpha: float,
+    n_current: int,
+    n_reference: int,
+):
+    """The explanation drift's verdict, for every task: Evidently's K-S test of each descriptor
+    (``names``; :func:`glasswork.drift_report.explanation_report`) and how far each moved. Returns
+    the summary for ``drift.json`` (status, sizes, ``drifted``, ``alpha``, ``tests``) and the report."""
+    from glasswork.drift_report import explanation_report
+
+    report = explanation_report(reference, current, alpha, names)
+    tests = {
+        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
+        for name, moved in descriptor_shift(reference, current, names).items()
+    }
+    summary = {"status": "computed", "n_current": n_current, "n_reference": n_reference}
+    return summary | {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests}, report
+
+
+def quality_change(reference: dict, current: dict, alpha: float) -> dict:
+    """The faithfulness of both sides (``by_text`` gains each) with an interval on each gain's
+    change, batch minus reference (:func:`glasswork.explain.faithfulness.gain_change`)."""
+    from glasswork.explain.faithfulness import gain_change
+
+    change = gain_change(reference["by_text"], current["by_text"], alpha)
+    return {"current": current, "reference": reference, "change": change, "status": "computed"}
+
+
 def descriptor_columns(items: Sequence[TokenAttribution]) -> dict[str, list[float]]:
     """Per descriptor, its value for each text."""
     rows = [explanation_descriptors(i) for i in items]

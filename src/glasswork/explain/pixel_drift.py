@@ -104,9 +104,7 @@ def explanation_drift(reference: dict | None, predictor, current: pd.DataFrame, 
     itself explained): the summary for ``drift.json`` and Evidently's report (``None`` when not
     computed)."""
     from glasswork.data.image_batches import decode_all
-    from glasswork.drift_report import explanation_report
-    from glasswork.explain.faithfulness import gain_change
-    from glasswork.explain.global_importance import descriptor_shift
+    from glasswork.explain.global_importance import descriptor_drift, quality_change
 
     if reference is None or "descriptors" not in reference:
         status = "not computed: the explain step's global_importance.json is missing (run `glasswork explain`)"
@@ -120,20 +118,13 @@ def explanation_drift(reference: dict | None, predictor, current: pd.DataFrame, 
     x, targets, maps = attributed(predictor, pixels, cfg)
     found = saliency_descriptors(maps, pixels)
     alpha = cfg.drift.explanation_alpha
-    report = explanation_report(reference["descriptors"], found, alpha, DESCRIPTORS)
-    tests = {
-        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
-        for name, moved in descriptor_shift(reference["descriptors"], found, DESCRIPTORS).items()
-    }
+    n = (len(images), reference["n_texts"])
+    summary, report = descriptor_drift(reference["descriptors"], found, DESCRIPTORS, alpha, *n)
     before, after = np.asarray(reference["mean_map"], dtype=float), mean_map(maps)
-    summary = {"status": "computed", "n_current": len(images), "n_reference": reference["n_texts"]}
-    summary |= {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests}
     if before.shape == after.shape:
         summary["js_distance"] = float(jensenshannon(before.ravel(), after.ravel(), base=2))
     current_quality = faithfulness(predictor, x, targets, maps, cfg)
-    known = reference["faithfulness"]
-    change = gain_change(known["by_text"], current_quality["by_text"], alpha)
-    summary["faithfulness"] = {"current": current_quality, "reference": known, "change": change, "status": "computed"}
+    summary["faithfulness"] = quality_change(reference["faithfulness"], current_quality, alpha)
     return summary, report
 
 

@@ -71,10 +71,8 @@ def explanation_drift(reference: dict | None, model, current: pd.DataFrame, cfg:
     ``explain.faithfulness_max_texts`` and ``drift.explain_sample`` of ``current``, leaving out any
     the reference explained): the summary for ``drift.json`` and Evidently's report (``None``
     when not computed)."""
-    from glasswork.drift_report import explanation_report
-    from glasswork.explain.faithfulness import gain_change
     from glasswork.explain.generation_step import _measured
-    from glasswork.explain.global_importance import descriptor_shift
+    from glasswork.explain.global_importance import descriptor_drift, quality_change
 
     reference = reference or {}
     known = reference.get("faithfulness", {})
@@ -90,20 +88,8 @@ def explanation_drift(reference: dict | None, model, current: pd.DataFrame, cfg:
         return {"status": status + f"; {len(prompts) - len(kept)} were the reference's own"}, None
     _, found = _measured(model, kept, cfg)
     alpha = cfg.drift.explanation_alpha
-    report = explanation_report(known["descriptors"], found["descriptors"], alpha, DESCRIPTORS)
-    tests = {
-        name: {**moved, "p_value": report.columns[name]["score"], "drifted": report.columns[name]["drifted"]}
-        for name, moved in descriptor_shift(known["descriptors"], found["descriptors"]).items()
-    }
-    summary = {"status": "computed", "n_current": len(kept), "n_reference": known["n_texts"]}
-    summary |= {"drifted": report.dataset_drift, "alpha": alpha, "tests": tests}
-    current_quality = {k: v for k, v in found.items() if k != "descriptors"}
-    reference_quality = {k: v for k, v in known.items() if k != "descriptors"}
-    change = gain_change(reference_quality["by_text"], current_quality["by_text"], alpha)
-    summary["faithfulness"] = {
-        "current": current_quality,
-        "reference": reference_quality,
-        "change": change,
-        "status": "computed",
-    }
+    n = (len(kept), known["n_texts"])
+    summary, report = descriptor_drift(known["descriptors"], found["descriptors"], DESCRIPTORS, alpha, *n)
+    before, after = ({k: v for k, v in side.items() if k != "descriptors"} for side in (known, found))
+    summary["faithfulness"] = quality_change(before, after, alpha)
     return summary, report
