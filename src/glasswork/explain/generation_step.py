@@ -159,7 +159,7 @@ class _Explained:
         }
 
 
-def _measured(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[dict, dict]:
+def measure_prompts(model: AnswerModel, prompts: list[str], cfg: DictConfig) -> tuple[dict, dict]:
     """Integrated gradients' faithfulness on ``prompts``: each prompt's greedy answer, its user
     tokens ranked by the summed |attribution| over the answer, deleted (comprehensiveness) or kept
     alone (sufficiency) against ``explain.n_random`` random rankings; the fall of the answer's
@@ -208,7 +208,7 @@ def explain_generation(cfg: DictConfig) -> dict:
     for prompt, label in zip(probe["prompt"], probe["label"], strict=True):
         explained.append((_Explained(model, prompt, cfg), answers[int(label)]))
     sample = test.sample(n=min(len(test), e.faithfulness_max_texts), random_state=cfg.seed)["prompt"].tolist()
-    measured, summary = _measured(model, sample, cfg)
+    measured, summary = measure_prompts(model, sample, cfg)
     metrics: dict[str, float] = {f"integrated_gradients/{k}": v for k, v in measured.items()}
     checked = test.sample(n=min(len(test), e.sanity_n_texts), random_state=cfg.seed)["prompt"].tolist()
     checked_ids = model.prompt_ids(checked)
@@ -284,7 +284,7 @@ def generation_contrast(cfg: DictConfig, mine: dict, prompts: list[str], answers
     if [str(c) for c in info["classes"]] != answers:
         return {"status": f"champion v{version} answers from another set: not compared"}
     champion = AnswerModel.load(folder, answers, info["max_new_tokens"], info["max_length"])
-    _, theirs = _measured(champion, prompts, cfg)
+    _, theirs = measure_prompts(champion, prompts, cfg)
     return {
         "status": f"compared with champion v{version}",
         "champion_version": version,

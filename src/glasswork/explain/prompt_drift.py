@@ -71,7 +71,7 @@ def explanation_drift(reference: dict | None, model, current: pd.DataFrame, cfg:
     ``explain.faithfulness_max_texts`` and ``drift.explain_sample`` of ``current``, leaving out any
     the reference explained): the summary for ``drift.json`` and Evidently's report (``None``
     when not computed)."""
-    from glasswork.explain.generation_step import _measured
+    from glasswork.explain.generation_step import measure_prompts
     from glasswork.explain.global_importance import descriptor_drift, quality_change
 
     reference = reference or {}
@@ -86,7 +86,7 @@ def explanation_drift(reference: dict | None, model, current: pd.DataFrame, cfg:
     if len(kept) < 2:
         status = f"not computed: {len(kept)} prompts to explain (drift.explain_sample, at least 2)"
         return {"status": status + f"; {len(prompts) - len(kept)} were the reference's own"}, None
-    _, found = _measured(model, kept, cfg)
+    _, found = measure_prompts(model, kept, cfg)
     alpha = cfg.drift.explanation_alpha
     n = (len(kept), known["n_texts"])
     summary, report = descriptor_drift(known["descriptors"], found["descriptors"], DESCRIPTORS, alpha, *n)
