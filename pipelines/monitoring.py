@@ -53,13 +53,39 @@ def monitoring(batch: str, overrides: list[str] | None = None) -> dict:
 def check_on_drift(cfg: DictConfig) -> None:
     from glasswork.monitor import ON_DRIFT
 
-    if cfg.monitor.on_drift not in ON_DRIFT:
-        raise ConfigError(f"monitor.on_drift={cfg.monitor.on_drift!r}: expected one of {list(ON_DRIFT)}")
+    m = cfg.monitor
+    if m.on_drift not in ON_DRIFT:
+        raise ConfigError(f"monitor.on_drift={m.on_drift!r}: expected one of {list(ON_DRIFT)}")
+    drop = m.max_accuracy_drop
+    if drop is not None and not (isinstance(drop, int | float) and 0 < drop < 1):
+        raise ConfigError(f"monitor.max_accuracy_drop={drop!r}: expected null or an accuracy drop between 0 and 1")
+
+
+def triggers(cfg: DictConfig, summary: dict) -> list[str]:
+    """Why the batch calls for ``monitor.on_drift``'s action: the data verdict, and where the
+    settings ask for them, an accuracy drop (``monitor.max_accuracy_drop``) and explanation drift
+    (``monitor.on_explanation_drift``). Empty: nothing to act on."""
+    found = ["data drift"] if summary["dataset_drift"] else []
+    perf, drop = summary["performance"], cfg.monitor.max_accuracy_drop
+    if drop is not None and perf["status"] == "computed":
+        kind = "actual" if "actual_accuracy" in perf else "estimated"
+        accuracy, reference = perf[f"{kind}_accuracy"], perf["reference_accuracy"]
+        if reference - accuracy > drop:
+            found.append(
+                f"{kind} accuracy {accuracy:.3f}, {reference - accuracy:.3f} below the test split's {reference:.3f} "
+                f"(monitor.max_accuracy_drop={drop:g})"
+            )
+    explained = summary["explanation_drift"]
+    if cfg.monitor.on_explanation_drift and explained["status"] == "computed" and explained["drifted"]:
+        found.append("explanation drift (monitor.on_explanation_drift)")
+    return found
 
 
 def act(cfg: DictConfig, summary: dict, overrides: list[str]) -> str:
-    """Do what ``monitor.on_drift`` says when the batch drifted; return what was done."""
-    if not summary["dataset_drift"]:
+    """Do what ``monitor.on_drift`` says when the batch calls for it (:func:`triggers`, recorded
+    in the summary); return what was done."""
+    summary["triggers"] = triggers(cfg, summary)
+    if not summary["triggers"]:
         return "none: no drift"
     mode = cfg.monitor.on_drift
     if mode == "none":
@@ -147,6 +173,8 @@ def report(summary: dict, markdown: bool = False) -> str:
     if explained["status"] == "computed":
         lines.append(f"- explanation drift: {'DRIFT' if explained['drifted'] else 'none'}")
         lines.append(f"- explanations' faithfulness on the batch: {faithfulness_words(explained['faithfulness'])}")
+    if summary.get("triggers"):
+        lines.append(f"- acted on: {'; '.join(summary['triggers'])}")
     lines += [
         f"- action: {summary.get('action', 'pending')}",
         f"- report: {summary['output_dir']}/report.html (explanations: explanation_report.html; "

@@ -266,6 +266,8 @@ class DriftConfig:
 @dataclass
 class MonitorConfig:
     on_drift: str = MISSING
+    max_accuracy_drop: float | None = MISSING
+    on_explanation_drift: bool = MISSING
     text_column: str = MISSING
     label_column: str = MISSING
     encoding: str = MISSING

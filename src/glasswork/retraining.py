@@ -116,8 +116,11 @@ def table_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:
     for column in columns:  # numbers as numbers (the monitor refused text in a numeric column)
         if pd.api.types.is_numeric_dtype(old[column]):
             added[column] = pd.to_numeric(added[column], errors="coerce")
-    path = write_table(summary, pd.concat([old, added[[*columns, "label"]]], ignore_index=True), len(old))
-    return ["data=tabular", f"data.path={path}", "data.label_column=label"]
+    # Under the label column's own name: the retrained model records it, and its next batches
+    # carry the labels there (a "label" column would leave them unread).
+    table = pd.concat([old, added[[*columns, "label"]]], ignore_index=True).rename(columns={"label": label})
+    path = write_table(summary, table, len(old))
+    return ["data=tabular", f"data.path={path}", f"data.label_column={label}"]
 
 
 def image_retraining(cfg: DictConfig, summary: dict) -> list[str] | None:

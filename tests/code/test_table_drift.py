@@ -223,14 +223,15 @@ def test_retraining_takes_the_champions_rows_and_the_batchs_labelled_ones(table_
     summary = monitoring.monitor(table_run, incoming)
     assert summary["batch"]["label_column"] == "churn"
     data = TabularClassification().retraining(table_run, summary)
-    assert data is not None and data[0] == "data=tabular" and data[2] == "data.label_column=label"
+    # The labels keep their column's name: the retrained model's next batches carry them there.
+    assert data is not None and data[0] == "data=tabular" and data[2] == "data.label_column=churn"
     table = pd.read_parquet(data[1].removeprefix("data.path="))
     splits = [load_split(table_run, s) for s in ("train", "val", "test")]
     assert len(table) == sum(map(len, splits)) + 110
-    assert set(table.columns) == {*FEATURES, "label"} and set(table["label"]) == {"churned", "stayed"}
+    assert set(table.columns) == {*FEATURES, "churn"} and set(table["churn"]) == {"churned", "stayed"}
     added = table.iloc[-110:].reset_index(drop=True)
     pd.testing.assert_series_equal(added["spend"], labelled["spend"].iloc[10:].reset_index(drop=True))
-    assert added["label"].tolist() == labelled["churn"].iloc[10:].tolist()
+    assert added["churn"].tolist() == labelled["churn"].iloc[10:].tolist()
     retrained = load_config(table_overrides(tmp_path / "retrain", Path("unused.csv"), *data, "data.test_fraction=0.2"))
     get("ingest").function()(retrained)
     get("prepare").function()(retrained)
