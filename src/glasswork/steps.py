@@ -89,6 +89,7 @@ STEPS: tuple[Step, ...] = (
         deps=(
             "{processed}",
             "src/glasswork/train.py",
+            "src/glasswork/interrupt.py",
             "src/glasswork/models",
             "src/glasswork/data/datamodule.py",
             "src/glasswork/data/image_batches.py",

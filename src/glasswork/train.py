@@ -10,13 +10,9 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -30,9 +26,9 @@ from omegaconf import DictConfig
 from glasswork import tasks, tracking
 from glasswork.collapse import ADVICE, learned_nothing, macro_f1
 from glasswork.config import to_plain, to_yaml
-from glasswork.data.datamodule import truncation
-from glasswork.data.prepare import SPLITS, TRUNCATIONS, load_labels, load_split, split_files
-from glasswork.errors import GlassworkError, Interrupted, first_line
+from glasswork.data.prepare import SPLITS, load_labels, load_split, split_files
+from glasswork.errors import GlassworkError, first_line
+from glasswork.interrupt import interruptible
 from glasswork.models.classifier_module import ClassifierModule
 from glasswork.models.trainer import budget, build_trainer, check_trainer
 from glasswork.outputs import atomic_dir, read_json, write_json
@@ -295,49 +291,6 @@ def _start_or_resume(cfg: DictConfig, partial: Path) -> tuple[str, str | None]:
     return tracking.NEW_RUN, None
 
 
-@contextmanager
-def interruptible(hint: str) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into :class:`~glasswork.errors.Interrupted` carrying ``hint``.
-
-    Lightning catches ``KeyboardInterrupt`` in ``fit``, ignores every later Ctrl-C and exits with
-    status 1, so the run could not be marked KILLED nor a hung shutdown stopped. The first Ctrl-C
-    here raises an exception Lightning passes on; a second one raises ``KeyboardInterrupt``
-    wherever the process is, as usual.
-    """
-    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
-        yield
-        return
-
-    def stop(signum, frame):
-        if _in_database_call(frame):
-            # Raised inside an SQLite write (MLflow logging a metric), the exception would leave
-            # that connection holding the database's lock, and marking the run KILLED would then
-            # fail with "database is locked" (seen once in CI's SIGINT test). Deliver the same
-            # Ctrl-C again a moment later, once the write is done.
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise Interrupted(hint)
-
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-DATABASE_MODULES = ("sqlite3", "sqlalchemy", "mlflow.store", "alembic")
-
-
-def _in_database_call(frame) -> bool:
-    """Whether the interrupted code is inside a database call (any frame of the stack)."""
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(DATABASE_MODULES):
-            return True
-        frame = frame.f_back
-    return False
-
-
 def checkpoint_step(path: str | Path) -> int:
     """The optimizer step a Lightning checkpoint was saved at, read without unpickling anything
     but tensors and plain containers (``torch.load(weights_only=True)``)."""
@@ -417,28 +370,6 @@ def _log_run_inputs(cfg: DictConfig, labels: dict) -> None:
         source = str(processed(cfg, f"{split}.parquet"))
         dataset = mlflow.data.from_pandas(load_split(cfg, split), source=source, name=split, targets="label")
         mlflow.log_input(dataset, context=split)  # the MLflow UI's "Datasets used", with a digest
-
-
-def log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
-    """``data/train_truncated_share`` and the like in MLflow, and a warning when the model will
-    not see the end of some training texts."""
-    found = truncation(tokenizer, texts, cfg.model.max_length)
-    mlflow.log_metrics({f"data/train_{k}": float(v) for k, v in found.items()})
-    if found["truncated"]:
-        log.warning(
-            "train: %d of %d training texts (%.1f%%) are longer than model.max_length=%d tokens (the longest: %d) "
-            "and are cut there (model.truncation=%s keeps the %s); raise model.max_length or model.length_quantile%s "
-            "if the rest matters",
-            found["truncated"],
-            len(texts),
-            100 * found["truncated_share"],
-            cfg.model.max_length,
-            found["longest_tokens"],
-            cfg.model.truncation,
-            TRUNCATIONS[cfg.model.truncation],
-            # Tokenizers that do not know their model's limit report a huge sentinel instead.
-            f" (at most {limit} for this model)" if (limit := tokenizer.model_max_length) < 100_000 else "",
-        )
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:

@@ -15,9 +15,10 @@ from tests.conftest import REPO, TWO_CPU_PROCESSES, tiny_overrides
 
 from glasswork.config import load_config
 from glasswork.errors import Interrupted
+from glasswork.interrupt import interruptible
 from glasswork.outputs import read_json
 from glasswork.steps import get
-from glasswork.train import checkpoint_step, interruptible
+from glasswork.train import checkpoint_step
 
 # ~15 batches per epoch on the tiny data: 6 epochs is long enough to be killed part-way (the
 # first checkpoint comes at step 5 of 90).
@@ -174,7 +175,7 @@ def test_a_killed_fsdp_run_resumes_from_its_whole_model_checkpoint(tmp_path):
 def test_a_ctrl_c_inside_a_database_write_waits_for_the_write():
     # Raising inside an SQLite write leaves the lock held and the run could not be marked KILLED:
     # the handler defers a Ctrl-C that lands in sqlalchemy/sqlite3/MLflow's store code.
-    from glasswork.train import _in_database_call
+    from glasswork.interrupt import _in_database_call
 
     namespace = {"__name__": "sqlalchemy.engine.fake", "sys": sys}
     exec("def write(inner):\n    return inner()", namespace)  # a frame of a database module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from omegaconf import DictConfig
 
 from glasswork.outputs import read_json, write_json
 from glasswork.slices import TEXT_SLICES
+
+log = logging.getLogger(__name__)
 
 
 class TextPredictor:
@@ -111,8 +114,6 @@ class TextClassification:
         )
 
     def log_training_data(self, cfg: DictConfig, train: pd.DataFrame) -> None:
-        from glasswork.train import log_truncation
-
         log_truncation(cfg, self._tokenizer, train["text"].tolist())
 
     def save(self, net, folder: Path, labels: dict, cfg: DictConfig) -> None:
@@ -176,3 +177,30 @@ class TextClassification:
         from glasswork.baseline import tfidf_baseline
 
         return tfidf_baseline(train, test, seed)
+
+
+def log_truncation(cfg: DictConfig, tokenizer, texts: list[str]) -> None:
+    """``data/train_truncated_share`` and the like in MLflow, and a warning when the model will
+    not see the end of some training texts."""
+    import mlflow
+
+    from glasswork.data.datamodule import truncation
+    from glasswork.data.prepare import TRUNCATIONS
+
+    found = truncation(tokenizer, texts, cfg.model.max_length)
+    mlflow.log_metrics({f"data/train_{k}": float(v) for k, v in found.items()})
+    if found["truncated"]:
+        log.warning(
+            "train: %d of %d training texts (%.1f%%) are longer than model.max_length=%d tokens (the longest: %d) "
+            "and are cut there (model.truncation=%s keeps the %s); raise model.max_length or model.length_quantile%s "
+            "if the rest matters",
+            found["truncated"],
+            len(texts),
+            100 * found["truncated_share"],
+            cfg.model.max_length,
+            found["longest_tokens"],
+            cfg.model.truncation,
+            TRUNCATIONS[cfg.model.truncation],
+            # Tokenizers that do not know their model's limit report a huge sentinel instead.
+            f" (at most {limit} for this model)" if (limit := tokenizer.model_max_length) < 100_000 else "",
+        )
