@@ -11,11 +11,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-MISSING_KEY = object()
+from omegaconf import DictConfig
 
 
 @dataclass(frozen=True)
@@ -219,6 +216,7 @@ STEPS: tuple[Step, ...] = (
             f"{A}/explain/attributions.json",
             f"{A}/explain/contrast.json",
             "src/glasswork/registry.py",
+            "src/glasswork/champion.py",
             "src/glasswork/champion_comparison.py",
             "src/glasswork/evaluate.py",
             "src/glasswork/slices.py",
@@ -351,60 +349,3 @@ def _declared(step: str) -> set[str]:
     for paths in TASK_PATHS.values():
         own.update(paths.get(step, {}).get("outs", ()))
     return own
-
-
-def render_path(template: str, cfg: DictConfig, root: Path) -> str:
-    """Fill a path template from the config and make it relative to the repository root."""
-    raw = template.format(
-        artifacts=cfg.paths.artifacts_dir,
-        processed=cfg.paths.processed_dir,
-        data_path=cfg.data.path,
-        drift_path=cfg.drift.current_path,
-    )
-    path = Path(raw)
-    try:
-        return (
-            Path(path.resolve()).relative_to(root.resolve()).as_posix()
-            if path.is_absolute() or raw.startswith(".")
-            else path.as_posix()
-        )
-    except ValueError:
-        return path.as_posix()
-
-
-def task_paths(cfg: DictConfig, step: Step, kind: str) -> tuple[str, ...]:
-    """``step``'s ``kind`` (deps, outs) for the configured task: every task's and the task's own."""
-    from glasswork.tasks import task_name
-
-    name = task_name(cfg)
-    return (*getattr(step, kind), *TASK_PATHS.get(name, {}).get(step.name, {}).get(kind, ()))
-
-
-def dvc_stages(cfg: DictConfig, root: Path, config_file: str = "params.yaml") -> dict:
-    """The ``stages:`` mapping of ``dvc.yaml``: every step calls the CLI on the frozen config.
-    A ``config_file`` in a sub-folder (another task's pipeline) runs its stages from the
-    repository root (``wdir``) and names the params in that file."""
-    from hydra.utils import get_class
-
-    stages = {}
-    folder = Path(config_file).parent
-    task: Any = get_class(cfg.task._target_)
-    built = task.steps  # a step the task does not have yet is no stage
-    for step in STEPS:
-        if step.name not in built:
-            continue
-        stage: dict = {"cmd": f"glasswork {step.name} --config {config_file}"}
-        if folder != Path("."):
-            stage["wdir"] = "/".join([".."] * len(folder.parts))
-        stage["deps"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "deps")]
-        # Only the keys this task's config has: DVC refuses a declared param that is missing.
-        params = [key for key in step.params if OmegaConf.select(cfg, key, default=MISSING_KEY) is not MISSING_KEY]
-        declared: list[str | dict[str, list[str]]] = [*params] if folder == Path(".") else [{config_file: params}]
-        stage["params"] = declared
-        stage["outs"] = [render_path(p, cfg, root) for p in task_paths(cfg, step, "outs")]
-        if step.metrics:
-            stage["metrics"] = [{render_path(p, cfg, root): {"cache": False}} for p in step.metrics]
-        if step.plots:
-            stage["plots"] = [{render_path(p, cfg, root): {"cache": False}} for p in step.plots]
-        stages[step.name] = stage
-    return stages
