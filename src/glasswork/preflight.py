@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from glasswork import tracking
+from glasswork.champion import check_same_labels
 from glasswork.champion_comparison import check_promote_if
 from glasswork.data import sources
 from glasswork.data.prepare import check_lengths, check_table
@@ -19,7 +20,7 @@ from glasswork.explain.faithfulness import check_alpha, check_sample
 from glasswork.explain.step import check_methods
 from glasswork.models.backbone import pretrained_dir
 from glasswork.models.trainer import check_trainer
-from glasswork.registry import SLICE_GATE, check_same_labels
+from glasswork.registry import SLICE_GATE
 from glasswork.text_drift import CURRENT_CHOICES
 
 

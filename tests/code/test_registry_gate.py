@@ -176,7 +176,7 @@ def test_the_champions_per_text_results_come_from_its_logged_predictions(monkeyp
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from glasswork.registry import _logged_probs
+    from glasswork.champion import _logged_probs
 
     test = pd.DataFrame({"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
     logged = pd.DataFrame(
